@@ -1,0 +1,145 @@
+"""The deployment runtime on a CPU: export to ONNX, int8 QDQ quantization, and timing.
+
+``latency_ms_measured`` everywhere in the project means: the exported ONNX model run in ONNX
+Runtime on this CPU, batch 1, 1 intra-op thread unless said, median of many runs after warm-up.
+
+int8 uses ONNX Runtime's static QDQ format (QuantizeLinear/DequantizeLinear pairs around the
+ops): it is the format ORT recommends for CPU, it keeps the float graph readable, and ORT fuses
+each QDQ pattern into its int8 kernels (QLinearConv, MatMulInteger) at session creation, so the
+timing is of real int8 kernels. Weights are per-output-channel, activations per-tensor.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import statistics
+import tempfile
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+
+def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | Path | None = None,
+                batch: int = 1) -> bytes:
+    """Export ``model`` (eval mode) to ONNX with the TorchScript exporter (fast, BN folded into
+    convs); returns the bytes and writes them to ``path`` when given."""
+    model = model.eval()
+    buf = io.BytesIO()
+    example = torch.zeros(batch, *input_shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, (example,), buf, dynamo=False, input_names=["input"],
+                          output_names=["output"], opset_version=17, do_constant_folding=True)
+    data = buf.getvalue()
+    if path is not None:
+        Path(path).write_bytes(data)
+    return data
+
+
+class _ArrayReader:
+    """Feeds calibration arrays to ORT's static quantizer."""
+
+    def __init__(self, batches: Iterable[np.ndarray], input_name: str = "input") -> None:
+        self._it = iter([{input_name: np.ascontiguousarray(b, dtype=np.float32)} for b in batches])
+
+    def get_next(self):  # noqa: D401 - ORT's CalibrationDataReader protocol
+        return next(self._it, None)
+
+    def rewind(self) -> None:  # pragma: no cover - not used by MinMax calibration
+        pass
+
+
+def quantize_int8_qdq(fp32_onnx: bytes, calibration: Iterable[np.ndarray],
+                      nodes_to_quantize: list[str] | None = None) -> bytes:
+    """Static int8 QDQ quantization (per-channel weights) of the given nodes (all when None)."""
+    from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, pre, dst = (os.path.join(tmp, n) for n in ("fp32.onnx", "pre.onnx", "int8.onnx"))
+        Path(src).write_bytes(fp32_onnx)
+        try:
+            quant_pre_process(src, pre, skip_symbolic_shape=True)
+        except Exception:  # pre-processing is an optimisation; quantize the raw graph if it fails
+            pre = src
+        batches = [b[i:i + 1] for b in calibration for i in range(len(b))]
+        quantize_static(pre, dst, _ArrayReader(batches), quant_format=QuantFormat.QDQ,
+                        per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
+                        nodes_to_quantize=nodes_to_quantize,
+                        op_types_to_quantize=["Conv", "Gemm", "MatMul"])
+        return Path(dst).read_bytes()
+
+
+def make_session(onnx_model: bytes | str | Path, threads: int = 1) -> ort.InferenceSession:
+    """An ORT CPU session with a fixed intra-op thread count and full graph optimisation."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    src = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
+    return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+@dataclass
+class TimingStats:
+    """Latency statistics of repeated runs, in milliseconds."""
+
+    median_ms: float
+    iqr_ms: float
+    mean_ms: float
+    min_ms: float
+    repeats: int
+    remeasured: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def time_callable(fn, warmup: int = 10, repeats: int = 50, max_rel_iqr: float = 0.15,
+                  retries: int = 2) -> TimingStats:
+    """Median and IQR of ``fn()`` after warm-up; re-measure (up to ``retries`` times) when the
+    spread is too wide (IQR / median above ``max_rel_iqr``), keeping the tightest run."""
+    best: TimingStats | None = None
+    for attempt in range(retries + 1):
+        for _ in range(warmup):
+            fn()
+        samples = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            samples.append((time.perf_counter() - t0) * 1e3)
+        q = statistics.quantiles(samples, n=4)
+        stats = TimingStats(statistics.median(samples), q[2] - q[0], statistics.fmean(samples),
+                            min(samples), repeats, remeasured=attempt > 0)
+        if best is None or stats.iqr_ms / stats.median_ms < best.iqr_ms / best.median_ms:
+            best = stats
+        if stats.iqr_ms <= max_rel_iqr * stats.median_ms:
+            break
+    assert best is not None
+    return best
+
+
+def measure_onnx_latency(onnx_model: bytes | str | Path, input_shape: Sequence[int], threads: int = 1,
+                         batch: int = 1, warmup: int = 10, repeats: int = 50) -> TimingStats:
+    """``latency_ms_measured``: median latency of one ORT run at ``batch`` on this CPU."""
+    sess = make_session(onnx_model, threads)
+    name = sess.get_inputs()[0].name
+    feed = {name: np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)}
+    return time_callable(lambda: sess.run(None, feed), warmup=warmup, repeats=repeats)
+
+
+def run_onnx(onnx_model: bytes | str | Path, x: np.ndarray, threads: int = 1) -> np.ndarray:
+    sess = make_session(onnx_model, threads)
+    return sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float32)})[0]
