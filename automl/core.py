@@ -36,7 +36,10 @@ class LayerInfo:
     ``in_hw``/``out_hw`` are the spatial sizes of its input and output feature maps ((1, 1) for a
     linear layer). ``prune_group`` names the coupling group whose output channels must be pruned
     together (residual adds, depthwise convs); ``None`` for layers whose outputs are never pruned
-    (the classifier). ``prunable`` is False for such layers.
+    (the classifier). ``prunable`` is False for such layers. ``input_group`` names the group whose
+    kept channels become this layer's input channels (None: its input is never pruned, e.g. the
+    image); ``in_channel_multiplier`` is how many input features each such channel feeds (a
+    linear layer after flattening a 4×4 map: 16).
     """
 
     name: str
@@ -56,6 +59,8 @@ class LayerInfo:
     prune_group: str | None = None
     prunable: bool = True
     index: int = 0
+    input_group: str | None = None
+    in_channel_multiplier: int = 1
 
     def __post_init__(self) -> None:
         if self.op not in LAYER_OPS:
@@ -245,6 +250,53 @@ class Policy:
         except json.JSONDecodeError as exc:
             raise PolicyError(f"policy is not valid JSON: {exc}") from exc
         return cls.from_dict(data)
+
+
+def kept_channels(channels: int, keep_ratio: float, channel_step: int = 1) -> int:
+    """Channels kept of ``channels`` at ``keep_ratio``: rounded to a multiple of
+    ``channel_step`` (the hardware's vector width), never below 1 and never above ``channels``."""
+    step = max(1, int(channel_step))
+    k = int(round(keep_ratio * channels / step)) * step
+    if k <= 0:
+        k = min(step, channels)
+    return max(1, min(channels, k))
+
+
+@dataclass(frozen=True)
+class LayerShape:
+    """A layer's channel counts after a policy is applied (what a latency table is keyed by)."""
+
+    in_channels: int
+    out_channels: int
+    w_bits: int = FLOAT_BITS
+    a_bits: int = FLOAT_BITS
+
+
+def policy_layer_shapes(info: ModelInfo, policy: Policy, channel_step: int = 1) -> dict[str, LayerShape]:
+    """Each layer's (in, out) channels under ``policy`` without building the model.
+
+    A coupled group keeps the channel count of its leader's keep ratio (its first layer), which
+    is exactly what :func:`automl.compress.apply_policy` removes, so predictions and the built
+    model agree.
+    """
+    groups = info.prune_groups
+    full = {layer.name: layer for layer in info.layers}
+    kept: dict[str, int] = {}
+    for group, members in groups.items():
+        leader = full[members[0]]
+        kept[group] = kept_channels(leader.out_channels, policy[leader.name].keep_ratio, channel_step)
+    shapes: dict[str, LayerShape] = {}
+    for layer in info.layers:
+        lp = policy[layer.name]
+        out_c = kept[layer.prune_group] if (layer.prunable and layer.prune_group in kept) else layer.out_channels
+        if layer.input_group is not None and layer.input_group in kept:
+            in_c = kept[layer.input_group] * layer.in_channel_multiplier
+        else:
+            in_c = layer.in_channels
+        if layer.op == "depthwise":
+            in_c = out_c
+        shapes[layer.name] = LayerShape(in_c, out_c, lp.w_bits, lp.a_bits)
+    return shapes
 
 
 BUDGET_METRICS = ("latency_ms", "energy_mj", "size_mb", "macs")

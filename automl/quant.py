@@ -1,0 +1,104 @@
+"""Per-layer fake quantization with a straight-through estimator.
+
+Weights: symmetric, per output channel, applied through a ``torch.nn.utils.parametrize``
+parametrization so the module keeps its name and its float master weight (what fine-tuning
+updates). Activations: per tensor, on the layer's *input* (as HAQ quantizes them), with a range
+calibrated on a few batches; unsigned when the calibrated input is never negative (after a
+ReLU), symmetric otherwise. Both use ``x + (q(x) - x).detach()`` so gradients pass straight
+through and the graph is made of plain ops that export to ONNX.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from .core import FLOAT_BITS
+
+
+def fake_quantize_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """Symmetric per-output-channel fake quantization (no STE)."""
+    qmax = 2 ** (bits - 1) - 1
+    flat = w.detach().reshape(w.shape[0], -1)
+    scale = (flat.abs().amax(dim=1) / qmax).clamp_min(1e-12)
+    scale = scale.reshape(-1, *([1] * (w.dim() - 1)))
+    return torch.clamp(torch.round(w / scale), -qmax, qmax) * scale
+
+
+class WeightFakeQuant(nn.Module):
+    """Parametrization: the float weight seen through a ``bits``-bit symmetric quantizer."""
+
+    def __init__(self, bits: int) -> None:
+        super().__init__()
+        self.bits = int(bits)
+
+    def forward(self, w: torch.Tensor) -> torch.Tensor:
+        return w + (fake_quantize_weight(w, self.bits) - w).detach()
+
+
+class ActivationFakeQuant(nn.Module):
+    """Per-tensor activation quantizer; observes ranges while ``calibrating`` is True."""
+
+    def __init__(self, bits: int) -> None:
+        super().__init__()
+        self.bits = int(bits)
+        self.calibrating = True
+        self.register_buffer("lo", torch.tensor(float("inf")))
+        self.register_buffer("hi", torch.tensor(float("-inf")))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.calibrating:
+            self.lo = torch.minimum(self.lo, x.detach().min())
+            self.hi = torch.maximum(self.hi, x.detach().max())
+            return x
+        if not torch.isfinite(self.hi):  # never calibrated: nothing sensible to do but pass
+            return x
+        if self.lo >= 0:  # unsigned range [0, hi]
+            qmax = 2 ** self.bits - 1
+            scale = (self.hi / qmax).clamp_min(1e-12)
+            q = torch.clamp(torch.round(x / scale), 0, qmax) * scale
+        else:
+            qmax = 2 ** (self.bits - 1) - 1
+            scale = (torch.maximum(self.hi.abs(), self.lo.abs()) / qmax).clamp_min(1e-12)
+            q = torch.clamp(torch.round(x / scale), -qmax, qmax) * scale
+        return x + (q - x).detach()
+
+
+def _quantize_input_hook(module: nn.Module, args: tuple) -> tuple:
+    return (module.act_quant(args[0]),) + tuple(args[1:])
+
+
+def add_fake_quant(module: nn.Module, w_bits: int, a_bits: int) -> None:
+    """Attach weight and/or input-activation fake quantization to one conv / linear layer."""
+    if w_bits != FLOAT_BITS:
+        parametrize.register_parametrization(module, "weight", WeightFakeQuant(w_bits))
+    if a_bits != FLOAT_BITS:
+        module.act_quant = ActivationFakeQuant(a_bits)
+        module.register_forward_pre_hook(_quantize_input_hook)
+
+
+def finish_calibration(model: nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, ActivationFakeQuant):
+            m.calibrating = False
+
+
+def bake_weights(model: nn.Module) -> nn.Module:
+    """Replace parametrized weights by their quantized values (in place) for export."""
+    for m in model.modules():
+        if parametrize.is_parametrized(m, "weight"):
+            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
+    return model
+
+
+def strip_activation_quant(model: nn.Module) -> nn.Module:
+    """Remove input-activation fake quantization (in place): the deployment runtime quantizes
+    activations itself."""
+    for m in model.modules():
+        for key, hook in list(m._forward_pre_hooks.items()):
+            if hook is _quantize_input_hook:
+                del m._forward_pre_hooks[key]
+        if isinstance(getattr(m, "act_quant", None), ActivationFakeQuant):
+            del m.act_quant
+    return model
