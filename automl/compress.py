@@ -20,16 +20,18 @@ from torch import nn
 from latency_models.onnx_runtime import export_onnx, quantize_int8_qdq
 
 from .core import FLOAT_BITS, ModelInfo, Policy, kept_channels
-from .quant import add_fake_quant, bake_weights, finish_calibration, strip_activation_quant
+from .quant import add_fake_quant, finish_calibration, float_deployable_copy
 from .space import layer_modules, trace_model
 
 _PRUNE_OUT = {"conv": tp.prune_conv_out_channels, "linear": tp.prune_linear_out_channels,
               "depthwise": tp.prune_depthwise_conv_out_channels}
 
 
-def prune_channels(model: nn.Module, info: ModelInfo, policy: Policy, channel_step: int = 1) -> nn.Module:
+def prune_channels(model: nn.Module, info: ModelInfo, policy: Policy, channel_step: int = 1) -> int:
     """Remove channels in place, group by group, keeping those with the largest L2 magnitude
-    (summed over every layer of the coupled group, as torch-pruning's group importance does)."""
+    (summed over every layer of the coupled group, as torch-pruning's group importance does).
+    Returns how many groups were pruned."""
+    pruned = 0
     graph = tp.DependencyGraph().build_dependency(
         model, example_inputs=torch.zeros(1, *info.input_shape))
     modules = dict(model.named_modules())
@@ -45,7 +47,8 @@ def prune_channels(model: nn.Module, info: ModelInfo, policy: Policy, channel_st
         drop = torch.argsort(scores)[:channels - keep].tolist()
         group = graph.get_pruning_group(modules[leader], fn, drop)
         group.prune()
-    return model
+        pruned += 1
+    return pruned
 
 
 @torch.no_grad()
@@ -89,13 +92,14 @@ def apply_policy(model: nn.Module, policy: Policy, info: ModelInfo,
                  recalibrate_bn: bool = True) -> nn.Module:
     """A new model with ``policy`` applied; ``model`` is left untouched.
 
-    ``calib_batches`` (a few training batches) re-estimate BN statistics after pruning and
+    ``calib_batches`` (a few training batches) re-estimate BN statistics when channels were
+    pruned (an unpruned model keeps its statistics, so the identity policy is exact) and
     calibrate activation ranges; without them activations stay float.
     """
     policy = policy.validate(info)
     compressed = copy.deepcopy(model).eval()
-    prune_channels(compressed, info, policy, channel_step)
-    if recalibrate_bn and calib_batches:
+    pruned = prune_channels(compressed, info, policy, channel_step)
+    if recalibrate_bn and calib_batches and pruned:
         recalibrate_batchnorm(compressed, calib_batches)
     quantize(compressed, policy, calib_batches)
     return compressed.eval()
@@ -161,7 +165,7 @@ def export_deployable(model: nn.Module, policy: Policy, info: ModelInfo,
     """The ONNX model that is deployed (and timed): quantized weights baked in, layers with
     ``w_bits ≤ 8`` and ``a_bits ≤ 8`` as real int8 QDQ kernels, the rest fp32."""
     input_shape = input_shape or info.input_shape
-    float_model = strip_activation_quant(bake_weights(copy.deepcopy(model))).eval()
+    float_model = float_deployable_copy(model)
     fp32 = export_onnx(float_model, input_shape)
     int8 = deployed_int8_layers(policy)
     if not int8:

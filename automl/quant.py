@@ -84,21 +84,36 @@ def finish_calibration(model: nn.Module) -> None:
             m.calibrating = False
 
 
-def bake_weights(model: nn.Module) -> nn.Module:
-    """Replace parametrized weights by their quantized values (in place) for export."""
-    for m in model.modules():
-        if parametrize.is_parametrized(m, "weight"):
-            parametrize.remove_parametrizations(m, "weight", leave_parametrized=True)
-    return model
+def _plain_layer(m: nn.Module) -> nn.Module:
+    """A plain conv / linear holding ``m``'s current (quantized) weight and bias."""
+    with torch.no_grad():
+        if isinstance(m, nn.Conv2d):
+            new: nn.Module = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride,
+                                       m.padding, m.dilation, m.groups, bias=m.bias is not None,
+                                       padding_mode=m.padding_mode)
+        elif isinstance(m, nn.Linear):
+            new = nn.Linear(m.in_features, m.out_features, bias=m.bias is not None)
+        else:
+            raise TypeError(f"cannot bake a {type(m).__name__}")
+        new.weight.copy_(m.weight)
+        if m.bias is not None:
+            new.bias.copy_(m.bias)
+    return new
 
 
-def strip_activation_quant(model: nn.Module) -> nn.Module:
-    """Remove input-activation fake quantization (in place): the deployment runtime quantizes
-    activations itself."""
-    for m in model.modules():
-        for key, hook in list(m._forward_pre_hooks.items()):
-            if hook is _quantize_input_hook:
-                del m._forward_pre_hooks[key]
-        if isinstance(getattr(m, "act_quant", None), ActivationFakeQuant):
-            del m.act_quant
-    return model
+def float_deployable_copy(model: nn.Module) -> nn.Module:
+    """A copy whose quantized layers are plain layers holding their quantized weights, without
+    activation quantizers (the deployment runtime quantizes activations itself).
+
+    Built by replacing modules rather than ``parametrize.remove_parametrizations``, which
+    deletes the property from a class that a deep copy shares with the original."""
+    import copy
+
+    out = copy.deepcopy(model)
+    for name, m in list(out.named_modules()):
+        if parametrize.is_parametrized(m) or isinstance(getattr(m, "act_quant", None), ActivationFakeQuant):
+            parent_name, _, child = name.rpartition(".")
+            parent = out.get_submodule(parent_name) if parent_name else out
+            setattr(parent, child, _plain_layer(m).train(m.training))
+    return out.eval()
+

@@ -1,0 +1,290 @@
+"""Predicting a policy's latency and energy from a table: overhead + Σ kernels + remainder.
+
+Interpolation between grid points is **bilinear in (in_channels, out_channels)** (linear in the
+channel count for depthwise layers, whose in = out). Why not NetAdapt's cubic RBF: a layer's
+work is bilinear in its channel counts (MACs = in·out·k²·H·W, weight bytes ∝ in·out, activation
+bytes ∝ in and ∝ out), so a + b·in + c·out + d·in·out is the cost model's own form: bilinear
+interpolation reproduces it exactly, stays monotone wherever the measured grid is monotone (an
+RBF can overshoot between points), and costs a couple of bisections per lookup. Off the grid it
+extrapolates linearly from the edge cell (proportionally when a dimension has a single point)
+with an :class:`ExtrapolationWarning`, and never fails.
+
+Each layer lookup is cached on (key, precision, in, out), so predicting a policy is a sum of
+dictionary hits after the first few calls: a few microseconds per layer.
+"""
+
+from __future__ import annotations
+
+import bisect
+import warnings
+import weakref
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from automl.core import LayerInfo, LayerShape, ModelInfo, Policy, policy_layer_shapes
+
+from .profile import PROFILES, HardwareProfile
+from .table import LatencyTable, RemainderEntry, TableError, layer_key
+
+
+Curves = dict[float, tuple[list[float], list[float]]]
+"""int8 share -> (activation ratios, remainder_ms) of one model."""
+
+
+class ExtrapolationWarning(UserWarning):
+    """A prediction left the measured grid; the number is a linear extrapolation."""
+
+
+class MissingEntryError(TableError):
+    """A layer shape was never profiled into this table."""
+
+
+def _bracket(values: Sequence[int], x: float) -> tuple[int, int, float, bool]:
+    """Indices (lo, hi) around ``x`` in sorted ``values`` and the weight of hi; True if outside."""
+    n = len(values)
+    if n == 1:
+        return 0, 0, 0.0, x != values[0]
+    i = bisect.bisect_left(values, x)
+    if i < n and values[i] == x:
+        return i, i, 0.0, False
+    lo = min(max(i - 1, 0), n - 2)
+    hi = lo + 1
+    t = (x - values[lo]) / (values[hi] - values[lo])
+    return lo, hi, t, x < values[0] or x > values[-1]
+
+
+@dataclass
+class Grid:
+    """One layer key at one precision: values on a rectangular (in, out) grid."""
+
+    in_values: list[int]
+    out_values: list[int]
+    latency: np.ndarray   # [len(in), len(out)]
+    energy: np.ndarray
+    diagonal: bool = False    # depthwise: in == out, indexed by out only
+
+    def at(self, cin: int, cout: int) -> tuple[float, float, bool]:
+        if self.diagonal:
+            lo, hi, t, outside = _bracket(self.out_values, cout)
+            lat = self._lerp1(self.latency[0], lo, hi, t, self.out_values, cout)
+            en = self._lerp1(self.energy[0], lo, hi, t, self.out_values, cout)
+            return lat, en, outside
+        i0, i1, ti, out_i = _bracket(self.in_values, cin)
+        o0, o1, to, out_o = _bracket(self.out_values, cout)
+        sx = cin / self.in_values[0] if len(self.in_values) == 1 else 1.0
+        sy = cout / self.out_values[0] if len(self.out_values) == 1 else 1.0
+        vals = []
+        for arr in (self.latency, self.energy):
+            v = ((1 - ti) * (1 - to) * arr[i0, o0] + ti * (1 - to) * arr[i1, o0]
+                 + (1 - ti) * to * arr[i0, o1] + ti * to * arr[i1, o1])
+            vals.append(max(0.0, float(v) * sx * sy))
+        return vals[0], vals[1], out_i or out_o
+
+    @staticmethod
+    def _lerp1(row: np.ndarray, lo: int, hi: int, t: float, xs: Sequence[int], x: float) -> float:
+        if len(xs) == 1:
+            return max(0.0, float(row[0]) * x / xs[0])
+        return max(0.0, float((1 - t) * row[lo] + t * row[hi]))
+
+
+def build_grid(table: LatencyTable, key: str, precision: str) -> Grid | None:
+    points = table.grid(key, precision)
+    if not points:
+        return None
+    diagonal = key.startswith("depthwise")
+    if diagonal:
+        by_out = {o: e for (_, o), e in sorted(points.items())}
+        outs = sorted(by_out)
+        lat = np.array([[by_out[o].latency_ms for o in outs]])
+        en = np.array([[by_out[o].energy_mj for o in outs]])
+        return Grid([outs[0]], outs, lat, en, diagonal=True)
+    ins = sorted({i for i, _ in points})
+    outs = sorted({o for _, o in points})
+    lat = np.full((len(ins), len(outs)), np.nan)
+    en = np.full_like(lat, np.nan)
+    for (i, o), e in points.items():
+        lat[ins.index(i), outs.index(o)] = e.latency_ms
+        en[ins.index(i), outs.index(o)] = e.energy_mj
+    if np.isnan(lat).any():  # a half-built table: fill holes with a least-squares bilinear fit
+        lat, en = _fill(ins, outs, lat), _fill(ins, outs, en)
+    return Grid(ins, outs, lat, en)
+
+
+def _fill(ins: list[int], outs: list[int], arr: np.ndarray) -> np.ndarray:
+    ii, oo = np.meshgrid(np.array(ins, float), np.array(outs, float), indexing="ij")
+    feats = np.stack([np.ones_like(ii), ii, oo, ii * oo], -1)
+    known = ~np.isnan(arr)
+    coef, *_ = np.linalg.lstsq(feats[known], arr[known], rcond=None)
+    out = arr.copy()
+    out[~known] = np.maximum(feats[~known] @ coef, 0.0)
+    return out
+
+
+def _piecewise(xs: list[float], ys: list[float], x: float) -> float:
+    if len(xs) == 1:
+        return ys[0] * x / xs[0] if xs[0] else ys[0]
+    lo, hi, t, _ = _bracket(xs, x)  # type: ignore[arg-type]
+    return (1 - t) * ys[lo] + t * ys[hi]
+
+
+def profile_of(table: LatencyTable) -> HardwareProfile:
+    md = table.metadata
+    base = PROFILES.get(md.device)
+    if base is None:
+        kind = "simulated" if md.runtime.endswith("-sim") else "cpu"
+        base = HardwareProfile(md.device, kind, md.runtime, tuple(md.precisions))
+    return HardwareProfile(base.name, base.kind, base.runtime, tuple(md.precisions),
+                           md.channel_step, md.threads, md.batch, base.params)
+
+
+def policy_features(info: ModelInfo, policy: Policy, profile: HardwareProfile,
+                    channel_step: int | None = None,
+                    shapes: Mapping[str, LayerShape] | None = None) -> tuple[float, float]:
+    """(activation volume relative to the full model, share of it produced by int8 layers).
+
+    What the remainder scales with: pooling, residual adds and quantize/dequantize boundaries
+    all touch the activations, and the boundaries differ between fp32 and int8 layers."""
+    if shapes is None:
+        step = profile.channel_step if channel_step is None else channel_step
+        shapes = policy_layer_shapes(info, policy, step)
+    full = kept = int8 = 0.0
+    for layer in info.layers:
+        area = layer.out_hw[0] * layer.out_hw[1]
+        s = shapes[layer.name]
+        full += layer.out_channels * area
+        v = s.out_channels * area
+        kept += v
+        if profile.precision_for(s.w_bits, s.a_bits) == "int8":
+            int8 += v
+    return (kept / full if full else 1.0), (int8 / kept if kept else 0.0)
+
+
+class Predictor:
+    """Predicts (latency_ms, energy_mj) of policies of models whose layers are in ``table``."""
+
+    def __init__(self, table: LatencyTable, profile: HardwareProfile | None = None,
+                 warn: bool = True) -> None:
+        self.table = table
+        self.profile = profile or profile_of(table)
+        self.warn = warn
+        self._grids: dict[tuple[str, str], Grid | None] = {}
+        self._keys: dict[LayerInfo, str] = {}
+        self._warned: set[tuple] = set()
+        self._version = table.version
+        self._curves: dict[tuple, Curves | None] = {}
+        self.layer_cost = lru_cache(maxsize=65536)(self._layer_cost)
+
+    def _refresh(self) -> None:
+        if self.table.version != self._version:
+            self._grids.clear()
+            self._curves.clear()
+            self.layer_cost.cache_clear()
+            self._version = self.table.version
+
+    def _layer_cost(self, key: str, precision: str, cin: int, cout: int) -> tuple[float, float]:
+        gk = (key, precision)
+        if gk not in self._grids:
+            self._grids[gk] = build_grid(self.table, key, precision)
+        grid = self._grids[gk]
+        if grid is None:
+            raise MissingEntryError(
+                f"latency table ({self.table.metadata.device}) has no entries for layer shape "
+                f"{key!r} at precision {precision!r}; profile this model with "
+                "`hwcompress profile --model NAME --out TABLE` (same input size)")
+        lat, en, outside = grid.at(cin, cout)
+        if outside and self.warn and gk + (cin, cout) not in self._warned:
+            self._warned.add(gk + (cin, cout))
+            warnings.warn(f"{key} at {precision}, in={cin} out={cout} is outside the measured grid "
+                          f"(in {grid.in_values[0]}..{grid.in_values[-1]}, out "
+                          f"{grid.out_values[0]}..{grid.out_values[-1]}): extrapolated linearly",
+                          ExtrapolationWarning, stacklevel=3)
+        return lat, en
+
+    def _key(self, layer: LayerInfo) -> str:
+        k = self._keys.get(layer)
+        if k is None:
+            k = self._keys[layer] = layer_key(layer)
+        return k
+
+    def shapes(self, info: ModelInfo, policy: Policy) -> dict[str, LayerShape]:
+        return policy_layer_shapes(info, policy, self.profile.channel_step)
+
+    def kernels(self, info: ModelInfo, policy: Policy,
+                shapes: Mapping[str, LayerShape] | None = None) -> tuple[float, float]:
+        """Σ of the layer kernels' (latency_ms, energy_mj) under ``policy``."""
+        self._refresh()
+        if shapes is None:
+            shapes = self.shapes(info, policy)
+        lat = en = 0.0
+        prec_for = self.profile.precision_for
+        cost = self.layer_cost
+        for layer in info.layers:
+            s = shapes[layer.name]
+            l, e = cost(self._key(layer), prec_for(s.w_bits, s.a_bits), s.in_channels, s.out_channels)
+            lat += l
+            en += e
+        return lat, en
+
+    def remainder_ms(self, info: ModelInfo, policy: Policy,
+                     shapes: Mapping[str, LayerShape] | None = None) -> float:
+        rk = (info.model_name, tuple(info.input_shape))
+        if rk not in self._curves:
+            rows = self.table.remainders_for(info.model_name, info.input_shape)
+            self._curves[rk] = _remainder_curves(rows) if rows else None
+        curves = self._curves[rk]
+        if curves is None:
+            if self.warn and ("remainder", info.model_name) not in self._warned:
+                self._warned.add(("remainder", info.model_name))
+                warnings.warn(f"latency table has no measured remainder for model "
+                              f"{info.model_name!r} at input {list(info.input_shape)}: predicting "
+                              "the sum of layer kernels only (expect an under-estimate)",
+                              ExtrapolationWarning, stacklevel=3)
+            return 0.0
+        act, q = policy_features(info, policy, self.profile, shapes=shapes)
+        return _remainder_at(curves, act, q)
+
+    def predict(self, info: ModelInfo, policy: Policy) -> tuple[float, float]:
+        """(latency_ms, energy_mj) of ``info`` compressed by ``policy``."""
+        shapes = self.shapes(info, policy)
+        lat, en = self.kernels(info, policy, shapes)
+        return self.table.overhead_ms + lat + self.remainder_ms(info, policy, shapes), en
+
+
+def _remainder_curves(rows: Sequence[RemainderEntry]) -> Curves:
+    curves: dict[float, tuple[list[float], list[float]]] = {}
+    for frac in sorted({round(r.int8_fraction, 6) for r in rows}):
+        pts = sorted((r.act_ratio, r.remainder_ms) for r in rows if round(r.int8_fraction, 6) == frac)
+        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        # identical act ratios (a model too narrow to prune further): average them
+        ux = sorted(set(xs))
+        uy = [float(np.mean([y for x, y in zip(xs, ys) if x == u])) for u in ux]
+        curves[frac] = (ux, uy)
+    return curves
+
+
+def _remainder_at(curves: Curves, act: float, q: float) -> float:
+    """Linear in the activation ratio along each measured precision, then linear in the int8
+    share between the all-fp32 and all-int8 curves."""
+    fracs = sorted(curves)
+    vals = [_piecewise(*curves[f], act) for f in fracs]
+    if len(fracs) == 1:
+        return vals[0]
+    return _piecewise(fracs, vals, min(max(q, fracs[0]), fracs[-1]))
+
+
+_PREDICTORS: "weakref.WeakKeyDictionary[LatencyTable, Predictor]" = weakref.WeakKeyDictionary()
+
+
+def predict(model_info: ModelInfo, policy: Policy, table: LatencyTable) -> tuple[float, float]:
+    """(latency_ms, energy_mj) of ``model_info`` under ``policy`` on ``table``'s device."""
+    pred = _PREDICTORS.get(table)
+    if pred is None:
+        pred = _PREDICTORS[table] = Predictor(table)
+    return pred.predict(model_info, policy)
+
+
+__all__ = ["Predictor", "predict", "policy_features", "ExtrapolationWarning", "MissingEntryError",
+           "Grid", "build_grid"]

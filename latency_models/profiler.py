@@ -1,0 +1,422 @@
+"""Building a latency table by measurement (``hwcompress profile``).
+
+For every distinct layer shape of a model (see :func:`latency_models.table.layer_key`) it times
+the layer alone, as the runtime executes it (conv with its BN folded and its activation fused;
+int8 through the same export + QDQ quantization the deployed model goes through), at a grid of
+(in, out) channel counts on the profile's channel step and at every precision the device runs.
+Then it times the whole model at a few uniform widths and both precisions, and stores what the
+kernels do not explain as the model's *remainder* (pooling, residual adds, quantize/dequantize
+boundaries, input handling), so that prediction = overhead + Σ kernels + remainder.
+
+Importing this module imports only ``automl.core`` of ours; the model zoo, tracing and
+``automl.compress`` (to build each pruned whole model exactly as it is deployed) are imported
+inside :func:`profile_model` and :func:`measure_remainders`, which are orchestration.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from automl.core import FLOAT_BITS, LayerInfo, ModelInfo, Policy, kept_channels
+
+from .energy import HorowitzEnergyModel, find_meter, measure_energy_mj, precision_bits
+from .onnx_runtime import TimingStats, export_onnx, make_session, quantize_int8_qdq, time_callable
+from .profile import HardwareProfile
+from .table import (LatencyTable, RemainderEntry, TableEntry, TableError, TableMetadata,
+                    layer_key)
+
+log = logging.getLogger(__name__)
+
+QUICK_POINTS = 3
+DEFAULT_POINTS = 5
+QUICK_WIDTHS = (1.0, 0.5)
+DEFAULT_WIDTHS = (1.0, 0.75, 0.5, 0.25)
+SAVE_EVERY = 25
+
+
+# ---- one layer at given channels -----------------------------------------------------------
+def layer_at(layer: LayerInfo, cin: int, cout: int) -> LayerInfo:
+    """``layer`` with other channel counts (and its MACs/params recomputed)."""
+    if layer.op == "depthwise":
+        cin = cout
+    groups = cout if layer.op == "depthwise" else 1
+    if layer.op == "linear":
+        macs, params = cin * cout, cin * cout + cout
+    else:
+        k2 = layer.kernel * layer.kernel
+        macs = layer.out_hw[0] * layer.out_hw[1] * cout * (cin // groups) * k2
+        params = cout * (cin // groups) * k2
+    return LayerInfo(name=layer.name, op=layer.op, in_channels=cin, out_channels=cout,
+                     kernel=layer.kernel, stride=layer.stride, padding=layer.padding, groups=groups,
+                     in_hw=layer.in_hw, out_hw=layer.out_hw, macs=macs, params=params,
+                     has_bn=layer.has_bn, activation=layer.activation)
+
+
+def layer_input_shape(layer: LayerInfo, cin: int) -> tuple[int, ...]:
+    return (cin,) if layer.op == "linear" else (cin, *layer.in_hw)
+
+
+def build_layer_module(layer: LayerInfo, cin: int, cout: int) -> nn.Module:
+    """The layer alone (+ BN + activation when the model has them right after it)."""
+    mods: list[nn.Module] = []
+    if layer.op == "linear":
+        mods.append(nn.Linear(cin, cout))
+    else:
+        groups = cout if layer.op == "depthwise" else 1
+        cin = cout if layer.op == "depthwise" else cin
+        mods.append(nn.Conv2d(cin, cout, layer.kernel, layer.stride, layer.padding, groups=groups,
+                              bias=not layer.has_bn))
+        if layer.has_bn:
+            bn = nn.BatchNorm2d(cout)
+            with torch.no_grad():  # non-trivial statistics, so nothing folds to an identity
+                bn.running_mean.uniform_(-0.1, 0.1)
+                bn.running_var.uniform_(0.5, 1.5)
+            mods.append(bn)
+    if layer.activation == "relu":
+        mods.append(nn.ReLU())
+    elif layer.activation == "relu6":
+        mods.append(nn.ReLU6())
+    return nn.Sequential(*mods).eval()
+
+
+def layer_energy_mj(model: HorowitzEnergyModel, layer: LayerInfo, cin: int, cout: int,
+                    precision: str) -> float:
+    at = layer_at(layer, cin, cout)
+    w, a = precision_bits(precision)
+    in_elems = at.in_channels * (1 if at.op == "linear" else at.in_hw[0] * at.in_hw[1])
+    out_elems = at.out_channels * (1 if at.op == "linear" else at.out_hw[0] * at.out_hw[1])
+    return model.layer_energy_mj(at.macs, at.weight_count, in_elems, out_elems, w, a)
+
+
+# ---- timing backends ----------------------------------------------------------------------
+def _adaptive_time(fn: Callable[[], object], target_s: float = 0.25) -> TimingStats:
+    """Warm up, then choose the repeat count so a measurement takes ~``target_s``."""
+    for _ in range(5):
+        fn()
+    t0 = time.perf_counter()
+    fn()
+    one = max(1e-6, time.perf_counter() - t0)
+    repeats = int(min(400, max(30, target_s / one)))
+    return time_callable(fn, warmup=max(5, repeats // 10), repeats=repeats)
+
+
+@dataclass
+class Runner:
+    """A ready-to-time callable and its per-call energy when a meter is readable."""
+
+    fn: Callable[[], object]
+
+    def time(self) -> TimingStats:
+        return _adaptive_time(self.fn)
+
+
+def ort_runner(onnx_bytes: bytes, input_shape: Sequence[int], threads: int, batch: int = 1) -> Runner:
+    sess = make_session(onnx_bytes, threads)
+    feed = {sess.get_inputs()[0].name:
+            np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)}
+    return Runner(lambda: sess.run(None, feed))
+
+
+def torch_runner(module: nn.Module, input_shape: Sequence[int], threads: int, batch: int = 1,
+                 device: str = "cpu", half: bool = False) -> Runner:
+    torch.set_num_threads(threads)
+    module = module.eval().to(device)
+    x = torch.randn(batch, *input_shape, device=device)
+    if half:
+        module, x = module.half(), x.half()
+
+    def fn():
+        with torch.inference_mode():
+            module(x)
+    if device == "cuda":  # pragma: no cover - no GPU on the CI machine
+        return Runner(_cuda_timed(fn))
+    return Runner(fn)
+
+
+def _cuda_timed(fn: Callable[[], object]) -> Callable[[], object]:  # pragma: no cover
+    """Wrap so host timing brackets a synchronised launch (CUDA events would be exact; the
+    median over many synchronised runs is what the deployed batch-1 call costs)."""
+    def run():
+        fn()
+        torch.cuda.synchronize()
+    return run
+
+
+def calib_for(input_shape: Sequence[int], n: int = 8) -> list[np.ndarray]:
+    return [np.random.default_rng(1).standard_normal((n, *input_shape)).astype(np.float32)]
+
+
+def layer_runner(profile: HardwareProfile, layer: LayerInfo, cin: int, cout: int,
+                 precision: str) -> Runner:
+    module = build_layer_module(layer, cin, cout)
+    shape = layer_input_shape(layer, cout if layer.op == "depthwise" else cin)
+    if profile.runtime == "onnxruntime":
+        onnx_bytes = export_onnx(module, shape, batch=profile.batch)
+        if precision == "int8":
+            onnx_bytes = quantize_int8_qdq(onnx_bytes, calib_for(shape))
+        elif precision != "fp32":
+            raise ValueError(f"onnxruntime on CPU runs fp32 and int8, not {precision!r}")
+        return ort_runner(onnx_bytes, shape, profile.threads, profile.batch)
+    if profile.runtime == "torch":
+        device = "cuda" if profile.kind == "cuda" else "cpu"
+        return torch_runner(module, shape, profile.threads, profile.batch, device,
+                            half=precision == "fp16")
+    raise ValueError(f"profile {profile.name!r}: runtime {profile.runtime!r} is not measured "
+                     "(a simulated profile is built by latency_models.simulated)")
+
+
+def measure_overhead_ms(profile: HardwareProfile) -> float:
+    """The runtime's per-call cost: a run of a one-element graph. Counted once per model."""
+    layer = LayerInfo(name="overhead", op="linear", in_channels=1, out_channels=1)
+    if profile.runtime == "onnxruntime":
+        class _Tiny(nn.Module):
+            def forward(self, x):
+                return torch.relu(x)
+        runner = ort_runner(export_onnx(_Tiny(), (1,)), (1,), profile.threads, profile.batch)
+    else:
+        runner = layer_runner(profile, layer, 1, 1, "fp32")
+    return min(runner.time().median_ms for _ in range(3))
+
+
+# ---- the grid ------------------------------------------------------------------------------
+def _spread(candidates: Sequence[int], n: int) -> list[int]:
+    """``n`` values spread evenly over sorted ``candidates`` (always the first and last)."""
+    cands = sorted(set(candidates))
+    if len(cands) <= n:
+        return cands
+    idx = np.unique(np.round(np.linspace(0, len(cands) - 1, n)).astype(int))
+    return [cands[i] for i in idx]
+
+
+def channel_choices(channels: int, step: int) -> list[int]:
+    """Every channel count a policy can keep of ``channels`` (see :func:`kept_channels`)."""
+    step = max(1, step)
+    out = {kept_channels(channels, k * step / channels, step) for k in range(1, channels // step + 2)}
+    out.add(channels)
+    return sorted(out)
+
+
+@dataclass
+class GridPlan:
+    """The (in, out) points to measure for one layer key."""
+
+    key: str
+    layer: LayerInfo          # a representative layer (shape fields only matter)
+    in_values: list[int]
+    out_values: list[int]
+
+    def points(self) -> list[tuple[int, int]]:
+        if self.layer.op == "depthwise":
+            return [(c, c) for c in self.out_values]
+        return [(i, o) for i in self.in_values for o in self.out_values]
+
+
+def plan_grid(info: ModelInfo, channel_step: int, points: int = DEFAULT_POINTS) -> list[GridPlan]:
+    """One grid per distinct layer key; each member layer's full (in, out) is on its grid."""
+    by_key: dict[str, list[LayerInfo]] = {}
+    for layer in info.layers:
+        by_key.setdefault(layer_key(layer), []).append(layer)
+    group_channels = {layer.prune_group: layer.out_channels for layer in info.layers
+                      if layer.prune_group is not None}
+    plans = []
+    for key, members in by_key.items():
+        ins: set[int] = set()
+        outs: set[int] = set()
+        in_full: set[int] = set()
+        out_full: set[int] = set()
+        for layer in members:
+            out_full.add(layer.out_channels)
+            if layer.prunable and layer.prune_group is not None:
+                outs.update(channel_choices(layer.out_channels, channel_step))
+            else:
+                outs.add(layer.out_channels)
+            in_full.add(layer.in_channels)
+            if layer.input_group is not None and layer.input_group in group_channels:
+                m = layer.in_channel_multiplier
+                ins.update(c * m for c in channel_choices(group_channels[layer.input_group], channel_step))
+            else:
+                ins.add(layer.in_channels)
+        out_values = sorted(set(_spread(sorted(outs), points)) | out_full)
+        in_values = sorted(set(_spread(sorted(ins), points)) | in_full)
+        plans.append(GridPlan(key, members[0], in_values, out_values))
+    return plans
+
+
+# ---- metadata ----------------------------------------------------------------------------
+def hwcompress_version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("hwcompress")
+    except Exception:
+        return "0.1.0"
+
+
+def new_metadata(profile: HardwareProfile, energy_model: str) -> TableMetadata:
+    return TableMetadata(
+        device=profile.name, runtime=profile.runtime, runtime_version=profile.runtime_version(),
+        threads=profile.threads, batch=profile.batch, hardware=profile.hardware,
+        channel_step=profile.channel_step, precisions=list(profile.precisions),
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        hwcompress_version=hwcompress_version(), energy_model=energy_model)
+
+
+def open_table(path: str | Path | None, profile: HardwareProfile, energy_model: str,
+               resume: bool = True) -> LatencyTable:
+    """The half-built table at ``path`` to continue (refused if made under other conditions),
+    or a new empty one."""
+    if path is not None and resume and Path(path).is_file():
+        table = LatencyTable.load(path)
+        table.check_compatible(profile.compat_request())
+        if table.metadata.channel_step != profile.channel_step:
+            raise TableError(f"{path}: channel_step {table.metadata.channel_step} != "
+                             f"{profile.channel_step}")
+        return table
+    return LatencyTable(new_metadata(profile, energy_model))
+
+
+# ---- profiling a model ---------------------------------------------------------------------
+def profile_layers(table: LatencyTable, info: ModelInfo, profile: HardwareProfile, *,
+                   points: int = DEFAULT_POINTS, out: str | Path | None = None,
+                   progress: bool = True, energy: HorowitzEnergyModel | None = None) -> int:
+    """Measure every missing (key, precision, in, out) of ``info``'s grid; returns how many.
+
+    Saves to ``out`` every few entries and on interruption, so a re-run resumes."""
+    from tqdm.auto import tqdm
+
+    energy = energy or HorowitzEnergyModel()
+    meter = find_meter(profile.kind)
+    todo = [(plan, p, prec) for plan in plan_grid(info, profile.channel_step, points)
+            for p in plan.points() for prec in profile.precisions
+            if not table.has(plan.key, prec, *p)]
+    if not todo:
+        return 0
+    if not table.overhead_ms:
+        table.overhead_ms = measure_overhead_ms(profile)
+    done = 0
+    bar = tqdm(todo, desc=f"profile {info.model_name} on {profile.name}", disable=not progress,
+               unit="entry")
+    try:
+        for plan, (cin, cout), prec in bar:
+            runner = layer_runner(profile, plan.layer, cin, cout, prec)
+            stats = runner.time()
+            if meter is not None:
+                e_mj, e_src = measure_energy_mj(meter, runner.fn), "measured"
+            else:
+                e_mj, e_src = layer_energy_mj(energy, plan.layer, cin, cout, prec), "modeled"
+            table.add(TableEntry(
+                key=plan.key, in_channels=cin, out_channels=cout, precision=prec,
+                latency_ms=max(1e-5, stats.median_ms - table.overhead_ms), iqr_ms=stats.iqr_ms,
+                raw_median_ms=stats.median_ms, repeats=stats.repeats, remeasured=stats.remeasured,
+                latency_source="measured", energy_mj=e_mj, energy_source=e_src))
+            done += 1
+            if out is not None and done % SAVE_EVERY == 0:
+                table.save(out)
+    finally:
+        bar.close()
+        if out is not None and done:
+            table.save(out)
+    return done
+
+
+def uniform_policy(info: ModelInfo, keep_ratio: float, precision: str,
+                   profile: HardwareProfile) -> Policy:
+    bits = 8 if precision == "int8" else FLOAT_BITS
+    return Policy.uniform(info, keep_ratio, bits, bits)
+
+
+def measure_model_ms(model: nn.Module, policy: Policy, info: ModelInfo, profile: HardwareProfile,
+                     calib: list[torch.Tensor]) -> tuple[float, float]:
+    """(median latency, IQR) of the compressed model as deployed: built with
+    ``automl.compress.apply_policy`` and, on ONNX Runtime, ``export_deployable``."""
+    from automl.compress import apply_policy, export_deployable
+
+    compressed = apply_policy(model, policy, info, calib, channel_step=profile.channel_step)
+    if profile.runtime == "onnxruntime":
+        onnx_bytes = export_deployable(compressed, policy, info, info.input_shape, calib)
+        runner = ort_runner(onnx_bytes, info.input_shape, profile.threads, profile.batch)
+    else:
+        device = "cuda" if profile.kind == "cuda" else "cpu"
+        runner = torch_runner(compressed, info.input_shape, profile.threads, profile.batch, device)
+    stats = runner.time()
+    return stats.median_ms, stats.iqr_ms
+
+
+def measure_remainders(table: LatencyTable, model: nn.Module, info: ModelInfo,
+                       profile: HardwareProfile, calib: list[torch.Tensor],
+                       widths: Iterable[float] = DEFAULT_WIDTHS, progress: bool = True) -> None:
+    """Time the whole model at uniform widths × precisions; store whole − overhead − kernels."""
+    from tqdm.auto import tqdm
+
+    from .predictor import Predictor, policy_features
+
+    points = [(w, prec) for w in widths for prec in profile.precisions]
+    rows: list[RemainderEntry] = []
+    for w, prec in tqdm(points, desc=f"remainder {info.model_name}", disable=not progress):
+        policy = uniform_policy(info, w, prec, profile)
+        whole_ms, _ = measure_model_ms(model, policy, info, profile, calib)
+        pred = Predictor(table, profile, warn=False)
+        kernels_ms, _ = pred.kernels(info, policy)
+        act_ratio, int8_frac = policy_features(info, policy, profile)
+        rows.append(RemainderEntry(model=info.model_name, input_shape=list(info.input_shape),
+                                   act_ratio=act_ratio, int8_fraction=int8_frac,
+                                   remainder_ms=whole_ms - table.overhead_ms - kernels_ms,
+                                   whole_ms=whole_ms, kernels_ms=kernels_ms))
+    table.set_remainders(info.model_name, info.input_shape, rows)
+    table.metadata.input_shapes[info.model_name] = list(info.input_shape)
+
+
+def load_model_and_info(model_name: str, input_shape: Sequence[int], num_classes: int,
+                        allow_import: bool = True) -> tuple[nn.Module, ModelInfo]:
+    from automl.models import build_model
+    from automl.space import trace_model
+
+    torch.manual_seed(0)
+    shape = tuple(int(v) for v in input_shape)
+    model = build_model(model_name, shape[0], num_classes, allow_import=allow_import).eval()
+    return model, trace_model(model, shape, model_name)  # type: ignore[arg-type]
+
+
+def profile_model(model_name: str, input_shape: Sequence[int], profile: HardwareProfile,
+                  out: str | Path | None = None, *, num_classes: int = 10, quick: bool = False,
+                  points: int | None = None, resume: bool = True, progress: bool = True,
+                  remainder: bool = True, calib: list[torch.Tensor] | None = None) -> LatencyTable:
+    """Build (or continue) the table of ``model_name`` at ``input_shape`` on ``profile``."""
+    energy = HorowitzEnergyModel()
+    if profile.kind == "simulated":
+        from .simulated import simulate_table
+        model, info = load_model_and_info(model_name, input_shape, num_classes)
+        table = open_table(out, profile, energy.name, resume)
+        simulate_table(table, info, profile, points=points or (QUICK_POINTS if quick else DEFAULT_POINTS))
+        if out is not None:
+            table.save(out)
+        return table
+    model, info = load_model_and_info(model_name, input_shape, num_classes)
+    table = open_table(out, profile, energy.name, resume)
+    profile_layers(table, info, profile, points=points or (QUICK_POINTS if quick else DEFAULT_POINTS),
+                   out=out, progress=progress, energy=energy)
+    if remainder and (not resume or not table.remainders_for(model_name, info.input_shape)):
+        if calib is None:
+            calib = [torch.randn(16, *info.input_shape, generator=torch.Generator().manual_seed(0))]
+        measure_remainders(table, model, info, profile, calib,
+                           QUICK_WIDTHS if quick else DEFAULT_WIDTHS, progress)
+    table.metadata.input_shapes[model_name] = list(info.input_shape)
+    if out is not None:
+        table.save(out)
+    return table
+
+
+def table_stats(table: LatencyTable) -> dict[str, Any]:
+    rel = [e.iqr_ms / e.raw_median_ms for e in table.entries.values() if e.raw_median_ms > 0]
+    return {"entries": len(table.entries),
+            "median_rel_iqr": float(np.median(rel)) if rel else math.nan,
+            "remeasured": sum(e.remeasured for e in table.entries.values())}

@@ -1,0 +1,1 @@
+"""The one CLI, ``hwcompress``: each area registers its own subcommands."""

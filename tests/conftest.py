@@ -1,0 +1,24 @@
+"""Shared fixtures: a private cache dir so tests never read a developer's cached baselines
+unless they ask for them, and small trained models reused across tests."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HWCOMPRESS_CACHE", str(Path(__file__).resolve().parent.parent / ".hwcompress-cache" / "tests"))
+
+
+@pytest.fixture(scope="session")
+def digits():
+    from automl.data import load_dataset
+    return load_dataset("digits")
+
+
+@pytest.fixture(scope="session")
+def lenet_digits(digits):
+    """LeNet-5 trained on digits (cached across runs by the baseline cache)."""
+    from automl.workflow import load_trained
+    return load_trained("lenet5", "digits", epochs=10, progress=False)

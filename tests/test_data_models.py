@@ -1,0 +1,77 @@
+"""Data splits, the model zoo's input flexibility, user models and safe weight loading."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from automl.data import DataError, load_dataset
+from automl.models import build_model, load_weights, register_factory_string, zoo_names
+
+
+def test_digits_splits_are_fixed_by_seed_and_disjoint():
+    a, b, c = load_dataset("digits", seed=0), load_dataset("digits", seed=0), load_dataset("digits", seed=1)
+    assert torch.equal(a.x_val, b.x_val) and torch.equal(a.x_train, b.x_train)
+    assert not torch.equal(a.x_val, c.x_val)
+    # the test set never moves with the seed, and never overlaps the validation slice
+    assert torch.equal(a.x_test, c.x_test)
+    val = {t.numpy().tobytes() for t in a.x_val}
+    assert not any(t.numpy().tobytes() in val for t in a.x_test)
+    assert a.input_shape == (1, 16, 16) and load_dataset("digits@32").input_shape == (1, 32, 32)
+
+
+def test_mnist_npz_by_path(tmp_path):
+    rng = np.random.default_rng(0)
+    path = tmp_path / "tiny.npz"
+    np.savez(path, x_train=rng.integers(0, 255, (200, 28, 28), dtype=np.uint8),
+             y_train=rng.integers(0, 10, 200, dtype=np.uint8),
+             x_test=rng.integers(0, 255, (50, 28, 28), dtype=np.uint8),
+             y_test=rng.integers(0, 10, 50, dtype=np.uint8))
+    d = load_dataset(f"mnist:{path}")
+    assert d.input_shape == (1, 28, 28) and len(d.x_test) == 50 and len(d.x_train) + len(d.x_val) == 200
+    assert d.x_train.min() >= -1 and d.x_train.max() <= 1
+
+
+@pytest.mark.parametrize("spec,needle", [("cifar", "unknown"), ("mnist", "npz path"),
+                                         ("mnist:/no/such.npz", "not found"), ("digits@x", "not an integer")])
+def test_bad_dataset_specs(spec, needle):
+    with pytest.raises(DataError, match=needle):
+        load_dataset(spec)
+
+
+@pytest.mark.parametrize("name", zoo_names())
+def test_zoo_takes_one_or_three_channels_any_size(name):
+    for c, s in ((1, 16), (1, 28), (3, 32)):
+        assert build_model(name, c, 7)(torch.randn(2, c, s, s)).shape == (2, 7)
+
+
+def test_user_factory_and_safe_weights(tmp_path, monkeypatch):
+    pkg = tmp_path / "usermodels.py"
+    pkg.write_text(textwrap.dedent("""
+        import torch.nn as nn
+        def tiny(in_channels, num_classes):
+            return nn.Sequential(nn.Conv2d(in_channels, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, num_classes))
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    model = build_model("usermodels:tiny", 1, 10, allow_import=True)
+    with pytest.raises(ValueError, match="unknown"):
+        build_model("usermodels:tiny", 1, 10)  # servers never import what a client names
+    register_factory_string("tiny", "usermodels:tiny")
+    torch.save(model.state_dict(), tmp_path / "w.pt")
+    from safetensors.torch import save_file
+    save_file(model.state_dict(), str(tmp_path / "w.safetensors"))
+    for f in ("w.pt", "w.safetensors"):
+        loaded = load_weights(build_model("tiny", 1, 10), tmp_path / f)
+        assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values()))
+    # a pickled object (not a state dict) is refused by weights_only loading
+    torch.save({"m": model}, tmp_path / "evil.pt")
+    with pytest.raises(Exception):
+        load_weights(build_model("tiny", 1, 10), tmp_path / "evil.pt")
+    with pytest.raises(ValueError, match="does not match"):
+        load_weights(build_model("lenet5", 1, 10), tmp_path / "w.pt")
