@@ -299,6 +299,30 @@ def policy_layer_shapes(info: ModelInfo, policy: Policy, channel_step: int = 1) 
     return shapes
 
 
+def policy_macs_and_size(info: ModelInfo, policy: Policy, channel_step: int = 1) -> tuple[int, float]:
+    """(MACs, size in MB) of ``info`` under ``policy``, computed from the channel counts alone.
+
+    Size counts conv / linear weights at their ``w_bits`` and biases and BN affine parameters at
+    32 bits, as :func:`automl.compress.model_cost` does for a built model."""
+    shapes = policy_layer_shapes(info, policy, channel_step)
+    macs = 0
+    bits = 0
+    for layer in info.layers:
+        s = shapes[layer.name]
+        if layer.op == "linear":
+            weights = s.in_channels * s.out_channels
+            layer_macs = weights
+        else:
+            groups = s.out_channels if layer.op == "depthwise" else layer.groups
+            weights = s.out_channels * (s.in_channels // groups) * layer.kernel * layer.kernel
+            layer_macs = layer.out_hw[0] * layer.out_hw[1] * weights
+        per_channel_extra = (layer.params - layer.weight_count) / layer.out_channels
+        extra = per_channel_extra * s.out_channels + (2 * s.out_channels if layer.has_bn else 0)
+        macs += layer_macs
+        bits += weights * s.w_bits + extra * FLOAT_BITS
+    return macs, bits / 8 / 1e6
+
+
 BUDGET_METRICS = ("latency_ms", "energy_mj", "size_mb", "macs")
 
 

@@ -1,0 +1,1 @@
+"""Search strategies and their Ray runner (see base.py for the ask/tell interface)."""

@@ -1,0 +1,136 @@
+"""Scoring policies: accuracy on the validation slice, without fine-tuning (as AMC does; BN
+statistics are re-estimated, which makes that a far better signal), optionally after a few
+fine-tune steps (NetAdapt's short-term fine-tune).
+
+``RayEvaluator`` runs a pool of Ray actors; the model, the validation slice and the calibration
+batches go into the object store once per job and each actor reads them once, not per trial.
+``LocalEvaluator`` runs the same code in-process, for tests and debugging.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+
+from ..compress import apply_policy
+from ..core import ModelInfo, Policy
+from ..train import evaluate_accuracy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalPayload:
+    """What every evaluation needs, shipped once."""
+
+    model: torch.nn.Module
+    info: ModelInfo
+    x_val: torch.Tensor
+    y_val: torch.Tensor
+    calib: list[torch.Tensor]
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    channel_step: int
+    finetune_steps: int = 0
+
+
+def score_policy(payload: EvalPayload, policy_dict: dict[str, Any]) -> dict[str, Any]:
+    """Accuracy of one policy; errors are returned, not raised, so a failing trial is recorded
+    and the search goes on."""
+    t0 = time.perf_counter()
+    try:
+        policy = Policy.from_dict(policy_dict)
+        model = apply_policy(payload.model, policy, payload.info, payload.calib, payload.channel_step)
+        if payload.finetune_steps > 0:
+            _short_finetune(model, payload)
+        acc = evaluate_accuracy(model, payload.x_val, payload.y_val)
+        return {"accuracy": acc, "wall_s": time.perf_counter() - t0, "error": None}
+    except Exception as exc:  # noqa: BLE001 - a trial's failure is data, not a crash
+        log.warning("trial failed: %s", exc)
+        return {"accuracy": None, "wall_s": time.perf_counter() - t0,
+                "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=5)}
+
+
+def _short_finetune(model: torch.nn.Module, payload: EvalPayload, batch_size: int = 64) -> None:
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    g = torch.Generator().manual_seed(0)
+    model.train()
+    for _ in range(payload.finetune_steps):
+        idx = torch.randint(0, len(payload.x_train), (batch_size,), generator=g)
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(payload.x_train[idx]), payload.y_train[idx]).backward()
+        opt.step()
+    model.eval()
+
+
+class LocalEvaluator:
+    """In-process evaluation, one policy at a time."""
+
+    parallelism = 1
+
+    def __init__(self, payload: EvalPayload) -> None:
+        self.payload = payload
+
+    def evaluate(self, policies: Sequence[Policy]) -> list[dict[str, Any]]:
+        return [{**score_policy(self.payload, p.to_dict()), "node": "local"} for p in policies]
+
+    def close(self) -> None:
+        pass
+
+
+class _Actor:
+    """A Ray actor holding the payload; one CPU each."""
+
+    def __init__(self, payload: EvalPayload) -> None:
+        torch.set_num_threads(1)
+        self.payload = payload
+        import ray
+        self.node = ray.get_runtime_context().get_node_id()
+
+    def evaluate(self, policy_dict: dict[str, Any]) -> dict[str, Any]:
+        return {**score_policy(self.payload, policy_dict), "node": self.node}
+
+
+class RayEvaluator:
+    """A pool of Ray actors scoring policies in parallel; a dead actor fails its trial and is
+    replaced, it does not end the search."""
+
+    def __init__(self, payload: EvalPayload, workers: int | None = None) -> None:
+        import ray
+
+        self._ray = ray
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        self.parallelism = max(1, min(workers or cpus, cpus))
+        self._payload_ref = ray.put(payload)  # once per job
+        self._actor_cls = ray.remote(num_cpus=1, max_restarts=1)(_Actor)
+        self._actors = [self._spawn() for _ in range(self.parallelism)]
+
+    def _spawn(self):
+        return self._actor_cls.options(scheduling_strategy="SPREAD").remote(self._payload_ref)
+
+    def evaluate(self, policies: Sequence[Policy]) -> list[dict[str, Any]]:
+        ray = self._ray
+        results: list[dict[str, Any]] = []
+        for start in range(0, len(policies), self.parallelism):
+            chunk = policies[start:start + self.parallelism]
+            refs = [self._actors[i].evaluate.remote(p.to_dict()) for i, p in enumerate(chunk)]
+            for i, ref in enumerate(refs):
+                try:
+                    results.append(ray.get(ref))
+                except Exception as exc:  # noqa: BLE001 - actor died or the task raised
+                    results.append({"accuracy": None, "wall_s": 0.0, "node": None,
+                                    "error": f"{type(exc).__name__}: {exc}"})
+                    self._actors[i] = self._spawn()
+        return results
+
+    def close(self) -> None:
+        for a in self._actors:
+            try:
+                self._ray.kill(a)
+            except Exception:  # noqa: BLE001
+                pass

@@ -1,0 +1,115 @@
+"""Turning the best policy of a search into the answer: apply it, fine-tune briefly, export the
+deployable model, measure it on the device, and draw what a person would rather look at."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from latency_models.onnx_runtime import export_onnx, measure_onnx_latency
+
+from ..compress import apply_policy, export_deployable, model_cost
+from ..core import Policy
+from ..train import evaluate_accuracy, finetune
+from ..workflow import LoadedModel
+from .problem import CompressionProblem
+
+
+def measure_reference_ms(loaded: LoadedModel, threads: int = 1) -> float:
+    """The uncompressed model's measured latency (ORT, batch 1): what relative budgets mean."""
+    return measure_onnx_latency(export_onnx(loaded.model, loaded.data.input_shape),
+                                loaded.data.input_shape, threads=threads).median_ms
+
+
+def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The most accurate feasible scored policy; ties go to the faster one."""
+    ok = [r for r in rows if r.get("feasible") and r.get("accuracy") is not None]
+    return max(ok, key=lambda r: (r["accuracy"], -r["latency_ms"]), default=None)
+
+
+def finalize(problem: CompressionProblem, rows: list[dict[str, Any]], config, multi_objective: bool,
+             out: Path, emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+    from .runner import SearchFailed, pareto_front
+
+    best = best_row(rows)
+    if best is None:
+        failed = sum(1 for r in rows if r.get("error"))
+        raise SearchFailed(f"strategy {config.strategy!r} found no feasible policy it could score "
+                           f"({len(rows)} evaluations, {failed} failed)")
+    emit({"type": "log", "message": f"finalizing the best policy (val accuracy {best['accuracy']:.4f})"})
+    loaded = problem.loaded
+    policy = Policy.from_dict(best["policy"])
+    calib = loaded.data.calibration_batches()
+    model = apply_policy(loaded.model, policy, loaded.info, calib, problem.channel_step)
+    acc_before = evaluate_accuracy(model, loaded.data.x_test, loaded.data.y_test)
+    if config.finetune_epochs > 0:
+        finetune(model, loaded.data, epochs=config.finetune_epochs, seed=config.seed)
+    acc_after = evaluate_accuracy(model, loaded.data.x_test, loaded.data.y_test)
+    onnx_bytes = export_deployable(model, policy, loaded.info, loaded.data.input_shape, calib)
+    (out / "compressed.onnx").write_bytes(onnx_bytes)
+    measured = measure_onnx_latency(onnx_bytes, loaded.data.input_shape, threads=config.threads)
+    cost = model_cost(model, loaded.data.input_shape, policy)
+    evaluated = [r for r in rows if r.get("accuracy") is not None]
+    result: dict[str, Any] = {
+        "model": config.model, "dataset": config.data, "strategy": config.strategy,
+        "hardware": problem.profile.name, "seed": config.seed, "budgets": list(map(str, problem.budget.terms)),
+        "policy": policy.to_dict(),
+        "accuracy_val_search": best["accuracy"],
+        "accuracy_original": evaluate_accuracy(loaded.model, loaded.data.x_test, loaded.data.y_test),
+        "accuracy_before_finetune": acc_before,
+        "accuracy_after_finetune": acc_after,
+        "finetune_epochs": config.finetune_epochs,
+        "latency_ms_predicted": best["latency_ms"],
+        "latency_ms_measured": measured.median_ms,
+        "latency_ms_original_measured": problem.reference["latency_ms"],
+        "latency_ms_budget": problem.limits.get("latency_ms"),
+        "energy_mj_predicted": best["energy_mj"],
+        "energy_mj_budget": problem.limits.get("energy_mj"),
+        "size_mb": cost.size_mb, "size_mb_budget": problem.limits.get("size_mb"),
+        "macs": cost.macs, "macs_budget": problem.limits.get("macs"), "params": cost.params,
+        "evaluations": len(evaluated),
+        "failed_trials": sum(1 for r in rows if r.get("error")),
+        "nodes": sorted({r["node"] for r in rows if r.get("node")}),
+    }
+    if multi_objective:
+        result["pareto"] = [{"accuracy": r["accuracy"], "latency_ms": r["latency_ms"],
+                             "energy_mj": r["energy_mj"], "size_mb": r["size_mb"], "policy": r["policy"]}
+                            for r in pareto_front(rows, config.objective)]
+    (out / "trace.json").write_text(json.dumps(
+        [{k: v for k, v in r.items() if k != "key"} for r in rows], indent=1))
+    plot_search(rows, result, out / "search.png", config.objective if multi_objective else "latency_ms")
+    return result
+
+
+def plot_search(rows: list[dict[str, Any]], result: dict[str, Any], path: Path, objective: str) -> None:
+    """Accuracy vs predicted cost of every scored candidate, the front, the budget line and the
+    chosen policy."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from .runner import pareto_front
+
+    pts = [r for r in rows if r.get("accuracy") is not None]
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
+    for feasible, color, label in ((True, "tab:blue", "feasible"), (False, "tab:gray", "over budget")):
+        sel = [r for r in pts if bool(r.get("feasible")) == feasible]
+        if sel:
+            ax.scatter([r[objective] for r in sel], [r["accuracy"] for r in sel], s=14, c=color,
+                       alpha=0.7, label=label)
+    front = pareto_front(rows, objective)
+    if front:
+        ax.plot([r[objective] for r in front], [r["accuracy"] for r in front], "-", c="tab:orange",
+                label="Pareto front")
+    budget = result.get(f"{objective}_budget")
+    if budget:
+        ax.axvline(budget, ls="--", c="tab:red", label=f"budget {budget:.3g}")
+    ax.scatter([result.get("latency_ms_predicted") if objective == "latency_ms" else result.get("energy_mj_predicted")],
+               [result["accuracy_val_search"]], marker="*", s=160, c="tab:green", label="chosen", zorder=5)
+    ax.set_xlabel(f"{objective} (predicted)")
+    ax.set_ylabel("validation accuracy (no fine-tune)")
+    ax.set_title(f"{result['model']} / {result['strategy']}: {len(pts)} evaluations")
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

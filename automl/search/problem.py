@@ -1,0 +1,166 @@
+"""A compression problem: the trained model, its data, the hardware and its latency table, and the
+budgets. It answers the two questions every strategy asks: what does a policy cost (a table
+lookup, microseconds) and is it feasible. Accuracy is measured elsewhere (the evaluator), because
+that is the expensive part and runs on Ray.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+
+from latency_models.predictor import Predictor
+from latency_models.profile import DEFAULT_PROFILE, HardwareProfile, get_profile
+from latency_models.table import LatencyTable
+
+from ..core import (FLOAT_BITS, Budget, BudgetError, LayerPolicy, ModelInfo, Policy,
+                    policy_macs_and_size)
+from ..workflow import LoadedModel
+
+log = logging.getLogger(__name__)
+
+MIN_KEEP_RATIO = 0.1
+"""The smallest keep ratio a strategy proposes (AMC uses 0.2; lower lets tight budgets be met)."""
+
+
+def searchable_bits(profile: HardwareProfile) -> tuple[int, ...]:
+    """Bit-widths worth searching on ``profile``: on a CPU only what it executes differently
+    (float and int8), on a bit-flexible accelerator every width from 2 to 8."""
+    if profile.kind == "simulated":
+        return (2, 3, 4, 5, 6, 7, 8)
+    return (FLOAT_BITS, 8) if "int8" in profile.precisions else (FLOAT_BITS,)
+
+
+@dataclass
+class CompressionProblem:
+    """Everything a strategy needs to propose and judge policies for one job."""
+
+    loaded: LoadedModel
+    profile: HardwareProfile
+    table: LatencyTable
+    budget: Budget
+    quantize: bool = True
+    min_keep_ratio: float = MIN_KEEP_RATIO
+    reference_overrides: dict[str, float] = field(default_factory=dict)
+    predictor: Predictor = field(init=False)
+    reference: dict[str, float] = field(init=False)
+    limits: dict[str, float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        if not self.budget.terms:
+            raise BudgetError("budget: at least one of latency_ms, energy_mj, size_mb, macs is required")
+        self.predictor = Predictor(self.table, self.profile, warn=False)
+        self.reference = {**self.costs(Policy.full(self.info.layer_names)), **self.reference_overrides}
+        self.limits = self.budget.resolve(self.reference)
+        self.bits_choices = searchable_bits(self.profile) if self.quantize else (FLOAT_BITS,)
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.loaded.info
+
+    @property
+    def channel_step(self) -> int:
+        return self.profile.channel_step
+
+    @property
+    def groups(self) -> dict[str, list[str]]:
+        return self.info.prune_groups
+
+    def costs(self, policy: Policy) -> dict[str, float]:
+        """Predicted latency and energy (the table) and computed MACs and size of ``policy``."""
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            latency_ms, energy_mj = self.predictor.predict(self.info, policy)
+        macs, size_mb = policy_macs_and_size(self.info, policy, self.channel_step)
+        return {"latency_ms": latency_ms, "energy_mj": energy_mj, "size_mb": size_mb, "macs": float(macs)}
+
+    def violation(self, costs: dict[str, float]) -> dict[str, float]:
+        """Per budget: relative excess over the limit (≤ 0 means met). Optuna's constraint form."""
+        return {m: costs[m] / limit - 1.0 for m, limit in self.limits.items()}
+
+    def resource(self, costs: dict[str, float]) -> float:
+        """The tightest budget's cost over its limit: ≤ 1 means every budget holds."""
+        return max(costs[m] / limit for m, limit in self.limits.items())
+
+    def feasible(self, costs: dict[str, float], tolerance: float = 0.0) -> bool:
+        return self.resource(costs) <= 1.0 + tolerance
+
+    # --- policies built from a few numbers -------------------------------------------------
+    def policy_from(self, keep: dict[str, float], bits: dict[str, tuple[int, int]] | None = None) -> Policy:
+        """A full policy from per-group keep ratios and per-layer (w_bits, a_bits)."""
+        layers: dict[str, LayerPolicy] = {}
+        ratio_of = {m: keep.get(g, 1.0) for g, members in self.groups.items() for m in members}
+        for layer in self.info.layers:
+            wb, ab = (bits or {}).get(layer.name, (FLOAT_BITS, FLOAT_BITS))
+            layers[layer.name] = LayerPolicy(ratio_of.get(layer.name, 1.0), wb, ab)
+        return Policy(layers)
+
+    def uniform_policy(self, keep_ratio: float, bits: int = FLOAT_BITS) -> Policy:
+        return self.policy_from({g: keep_ratio for g in self.groups},
+                                {layer.name: (bits, bits) for layer in self.info.layers})
+
+    def smallest_costs(self) -> dict[str, float]:
+        """Per metric, the least any uniform policy at the smallest keep ratio reaches (the
+        narrowest bit-width is not always the fastest: int8 kernels can be slower than float)."""
+        options = [self.costs(self.uniform_policy(self.min_keep_ratio, b)) for b in self.bits_choices]
+        return {m: min(o[m] for o in options) for m in options[0]}
+
+    def check_reachable(self) -> None:
+        """Fail fast, naming the budget and the smallest value reachable, when no policy of this
+        space can meet a budget."""
+        smallest = self.smallest_costs()
+        for metric, limit in self.limits.items():
+            if smallest[metric] > limit:
+                term = next(t for t in self.budget.terms if t.metric == metric)
+                raise BudgetError(
+                    f"budget {term}: {metric} ≤ {limit:.4g} is unreachable for {self.info.model_name} "
+                    f"on {self.profile.name}: the smallest reachable value is {smallest[metric]:.4g} "
+                    f"(uncompressed {self.reference[metric]:.4g}; keep ratio ≥ {self.min_keep_ratio}, "
+                    f"bits ≥ {min(self.bits_choices)})")
+
+
+def load_or_build_table(model_name: str, info: ModelInfo, profile: HardwareProfile,
+                        table_path: str | None = None, quick: bool = False,
+                        num_classes: int = 10) -> LatencyTable:
+    """The table given, or this model's table for ``profile`` built on first use and cached."""
+    from latency_models.profiler import profile_model
+
+    if table_path:
+        table = LatencyTable.load(table_path)
+        table.check_compatible(profile.compat_request())
+        return table
+    from ..train import cache_dir
+
+    safe = model_name.replace(":", "_").replace("/", "_")
+    shape = "x".join(str(v) for v in info.input_shape)
+    path = cache_dir() / "tables" / f"{profile.name}-t{profile.threads}-{safe}-{shape}{'-quick' if quick else ''}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file():
+        table = LatencyTable.load(path)
+        if table.remainders_for(model_name, info.input_shape) or profile.kind == "simulated":
+            return table
+    log.info("building the %s latency table for %s at %s (first use; cached at %s)",
+             profile.name, model_name, list(info.input_shape), path)
+    return profile_model(model_name, info.input_shape, profile, out=path, quick=quick,
+                         num_classes=num_classes, progress=True)
+
+
+def build_problem(loaded: LoadedModel, budgets: list[str] | Budget, hardware: str | None = None,
+                  table: str | None = None, threads: int = 1, quick_table: bool = False,
+                  quantize: bool = True, measured_reference_ms: float | None = None) -> CompressionProblem:
+    """The problem of one job. A relative latency budget (``latency_ms=0.5x``) is a fraction of
+    ``measured_reference_ms`` (the uncompressed model measured on the device) when given, which
+    is what a user means by "half as fast"; otherwise of the table's prediction."""
+    profile = get_profile(hardware or DEFAULT_PROFILE, threads)
+    budget = budgets if isinstance(budgets, Budget) else Budget.parse(budgets)
+    lut = load_or_build_table(loaded.name, loaded.info, profile, table, quick=quick_table,
+                              num_classes=loaded.data.num_classes)
+    overrides = {}
+    if measured_reference_ms is not None:
+        overrides["latency_ms"] = measured_reference_ms
+    problem = CompressionProblem(loaded, profile, lut, budget, quantize=quantize,
+                                 reference_overrides=overrides)
+    problem.check_reachable()
+    return problem
+

@@ -1,0 +1,1 @@
+"""Search strategies, one module each (the registry names them)."""

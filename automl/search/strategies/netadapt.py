@@ -1,0 +1,115 @@
+"""``netadapt``: NetAdapt's loop (Yang et al., ECCV 2018) on our latency table.
+
+Each iteration lowers the resource target by a decaying step; for every coupled group it makes
+one proposal: the fewest channels removed from that group alone (on the hardware's channel
+step) for which the table says the target is met. Each proposal is scored (accuracy on the
+validation slice after the evaluator's short-term fine-tune, if one is configured), the best
+is kept, and the loop repeats until every budget holds. The long-term fine-tune is the final
+fine-tune every strategy's result gets.
+
+The "resource" is the tightest budget's cost over its limit, so several budgets are handled at
+once. NetAdapt's schedule (initial step, ×0.96 per iteration) is scaled so that the budget is
+reached within the evaluations allowed; if they run out first, the current policy is shrunk
+uniformly to the budget and scored once more.
+"""
+
+from __future__ import annotations
+
+from ...core import Evaluation, kept_channels
+from ..base import Strategy, Trial
+from .uniform import largest_feasible_ratio
+
+DECAY = 0.96
+
+
+class NetAdaptStrategy(Strategy):
+    name = "netadapt"
+
+    def __init__(self, problem, options) -> None:
+        super().__init__(problem, options)
+        self.keep = {g: 1.0 for g in problem.groups}
+        self.iteration = 0
+        self.evaluations = 0
+        self.resource = problem.resource(problem.costs(problem.policy_from(self.keep)))
+        n_groups = max(1, len(problem.groups))
+        n_iters = max(1, options.trials // n_groups - 1)
+        gap = max(0.0, self.resource - 1.0)
+        self.step = gap * (1 - DECAY) / (1 - DECAY ** n_iters) if gap > 0 else 0.0
+        self._proposals: list[Trial] = []
+        self._told: list[tuple[Trial, Evaluation]] = []
+        self._finished = self.resource <= 1.0
+        self._final_pending = False
+
+    def _channels(self, group: str) -> int:
+        return self.problem.info.layer(group).out_channels
+
+    def _propose(self, target: float) -> list[Trial]:
+        p = self.problem
+        proposals = []
+        for g in p.groups:
+            full = self._channels(g)
+            current = kept_channels(full, self.keep[g], p.channel_step)
+            # the largest channel count below the current one that meets the target
+            for c in range(current - p.channel_step, 0, -p.channel_step):
+                ratio = c / full
+                if ratio < p.min_keep_ratio:
+                    break
+                keep = {**self.keep, g: ratio}
+                if p.resource(p.costs(p.policy_from(keep))) <= target:
+                    proposals.append(self._trial(p.policy_from(keep), {"group": g, "keep": keep,
+                                                                       "iteration": self.iteration},
+                                                 intermediate=True))
+                    break
+        return proposals
+
+    def ask(self, n: int) -> list[Trial]:
+        if self._finished:
+            return []
+        if not self._proposals and not self._told:
+            remaining = self.options.trials - self.evaluations
+            target = max(1.0, self.resource - self.step * DECAY ** self.iteration)
+            proposals = self._propose(target) if remaining >= 1 else []
+            if not proposals or len(proposals) > remaining:
+                return self._shrink_to_budget()
+            self._proposals = proposals
+            self._outstanding = len(proposals)
+        out, self._proposals = self._proposals[:n], self._proposals[n:]
+        return out
+
+    def _shrink_to_budget(self) -> list[Trial]:
+        """Out of evaluations (or no single-group proposal reaches the target): scale all groups
+        together to the budget and finish with that policy."""
+        self._finished = True
+        if self.resource <= 1.0:
+            return []
+        p = self.problem
+        base = dict(self.keep)
+        scale = largest_feasible_ratio(
+            p, lambda s: p.policy_from({g: max(p.min_keep_ratio, r * s) for g, r in base.items()}), lo=0.0)
+        if scale is None:
+            return []
+        keep = {g: max(p.min_keep_ratio, r * scale) for g, r in base.items()}
+        return [self._trial(p.policy_from(keep), {"keep": keep, "iteration": self.iteration, "final": True})]
+
+    def tell(self, trial: Trial, evaluation: Evaluation) -> None:
+        if evaluation.accuracy is not None:
+            self.evaluations += 1
+        if trial.params.get("final"):
+            return
+        self._told.append((trial, evaluation))
+        if len(self._told) < self._outstanding:
+            return
+        scored = [(t, e) for t, e in self._told if e.accuracy is not None]
+        self._told = []
+        if not scored:
+            self._finished = True
+            return
+        best_trial, _ = max(scored, key=lambda te: te[1].accuracy)
+        self.keep = dict(best_trial.params["keep"])
+        self.resource = self.problem.resource(self.problem.costs(best_trial.policy))
+        self.iteration += 1
+        if self.resource <= 1.0:
+            self._finished = True
+
+    def state(self) -> dict:
+        return {"iteration": self.iteration, "resource": self.resource}

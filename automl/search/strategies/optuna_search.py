@@ -1,0 +1,119 @@
+"""``optuna-tpe`` and ``optuna-nsga2``: per-group keep ratios and per-layer bits suggested by
+Optuna, budgets as Optuna constraints.
+
+Budgets go in through ``trial.set_constraint`` (Optuna 5's replacement for ``constraints_func``):
+the constraint value is the relative excess over each limit, so the samplers learn where the
+feasible region is. An infeasible candidate is told at once with the constraint set and the worst
+objective value: it costs a table lookup, never an accuracy evaluation. Studies live in an
+Optuna storage (SQLite in the job's state directory), so a stopped search resumes where it was.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import optuna
+
+from ...core import Evaluation, Policy
+from ..base import Strategy, StrategyOptions, Trial
+from ..problem import CompressionProblem
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+log = logging.getLogger(__name__)
+
+RATIO_STEP = 0.05
+
+
+class _OptunaStrategy(Strategy):
+    directions: tuple[str, ...] = ("maximize",)
+
+    def __init__(self, problem: CompressionProblem, options: StrategyOptions) -> None:
+        super().__init__(problem, options)
+        storage: Any = None
+        if options.state_dir is not None:
+            options.state_dir.mkdir(parents=True, exist_ok=True)
+            storage = f"sqlite:///{options.state_dir / 'optuna.db'}"
+        self.study = optuna.create_study(
+            study_name=f"hwcompress-{self.name}", storage=storage, load_if_exists=True,
+            directions=list(self.directions), sampler=self.make_sampler(options))
+        self._asked_infeasible = 0
+        done = [t for t in self.study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        self.evaluations = sum(1 for t in done if t.user_attrs.get("evaluated"))
+        # trials asked but never told (the process stopped): give them back as failed
+        for t in self.study.trials:
+            if t.state == optuna.trial.TrialState.RUNNING:
+                self.study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        if self.evaluations:
+            log.info("%s: resumed a study with %d evaluations", self.name, self.evaluations)
+
+    def make_sampler(self, options: StrategyOptions) -> optuna.samplers.BaseSampler:
+        raise NotImplementedError
+
+    def _suggest(self, trial: optuna.Trial) -> Policy:
+        p = self.problem
+        lo = round(p.min_keep_ratio / RATIO_STEP) * RATIO_STEP
+        keep = {g: trial.suggest_float(f"keep:{g}", lo, 1.0, step=RATIO_STEP) for g in p.groups}
+        bits = {}
+        if len(p.bits_choices) > 1:
+            for layer in p.info.layers:
+                b = trial.suggest_categorical(f"bits:{layer.name}", list(p.bits_choices))
+                bits[layer.name] = (b, b)
+        return p.policy_from(keep, bits)
+
+    def ask(self, n: int) -> list[Trial]:
+        out: list[Trial] = []
+        # an infeasible ask is cheap, but bound them so a hopeless space cannot spin forever
+        while len(out) < n and self.evaluations + len(out) < self.options.trials \
+                and self._asked_infeasible < 200 * max(1, self.options.trials):
+            ot = self.study.ask()
+            policy = self._suggest(ot)
+            costs = self.problem.costs(policy)
+            for metric, v in self.problem.violation(costs).items():
+                ot.set_constraint(metric, v)
+            if not self.problem.feasible(costs):
+                self._asked_infeasible += 1
+                self.study.tell(ot, self._worst(costs))
+                continue
+            out.append(self._trial(policy, dict(ot.params), handle=ot))
+        return out
+
+    def _worst(self, costs: dict[str, float]) -> list[float]:
+        return [0.0]
+
+    def _values(self, evaluation: Evaluation) -> list[float]:
+        return [float(evaluation.accuracy or 0.0)]
+
+    def tell(self, trial: Trial, evaluation: Evaluation) -> None:
+        if evaluation.error is not None or evaluation.accuracy is None:
+            self.study.tell(trial.handle, state=optuna.trial.TrialState.FAIL)
+            return
+        self.evaluations += 1
+        trial.handle.set_user_attr("evaluated", True)
+        self.study.tell(trial.handle, self._values(evaluation))
+
+
+class OptunaTPEStrategy(_OptunaStrategy):
+    name = "optuna-tpe"
+
+    def make_sampler(self, options: StrategyOptions) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.TPESampler(seed=options.seed, n_startup_trials=min(10, max(2, options.trials // 4)),
+                                          multivariate=True, constant_liar=True)
+
+
+class OptunaNSGA2Strategy(_OptunaStrategy):
+    """Multi-objective: maximise accuracy, minimise predicted latency (or energy)."""
+
+    name = "optuna-nsga2"
+    multi_objective = True
+    directions = ("maximize", "minimize")
+
+    def make_sampler(self, options: StrategyOptions) -> optuna.samplers.BaseSampler:
+        return optuna.samplers.NSGAIISampler(seed=options.seed,
+                                             population_size=max(4, min(20, options.trials // 3)))
+
+    def _worst(self, costs: dict[str, float]) -> list[float]:
+        return [0.0, costs[self.options.objective]]
+
+    def _values(self, evaluation: Evaluation) -> list[float]:
+        return [float(evaluation.accuracy or 0.0), float(evaluation.metric(self.options.objective))]

@@ -1,0 +1,76 @@
+"""``hwcompress search``: run a strategy on Ray and write result.json, trace.json and plots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from automl.data import DEFAULT_DATASET
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from automl.search.registry import strategy_names
+
+    p = sub.add_parser("search", help="search a per-layer policy under budgets")
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", default=DEFAULT_DATASET)
+    p.add_argument("--weights", help="weights file (safetensors or a weights_only state dict)")
+    p.add_argument("--budget", action="append", required=True, metavar="METRIC=VALUE[x]",
+                   help="latency_ms=, energy_mj=, size_mb=, macs=; absolute or FRACTIONx of the "
+                        "uncompressed model; repeatable (all must hold)")
+    p.add_argument("--strategy", default="uniform", choices=strategy_names())
+    p.add_argument("--trials", type=int, default=30, help="accuracy evaluations allowed")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hardware", default=None, help="hardware profile (default: cpu-ort, this CPU)")
+    p.add_argument("--table", help="latency table file (default: built on first use and cached)")
+    p.add_argument("--quick-table", action="store_true", help="build a coarse table (tests, demos)")
+    p.add_argument("--finetune-epochs", type=float, default=1.0)
+    p.add_argument("--finetune-steps", type=int, default=0,
+                   help="short fine-tune steps per evaluation (NetAdapt's short-term fine-tune)")
+    p.add_argument("--objective", default="latency_ms", choices=["latency_ms", "energy_mj"],
+                   help="second objective of multi-objective strategies")
+    p.add_argument("--rl-mode", default="prune", choices=["prune", "quantize", "joint"])
+    p.add_argument("--no-quantize", action="store_true", help="search channel counts only")
+    p.add_argument("--epochs", type=int, default=10, help="baseline training epochs")
+    p.add_argument("--ray-address", default=None, help="existing Ray cluster (or RAY_ADDRESS)")
+    p.add_argument("--workers", type=int, default=None, help="parallel evaluators (default: CPUs)")
+    p.add_argument("--local", action="store_true", help="evaluate in-process without Ray (debugging)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_search)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from automl.search.runner import SearchConfig, run_search
+
+    config = SearchConfig(
+        model=args.model, data=args.data, budgets=args.budget, strategy=args.strategy,
+        trials=args.trials, seed=args.seed, hardware=args.hardware, table=args.table,
+        finetune_epochs=args.finetune_epochs, out_dir=args.out, ray_address=args.ray_address,
+        weights=args.weights, rl_mode=args.rl_mode, epochs=args.epochs, workers=args.workers,
+        use_ray=not args.local, quick_table=args.quick_table, quantize=not args.no_quantize,
+        finetune_steps=args.finetune_steps, objective=args.objective, allow_import=True)
+    bar = tqdm(total=args.trials, desc=f"search {args.strategy}", unit="eval")
+
+    def on_event(event: dict) -> None:
+        if event["type"] == "trial" and event.get("accuracy") is not None and not event.get("cached"):
+            bar.update(1)
+            best = event.get("best_accuracy")
+            bar.set_postfix(best=f"{best:.4f}" if best is not None else "-",
+                            lat_ms=f"{event['latency_ms']:.4f}")
+        elif event["type"] == "log":
+            bar.write(event["message"])
+
+    try:
+        result = run_search(config, on_event)
+    finally:
+        bar.close()
+    shown = {k: v for k, v in result.items() if k not in ("policy", "pareto")}
+    print(json.dumps(shown, indent=2))
+    print("best policy:")
+    print(json.dumps(result["policy"], indent=1))
+    out = Path(args.out)
+    print(f"wrote {out / 'result.json'}, {out / 'trace.json'}, {out / 'search.png'}, {out / 'compressed.onnx'}")
+    return 0
