@@ -1,0 +1,408 @@
+"""The service's commands: ``serve`` and the client commands ``submit``, ``watch``, ``list``,
+``get``, ``cancel``, ``result``, ``profiles``, ``upload``; and ``demo-service`` (what ``make demo``
+runs: a server with embedded Ray, one job over gRPC, watched, its result printed).
+
+Every flag of ``serve`` also reads an environment variable (named in its help) so containers can
+be configured without rewriting the command line. Client commands find the server with
+``--server`` or $HWCOMPRESS_SERVER. Exit codes: 0 ok / job succeeded, 1 job failed or
+cancelled, 2 bad usage or an RPC error (the status code and message are printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from functools import wraps
+from typing import Any, Callable
+
+from google.protobuf.json_format import MessageToDict
+
+DEFAULT_SERVER = "localhost:50051"
+
+
+def _env(name: str, default: Any = None) -> Any:
+    return os.environ.get(name, default)
+
+
+def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    out = {}
+    for v in values or []:
+        name, sep, spec = v.partition("=")
+        if not sep or not name or not spec:
+            raise ValueError(f"{flag} {v!r}: expected NAME=VALUE")
+        out[name] = spec
+    return out
+
+
+def _rpc_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """Print gRPC errors as 'CODE: message' and exit 2 instead of a traceback."""
+    @wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        import grpc
+        try:
+            return func(args)
+        except grpc.RpcError as exc:
+            print(f"hwcompress {args.command}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+            return 2
+    return run
+
+
+# -- serve ---------------------------------------------------------------------------------------
+def _add_serve(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="run the gRPC job service until SIGTERM",
+                       description="Serve hwcompress.v1.CompressionService (with gRPC health and "
+                                   "reflection) and Prometheus /metrics. SIGTERM drains: running "
+                                   "jobs stop at a trial boundary and resume on the next start.")
+    p.add_argument("--port", type=int, default=int(_env("HWCOMPRESS_PORT", 50051)),
+                   help="gRPC port; 0 picks a free one [$HWCOMPRESS_PORT, 50051]")
+    p.add_argument("--host", default=_env("HWCOMPRESS_HOST", "[::]"),
+                   help="gRPC bind address [$HWCOMPRESS_HOST, [::]]")
+    p.add_argument("--metrics-port", type=int, default=int(_env("HWCOMPRESS_METRICS_PORT", 9464)),
+                   help="Prometheus /metrics port; -1 disables it [$HWCOMPRESS_METRICS_PORT, 9464]")
+    p.add_argument("--metrics-host", default=_env("HWCOMPRESS_METRICS_HOST", "0.0.0.0"),
+                   help="/metrics bind address [$HWCOMPRESS_METRICS_HOST, 0.0.0.0]")
+    p.add_argument("--data-dir", default=_env("HWCOMPRESS_DATA_DIR", "hwcompress-data"),
+                   help="jobs database and artifacts [$HWCOMPRESS_DATA_DIR, ./hwcompress-data]")
+    p.add_argument("--ray-address", default=_env("RAY_ADDRESS"),
+                   help="Ray cluster to run searches on; unset: embedded local Ray [$RAY_ADDRESS]")
+    p.add_argument("--concurrency", type=int, default=int(_env("HWCOMPRESS_CONCURRENCY", 1)),
+                   help="jobs running at once; the rest queue [$HWCOMPRESS_CONCURRENCY, 1]")
+    p.add_argument("--max-queued", type=int, default=int(_env("HWCOMPRESS_MAX_QUEUED", 1000)),
+                   help="queued jobs before SubmitJob answers RESOURCE_EXHAUSTED "
+                        "[$HWCOMPRESS_MAX_QUEUED, 1000]")
+    p.add_argument("--auth-token-file", default=_env("HWCOMPRESS_AUTH_TOKEN_FILE"),
+                   help="require 'authorization: Bearer <token>' with the token in this file "
+                        "[$HWCOMPRESS_AUTH_TOKEN_FILE; or the token itself in $HWCOMPRESS_AUTH_TOKEN]")
+    p.add_argument("--tls-cert", default=_env("HWCOMPRESS_TLS_CERT"), help="PEM certificate [$HWCOMPRESS_TLS_CERT]")
+    p.add_argument("--tls-key", default=_env("HWCOMPRESS_TLS_KEY"), help="PEM private key [$HWCOMPRESS_TLS_KEY]")
+    p.add_argument("--max-upload-mb", type=float, default=float(_env("HWCOMPRESS_MAX_UPLOAD_MB", 100)),
+                   help="UploadModel size limit [$HWCOMPRESS_MAX_UPLOAD_MB, 100]")
+    p.add_argument("--dataset", action="append", metavar="NAME=SPEC",
+                   help="register a dataset clients may name, e.g. mnist=mnist:/data/mnist.npz "
+                        "(repeatable; 'digits' is built in)")
+    p.add_argument("--latency-table", action="append", metavar="ID=PATH",
+                   help="register a latency table clients may name (repeatable)")
+    p.add_argument("--quick-tables", action="store_true",
+                   default=_env("HWCOMPRESS_QUICK_TABLES", "") not in ("", "0"),
+                   help="build missing latency tables with the quick grid [$HWCOMPRESS_QUICK_TABLES]")
+    p.add_argument("--drain-timeout", type=float, default=float(_env("HWCOMPRESS_DRAIN_TIMEOUT", 60)),
+                   help="seconds SIGTERM waits for running jobs to reach a trial boundary [60]")
+    p.set_defaults(func=cmd_serve)
+
+
+def server_config(args: argparse.Namespace) -> Any:
+    from services.client import TOKEN_ENV, read_token
+    from services.server import ServerConfig
+
+    token = read_token(args.auth_token_file) if args.auth_token_file else os.environ.get(TOKEN_ENV)
+    return ServerConfig(
+        data_dir=args.data_dir, port=args.port, host=args.host,
+        metrics_port=None if args.metrics_port < 0 else args.metrics_port,
+        metrics_host=args.metrics_host, ray_address=args.ray_address or None,
+        concurrency=args.concurrency, max_queued=args.max_queued, auth_token=token or None,
+        tls_cert=args.tls_cert, tls_key=args.tls_key,
+        max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
+        datasets=_pairs(args.dataset, "--dataset"), tables=_pairs(args.latency_table, "--latency-table"),
+        quick_tables=args.quick_tables, drain_jobs_s=args.drain_timeout)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from services.server import serve_forever
+    return serve_forever(server_config(args))
+
+
+# -- client commands --------------------------------------------------------------------------------
+def _add_client_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--server", default=_env("HWCOMPRESS_SERVER", DEFAULT_SERVER),
+                   help=f"host:port [$HWCOMPRESS_SERVER, {DEFAULT_SERVER}]")
+    p.add_argument("--token-file", help="bearer token file [$HWCOMPRESS_AUTH_TOKEN_FILE, "
+                                        "or the token in $HWCOMPRESS_AUTH_TOKEN]")
+    p.add_argument("--tls-ca", default=_env("HWCOMPRESS_TLS_CA"),
+                   help="PEM CA bundle: connect with TLS [$HWCOMPRESS_TLS_CA]")
+
+
+def _client(args: argparse.Namespace):
+    from services.client import Client, read_token
+    return Client(args.server, read_token(args.token_file), args.tls_ca)
+
+
+def _job_dict(job: Any) -> dict[str, Any]:
+    return MessageToDict(job, preserving_proto_field_name=True)
+
+
+def parse_budget(text: str):
+    """``latency_ms=0.5x`` -> Budget message. Values are passed on as given (the server
+    validates them and names the field when one is wrong)."""
+    from automl.core import BUDGET_METRICS
+    from services.proto.hwcompress.v1 import service_pb2 as pb
+
+    metric, sep, raw = (s.strip() for s in text.partition("="))
+    if not sep or metric not in BUDGET_METRICS:
+        raise ValueError(f"--budget {text!r}: expected METRIC=VALUE or METRIC=FRACTIONx with "
+                         f"METRIC one of {list(BUDGET_METRICS)}")
+    relative = raw.lower().endswith("x")
+    try:
+        value = float(raw[:-1] if relative else raw)
+    except ValueError:
+        raise ValueError(f"--budget {text!r}: {raw!r} is not a number") from None
+    return pb.Budget(metric=BUDGET_METRICS.index(metric) + 1, value=value, relative=relative)
+
+
+def _add_submit(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("submit", help="submit a compression job; prints its id")
+    _add_client_args(p)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", help="model name (see `hwcompress profiles --info`)")
+    src.add_argument("--upload-id", help="an id printed by `hwcompress upload`")
+    p.add_argument("--data", default="", help="dataset name registered on the server (default: digits)")
+    p.add_argument("--budget", action="append", default=[], metavar="METRIC=VALUE[x]",
+                   help="latency_ms, energy_mj, size_mb or macs; 'x' = fraction of the "
+                        "uncompressed model (repeatable, at least one)")
+    p.add_argument("--strategy", default="uniform")
+    p.add_argument("--trials", type=int, default=20, help="trials (episodes for RL agents)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--hardware", default="", help="hardware profile (default: the server's)")
+    p.add_argument("--table", default="", help="latency table id registered on the server")
+    p.add_argument("--finetune-epochs", type=float, default=None)
+    p.add_argument("--epochs", type=int, default=0, help="baseline training epochs (default 10)")
+    p.add_argument("--rl-mode", default="")
+    p.add_argument("--idempotency-key", default="")
+    p.add_argument("--watch", action="store_true", help="follow the job with a progress bar")
+    p.set_defaults(func=cmd_submit)
+
+
+@_rpc_errors
+def cmd_submit(args: argparse.Namespace) -> int:
+    from services.proto.hwcompress.v1 import service_pb2 as pb
+
+    spec = pb.JobSpec(dataset=args.data, hardware_profile=args.hardware, latency_table=args.table,
+                      budgets=[parse_budget(b) for b in args.budget], strategy=args.strategy,
+                      trials=args.trials, seed=args.seed, idempotency_key=args.idempotency_key,
+                      rl_mode=args.rl_mode, baseline_epochs=args.epochs)
+    if args.model:
+        spec.model = args.model
+    else:
+        spec.uploaded_model_id = args.upload_id
+    if args.finetune_epochs is not None:
+        spec.finetune_epochs = args.finetune_epochs
+    with _client(args) as client:
+        job = client.submit(spec)
+        print(job.id, flush=True)
+        if not args.watch:
+            return 0
+        return follow(client, job.id)
+
+
+def follow(client: Any, job_id: str, out=sys.stderr, reconnect_s: float = 300.0) -> int:
+    """Watch ``job_id`` with a progress bar on ``out``; 0 if it succeeds, 1 otherwise."""
+    from tqdm import tqdm
+
+    from services.proto.hwcompress.v1 import service_pb2 as pb
+
+    job = client.get(job_id)
+    bar = tqdm(total=job.spec.trials or None, desc=job_id, unit="trial", file=out,
+               dynamic_ncols=True, leave=True)
+    final = job.state
+    reason = job.reason
+    try:
+        for event in client.watch(job_id, reconnect_s=reconnect_s):
+            kind = event.WhichOneof("kind")
+            if kind == "trial":
+                t = event.trial
+                if t.total and bar.total != t.total:
+                    bar.total = t.total
+                bar.n = min(t.index + 1, bar.total or t.index + 1)
+                post = {"best": f"{t.best_accuracy:.4f}" if t.HasField("best_accuracy") else "-"}
+                bar.set_postfix(post, refresh=True)
+            elif kind == "state_change":
+                final, reason = event.state_change.state, event.state_change.reason
+                bar.write(f"{pb.JobState.Name(final).removeprefix('JOB_STATE_')}: {reason}", file=out)
+            elif kind == "log":
+                bar.write(event.log.message, file=out)
+            elif kind == "result":
+                m = event.result.metrics
+                keys = ("accuracy_before_finetune", "accuracy_after_finetune", "latency_ms_predicted",
+                        "latency_ms_measured", "latency_ms_budget", "size_mb", "evaluations", "wall_s")
+                bar.write("result: " + ", ".join(f"{k}={m[k]:.4g}" for k in keys if k in m), file=out)
+    finally:
+        bar.close()
+    return 0 if final == pb.JOB_STATE_SUCCEEDED else 1
+
+
+def _add_job_cmd(sub: argparse._SubParsersAction, name: str, help_: str,
+                 func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_)
+    _add_client_args(p)
+    p.add_argument("job_id")
+    p.set_defaults(func=func)
+    return p
+
+
+@_rpc_errors
+def cmd_watch(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        return follow(client, args.job_id)
+
+
+@_rpc_errors
+def cmd_get(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        print(json.dumps(_job_dict(client.get(args.job_id)), indent=2))
+    return 0
+
+
+@_rpc_errors
+def cmd_cancel(args: argparse.Namespace) -> int:
+    from services.proto.hwcompress.v1 import service_pb2 as pb
+    with _client(args) as client:
+        job = client.cancel(args.job_id, args.reason)
+        print(f"{job.id} {pb.JobState.Name(job.state).removeprefix('JOB_STATE_')} {job.reason}")
+    return 0
+
+
+@_rpc_errors
+def cmd_result(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        summary = client.download_result(args.job_id, args.out, args.artifact)
+    names = ["result.json", *[a.name for a in summary.artifacts if a.name != "result.json"
+                              and (not args.artifact or a.name in args.artifact)]]
+    print(f"wrote {', '.join(names)} to {args.out}")
+    return 0
+
+
+def _add_list(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("list", help="list jobs, newest first")
+    _add_client_args(p)
+    p.add_argument("--state", action="append", default=[],
+                   choices=["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"])
+    p.add_argument("--limit", type=int, default=50, help="jobs to show (pages through the API)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_list)
+
+
+@_rpc_errors
+def cmd_list(args: argparse.Namespace) -> int:
+    from services.proto.hwcompress.v1 import service_pb2 as pb
+
+    states = [pb.JobState.Value(f"JOB_STATE_{s}") for s in args.state]
+    jobs: list[Any] = []
+    token = ""
+    with _client(args) as client:
+        while len(jobs) < args.limit:
+            resp = client.list(states, min(100, args.limit - len(jobs)), token)
+            jobs += list(resp.jobs)
+            token = resp.next_page_token
+            if not token:
+                break
+    if args.json:
+        print(json.dumps([_job_dict(j) for j in jobs], indent=2))
+        return 0
+    for j in jobs:
+        model = j.spec.model or j.spec.uploaded_model_id
+        best = f"{j.progress.best_accuracy:.4f}" if j.progress.HasField("best_accuracy") else "-"
+        print(f"{j.id}  {pb.JobState.Name(j.state).removeprefix('JOB_STATE_'):9}  {model:12} "
+              f"{j.spec.strategy:12} {j.progress.trials_done:>4}/{j.progress.trials_total:<4} "
+              f"best={best}  {j.created_at.ToDatetime().isoformat(timespec='seconds')}Z")
+    return 0
+
+
+def _add_profiles(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("profiles", help="hardware profiles (and with --info, what the server accepts)")
+    _add_client_args(p)
+    p.add_argument("--info", action="store_true", help="also models, datasets, strategies, limits")
+    p.set_defaults(func=cmd_profiles)
+
+
+@_rpc_errors
+def cmd_profiles(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        for prof in client.profiles().profiles:
+            print(f"{prof.name:14} {'(default) ' if prof.is_default else ''}{prof.kind:9} "
+                  f"{prof.runtime:14} step={prof.channel_step:<3} {','.join(prof.precisions[:6])}"
+                  f"{'...' if len(prof.precisions) > 6 else ''}  {prof.hardware}"
+                  + (f"  tables: {','.join(prof.latency_tables)}" if prof.latency_tables else ""))
+        if args.info:
+            print(json.dumps(MessageToDict(client.info(), preserving_proto_field_name=True), indent=2))
+    return 0
+
+
+def _add_upload(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("upload", help="upload weights (safetensors or a state dict); prints the id")
+    _add_client_args(p)
+    p.add_argument("--model", required=True, help="the architecture (a model name)")
+    p.add_argument("--data", default="digits", help="dataset the weights were trained for")
+    p.add_argument("file")
+    p.set_defaults(func=cmd_upload)
+
+
+@_rpc_errors
+def cmd_upload(args: argparse.Namespace) -> int:
+    with _client(args) as client:
+        up = client.upload(args.file, args.model, args.data)
+    print(up.id)
+    return 0
+
+
+def _add_demo(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("demo-service", help="start a local server (embedded Ray), run one job over "
+                                            "gRPC, watch it, print the result")
+    p.add_argument("--model", default="resnet20")
+    p.add_argument("--data", default="digits")
+    p.add_argument("--budget", action="append", default=None, help="default: latency_ms=0.5x")
+    p.add_argument("--strategy", default="optuna-tpe")
+    p.add_argument("--trials", type=int, default=16)
+    p.add_argument("--data-dir", default="out/demo-service")
+    p.add_argument("--out", default="out/demo-service/result")
+    p.set_defaults(func=cmd_demo_service)
+
+
+def cmd_demo_service(args: argparse.Namespace) -> int:
+    from services.client import Client
+    from services.proto.hwcompress.v1 import service_pb2 as pb
+    from services.server import ServerConfig, Service
+
+    service = Service(ServerConfig(data_dir=args.data_dir, port=0, host="127.0.0.1",
+                                   metrics_port=0, metrics_host="127.0.0.1")).start()
+    print(f"server on 127.0.0.1:{service.port} (metrics: http://127.0.0.1:{service.metrics_port}/metrics)")
+    try:
+        with Client(f"127.0.0.1:{service.port}") as client:
+            spec = pb.JobSpec(model=args.model, dataset=args.data, strategy=args.strategy,
+                              trials=args.trials,
+                              budgets=[parse_budget(b) for b in (args.budget or ["latency_ms=0.5x"])])
+            job = client.submit(spec)
+            print(f"submitted {job.id}: {args.model} on {args.data}, {args.strategy} x{args.trials}, "
+                  f"budgets {args.budget or ['latency_ms=0.5x']}")
+            code = follow(client, job.id, out=sys.stdout)
+            if code != 0:
+                print(f"job {job.id} ended {pb.JobState.Name(client.get(job.id).state)}: "
+                      f"{client.get(job.id).reason}")
+                return code
+            summary = client.download_result(job.id, args.out)
+            result = json.loads(summary.result_json)
+            print(json.dumps({k: result.get(k) for k in (
+                "model", "dataset", "strategy", "accuracy_before_finetune", "accuracy_after_finetune",
+                "latency_ms_predicted", "latency_ms_measured", "latency_ms_budget", "size_mb",
+                "evaluations", "wall_s")}, indent=2))
+            print(f"wrote {args.out}/result.json and the artifacts "
+                  f"({', '.join(a.name for a in summary.artifacts)})")
+            return 0
+    finally:
+        service.stop()
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    _add_serve(sub)
+    _add_submit(sub)
+    _add_job_cmd(sub, "watch", "follow a job's progress until it ends", cmd_watch)
+    _add_list(sub)
+    _add_job_cmd(sub, "get", "print a job as JSON", cmd_get)
+    p = _add_job_cmd(sub, "cancel", "cancel a queued or running job", cmd_cancel)
+    p.add_argument("--reason", default="")
+    p = _add_job_cmd(sub, "result", "download a finished job's result.json and artifacts", cmd_result)
+    p.add_argument("--out", required=True, help="directory to write into")
+    p.add_argument("--artifact", action="append", default=None, help="only these artifacts (repeatable)")
+    _add_profiles(sub)
+    _add_upload(sub)
+    _add_demo(sub)

@@ -1,0 +1,148 @@
+"""Conversions between the store's plain dicts and ``hwcompress.v1`` messages (one direction
+each, no logic), so the servicer reads as the API's behaviour and not as field copying."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from automl.core import BUDGET_METRICS
+
+from .proto.hwcompress.v1 import service_pb2 as pb
+
+STATE_TO_PB = {"QUEUED": pb.JOB_STATE_QUEUED, "RUNNING": pb.JOB_STATE_RUNNING,
+               "SUCCEEDED": pb.JOB_STATE_SUCCEEDED, "FAILED": pb.JOB_STATE_FAILED,
+               "CANCELLED": pb.JOB_STATE_CANCELLED}
+PB_TO_STATE = {v: k for k, v in STATE_TO_PB.items()}
+METRIC_TO_PB = {m: i + 1 for i, m in enumerate(BUDGET_METRICS)}
+FORMAT_TO_PB = {"safetensors": pb.WEIGHTS_FORMAT_SAFETENSORS,
+                "torch_state_dict": pb.WEIGHTS_FORMAT_TORCH_STATE_DICT}
+
+
+def timestamp(seconds: float | None) -> Timestamp | None:
+    if seconds is None:
+        return None
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def parse_budget_text(text: str) -> pb.Budget:
+    """``latency_ms=0.5x`` -> Budget (the stored, already validated form)."""
+    metric, _, raw = text.partition("=")
+    relative = raw.endswith("x")
+    return pb.Budget(metric=METRIC_TO_PB[metric], value=float(raw.rstrip("x")), relative=relative)
+
+
+def spec_to_pb(spec: dict[str, Any], idempotency_key: str | None) -> pb.JobSpec:
+    msg = pb.JobSpec(dataset=spec.get("dataset", ""), hardware_profile=spec.get("hardware") or "",
+                     latency_table=spec.get("latency_table") or "", strategy=spec["strategy"],
+                     trials=int(spec["trials"]), seed=int(spec["seed"]),
+                     finetune_epochs=float(spec["finetune_epochs"]),
+                     idempotency_key=idempotency_key or "", rl_mode=spec.get("rl_mode", ""),
+                     baseline_epochs=int(spec.get("epochs", 10)),
+                     budgets=[parse_budget_text(b) for b in spec["budgets"]])
+    if spec.get("uploaded_model_id"):
+        msg.uploaded_model_id = spec["uploaded_model_id"]
+    else:
+        msg.model = spec["model"]
+    return msg
+
+
+def job_to_pb(job: dict[str, Any], queue_position: int = 0) -> pb.Job:
+    progress = pb.JobProgress(trials_done=int(job["trials_done"]),
+                              trials_total=int(job["trials_total"] or job["spec"].get("trials", 0)))
+    if job["best_accuracy"] is not None:
+        progress.best_accuracy = job["best_accuracy"]
+    if job["best_latency_ms"] is not None:
+        progress.best_latency_ms = job["best_latency_ms"]
+    msg = pb.Job(id=job["id"], spec=spec_to_pb(job["spec"], job["idempotency_key"]),
+                 state=STATE_TO_PB[job["state"]], reason=job["reason"] or "",
+                 created_at=timestamp(job["created_at"]), progress=progress,
+                 attempts=int(job["attempts"]), queue_position=queue_position)
+    if job["started_at"] is not None:
+        msg.started_at.CopyFrom(timestamp(job["started_at"]))
+    if job["finished_at"] is not None:
+        msg.finished_at.CopyFrom(timestamp(job["finished_at"]))
+    return msg
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
+
+
+def summary_to_pb(result: dict[str, Any], artifacts: list[dict[str, Any]],
+                  result_json: str | None = None) -> pb.ResultSummary:
+    """The result dict (and result.json's exact text when it is on disk) as a ResultSummary."""
+    msg = pb.ResultSummary(result_json=result_json if result_json is not None
+                           else json.dumps(result, indent=2))
+    layers = (result.get("policy") or {}).get("layers", {})
+    for name, lp in layers.items():
+        msg.policy.add(layer=name, keep_ratio=float(lp.get("keep_ratio", 1.0)),
+                       w_bits=int(lp.get("w_bits", 32)), a_bits=int(lp.get("a_bits", 32)))
+    for key, value in result.items():
+        if _finite(value):
+            msg.metrics[key] = float(value)
+    for point in result.get("pareto") or []:
+        p = msg.pareto.add(json=json.dumps(point, sort_keys=True, default=str))
+        for key, value in point.items():
+            if _finite(value):
+                p.metrics[key] = float(value)
+    for a in artifacts:
+        msg.artifacts.add(name=a["name"], size_bytes=int(a["size_bytes"]), sha256=a["sha256"],
+                          content_type=a["content_type"])
+    return msg
+
+
+def read_result_json(out_dir: Path) -> str | None:
+    path = out_dir / "result.json"
+    return path.read_text() if path.is_file() else None
+
+
+def event_to_pb(job_id: str, event: dict[str, Any], out_dir: Path | None = None) -> pb.JobEvent:
+    msg = pb.JobEvent(job_id=job_id, seq=int(event["seq"]), time=timestamp(event["time"]))
+    kind, payload = event["type"], event["payload"]
+    if kind == "state":
+        msg.state_change.state = STATE_TO_PB[payload["state"]]
+        msg.state_change.reason = payload.get("reason", "")
+    elif kind == "trial":
+        t = msg.trial
+        t.index = int(payload.get("index", 0))
+        t.total = int(payload.get("total", 0))
+        if _finite(payload.get("accuracy")):
+            t.accuracy = float(payload["accuracy"])
+        if _finite(payload.get("latency_ms")):
+            t.latency_ms = float(payload["latency_ms"])
+        t.feasible = bool(payload.get("feasible"))
+        t.error = str(payload.get("error") or "")
+        if _finite(payload.get("best_accuracy")):
+            t.best_accuracy = float(payload["best_accuracy"])
+        t.strategy = str(payload.get("strategy", ""))
+        if _finite(payload.get("wall_s")):
+            t.wall_s = float(payload["wall_s"])
+    elif kind == "result":
+        text = read_result_json(out_dir) if out_dir is not None else None
+        msg.result.CopyFrom(summary_to_pb(payload.get("result") or {}, payload.get("artifacts") or [],
+                                          text))
+    else:
+        msg.log.message = describe(kind, payload)
+    return msg
+
+
+def describe(kind: str, payload: dict[str, Any]) -> str:
+    """A one-line text for events without a message of their own (started, finished, ...)."""
+    if payload.get("message"):
+        return str(payload["message"])
+    if kind == "started":
+        limits = ", ".join(f"{k} ≤ {v:.4g}" for k, v in (payload.get("limits") or {}).items()
+                           if _finite(v))
+        return f"search started: {payload.get('strategy', '')}, {payload.get('trials', '?')} trials" + \
+            (f", limits {limits}" if limits else "")
+    if kind == "finished":
+        res = payload.get("result") or {}
+        return "search finished: " + ", ".join(f"{k}={v:.4g}" for k, v in res.items() if _finite(v))
+    return f"{kind}: {json.dumps(payload, default=str)[:500]}"

@@ -1,0 +1,354 @@
+"""The job manager: a bounded pool of workers running queued jobs in order, durably.
+
+Generic over a *work function* ``(spec, on_event, should_stop) -> result dict`` so the
+scheduling, persistence and cancellation logic does not depend on what a job does; the service
+plugs in :func:`services.work.run_search_job` (the real search on Ray).
+
+Durability: every state change and event is written to the :class:`JobStore` before anyone is
+told about it. On start, jobs the previous process left RUNNING (it was killed) go back to the
+front of the queue and run again with the same ``out_dir``, where the search finds its Optuna
+storage / checkpoints and resumes. A clean shutdown asks running jobs to stop at their next trial
+boundary and leaves them QUEUED the same way, so SIGTERM never turns a job into a failure.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from .metrics import ServiceMetrics
+from .store import CANCELLED, FAILED, FINAL_STATES, QUEUED, RUNNING, STATES, SUCCEEDED, JobStore
+
+log = logging.getLogger(__name__)
+
+OnEvent = Callable[[dict[str, Any]], None]
+ShouldStop = Callable[[], bool]
+WorkFn = Callable[[dict[str, Any], OnEvent, ShouldStop], dict[str, Any]]
+
+ARTIFACT_TYPES = {".json": "application/json", ".onnx": "application/octet-stream",
+                  ".png": "image/png", ".pt": "application/octet-stream",
+                  ".ts": "application/octet-stream", ".csv": "text/csv", ".txt": "text/plain",
+                  ".md": "text/markdown", ".safetensors": "application/octet-stream"}
+"""Files of a job's out_dir that are artifacts (search state such as Optuna's DB is not)."""
+
+
+class QueueFull(Exception):
+    """The queue holds max_queued jobs already (RESOURCE_EXHAUSTED)."""
+
+
+class ShuttingDown(Exception):
+    """The manager no longer accepts jobs (UNAVAILABLE)."""
+
+
+@dataclass
+class _Running:
+    """A running job's in-memory handle: how to stop it and what its metrics carry."""
+
+    job_id: str
+    labels: tuple[str, str, str]
+    stop: threading.Event = field(default_factory=threading.Event)
+    cancel_reason: str | None = None
+
+
+class JobManager:
+    """Queue, workers, cancellation, restart recovery and the event feed for watchers."""
+
+    def __init__(self, store: JobStore, work: WorkFn, artifacts_root: str | Path,
+                 metrics: ServiceMetrics | None = None, concurrency: int = 1,
+                 max_queued: int = 1000, is_cancellation: Callable[[BaseException], bool] | None = None) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be ≥ 1, got {concurrency}")
+        self.store = store
+        self.work = work
+        self.artifacts_root = Path(artifacts_root)
+        self.metrics = metrics or ServiceMetrics()
+        self.concurrency = concurrency
+        self.max_queued = max_queued
+        self._is_cancellation = is_cancellation or (lambda exc: False)
+        self._queue: collections.deque[str] = collections.deque()
+        self._cv = threading.Condition()          # guards _queue, _running, _stopping
+        self._events_cv = threading.Condition()   # notified on every new event (watchers)
+        self._running: dict[str, _Running] = {}
+        self._stopping = False
+        self._workers: list[threading.Thread] = []
+        self.metrics.concurrency.set(concurrency)
+        self.metrics.max_queued.set(max_queued)
+        self.metrics.watch_job_states(store.count_by_state, STATES)
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self) -> None:
+        """Recover what a previous process left, then start the workers."""
+        interrupted = self.store.jobs_in_state(RUNNING)
+        for job in interrupted:
+            self.store.transition(job["id"], QUEUED,
+                                  "server restarted while the job ran: it resumes from its last "
+                                  "checkpoint", queued_at=job["queued_at"])
+        with self._cv:
+            self._queue.extend(j["id"] for j in interrupted)
+            self._queue.extend(j["id"] for j in self.store.jobs_in_state(QUEUED)
+                               if j["id"] not in self._queue)
+        self._notify_events()
+        for i in range(self.concurrency):
+            t = threading.Thread(target=self._worker, name=f"job-worker-{i}", daemon=True)
+            t.start()
+            self._workers.append(t)
+        log.info("job manager: %d worker(s), %d job(s) queued (%d resumed)", self.concurrency,
+                 len(self._queue), len(interrupted))
+
+    def shutdown(self, timeout: float = 60.0) -> bool:
+        """Stop taking jobs, ask running ones to stop at their next trial boundary (they go back
+        to QUEUED and resume on the next start), wait up to ``timeout``. True if all stopped."""
+        with self._cv:
+            self._stopping = True
+            for run in self._running.values():
+                run.stop.set()
+            self._cv.notify_all()
+        deadline = time.monotonic() + timeout
+        for t in self._workers:
+            t.join(max(0.0, deadline - time.monotonic()))
+        self._notify_events()
+        return not any(t.is_alive() for t in self._workers)
+
+    # -- API used by the servicer -------------------------------------------------------------
+    def submit(self, spec: dict[str, Any], idempotency_key: str | None = None) -> tuple[dict[str, Any], bool]:
+        """Persist a QUEUED job and wake a worker. Returns (job, created)."""
+        if self._stopping:
+            raise ShuttingDown("the server is shutting down and accepts no new jobs")
+        try:
+            job, created = self.store.create_job(spec, idempotency_key, self.max_queued)
+        except OverflowError as exc:
+            raise QueueFull(str(exc)) from None
+        if created:
+            self.store.append_event(job["id"], "state", {"state": QUEUED, "reason": "submitted"})
+            self.metrics.jobs_submitted.inc()
+            with self._cv:
+                self._queue.append(job["id"])
+                self._cv.notify()
+            self._notify_events()
+        return job, created
+
+    def cancel(self, job_id: str, reason: str = "") -> dict[str, Any] | None:
+        """Cancel a queued job now, or ask a running one to stop. None if the job is unknown."""
+        reason = reason or "cancelled by the client"
+        with self._cv:
+            job = self.store.get_job(job_id)
+            if job is None:
+                return None
+            if job["state"] == QUEUED and job_id in self._queue:
+                self._queue.remove(job_id)
+                self._finish(job, CANCELLED, reason)
+            elif job["state"] == RUNNING and job_id in self._running:
+                run = self._running[job_id]
+                if run.cancel_reason is None:
+                    run.cancel_reason = reason
+                    run.stop.set()
+                    self.store.append_event(job_id, "log", {"message": f"cancel requested: {reason}"})
+            elif job["state"] == QUEUED:  # queued but not yet in this process' queue: impossible
+                self._finish(job, CANCELLED, reason)  # after start(); kept for safety
+        self._notify_events()
+        return self.store.get_job(job_id)
+
+    def queue_position(self, job_id: str) -> int:
+        with self._cv:
+            try:
+                return self._queue.index(job_id) + 1
+            except ValueError:
+                return 0
+
+    def wait_for_events(self, timeout: float) -> None:
+        """Block until some job gets a new event (or ``timeout``): watchers poll the store after."""
+        with self._events_cv:
+            self._events_cv.wait(timeout)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
+    # -- internals -------------------------------------------------------------------------
+    def _notify_events(self) -> None:
+        with self._events_cv:
+            self._events_cv.notify_all()
+
+    def _next(self) -> str | None:
+        with self._cv:
+            while not self._queue and not self._stopping:
+                self._cv.wait(1.0)
+            if self._stopping:
+                return None
+            return self._queue.popleft()
+
+    def _worker(self) -> None:
+        while True:
+            job_id = self._next()
+            if job_id is None:
+                return
+            try:
+                self._run(job_id)
+            except Exception:  # a bug here must not kill the worker: record it on the job
+                log.exception("job %s: manager error", job_id)
+                job = self.store.get_job(job_id)
+                if job is not None and job["state"] not in FINAL_STATES:
+                    self._finish(job, FAILED, "internal error in the job manager (see server log)")
+                self._notify_events()
+
+    def _run(self, job_id: str) -> None:
+        job = self.store.get_job(job_id)
+        if job is None or job["state"] != QUEUED:
+            return
+        spec = job["spec"]
+        labels = (job_id, str(spec.get("model", "")), str(spec.get("strategy", "")))
+        run = _Running(job_id, labels)
+        now = time.time()
+        with self._cv:
+            if self._stopping:
+                return
+            self._running[job_id] = run
+        self.metrics.queue_wait.observe(max(0.0, now - job["queued_at"]))
+        self.store.transition(job_id, RUNNING, "started" if job["attempts"] == 0 else
+                              f"resumed (attempt {job['attempts'] + 1})",
+                              started_at=job["started_at"] or now, attempts=job["attempts"] + 1)
+        self._notify_events()
+        self._start_running_metrics(run, spec)
+        out_dir = self.artifacts_root / job_id
+        out_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            result = self.work({**spec, "out_dir": str(out_dir)}, self._on_event(run, spec),
+                               run.stop.is_set)
+        except BaseException as exc:  # noqa: BLE001 - every outcome must be recorded
+            self._after_failure(run, job, exc)
+            if not isinstance(exc, Exception):
+                raise
+        else:
+            artifacts = self._collect_artifacts(out_dir)
+            self.store.set_artifacts(job_id, artifacts)
+            summary = {"result": result, "artifacts": artifacts}
+            self._finish(self.store.get_job(job_id), SUCCEEDED, "finished",
+                         result=result, result_event=summary)
+        finally:
+            with self._cv:
+                self._running.pop(job_id, None)
+            self.metrics.forget_job(labels)
+            self._notify_events()
+
+    def _after_failure(self, run: _Running, job: dict[str, Any], exc: BaseException) -> None:
+        job = self.store.get_job(job["id"]) or job
+        stopped = run.stop.is_set()
+        if stopped and run.cancel_reason is not None:
+            self._finish(job, CANCELLED, run.cancel_reason)
+        elif stopped and self._stopping:
+            self.store.transition(job["id"], QUEUED, "server shut down while the job ran: it "
+                                  "resumes from its last checkpoint on the next start")
+        elif self._is_cancellation(exc):
+            self._finish(job, CANCELLED, f"stopped: {exc}")
+        else:
+            log.warning("job %s failed: %s: %s", job["id"], type(exc).__name__, exc,
+                        exc_info=not isinstance(exc, ValueError))
+            self._finish(job, FAILED, f"{type(exc).__name__}: {exc}")
+
+    def _finish(self, job: dict[str, Any], state: str, reason: str,
+                result: dict[str, Any] | None = None,
+                result_event: dict[str, Any] | None = None) -> None:
+        now = time.time()
+        fields: dict[str, Any] = {"finished_at": now}
+        if result is not None:
+            fields["result"] = result
+        if result_event is not None:
+            self.store.append_event(job["id"], "result", result_event)
+        self.store.transition(job["id"], state, reason, **fields)
+        self.metrics.jobs_finished.labels(state).inc()
+        started = job.get("started_at")
+        if started:
+            self.metrics.job_duration.labels(state).observe(max(0.0, now - started))
+
+    def _start_running_metrics(self, run: _Running, spec: dict[str, Any]) -> None:
+        m, labels = self.metrics, run.labels
+        m.running_trials_done.labels(*labels).set(0)
+        m.running_trials_target.labels(*labels).set(spec.get("trials", 0))
+        m.running_last_progress.labels(*labels).set(time.time())
+        for text in spec.get("budgets", []):
+            metric, _, raw = text.partition("=")
+            relative = raw.endswith("x")
+            try:
+                m.set_budget(labels, metric, float(raw.rstrip("x")), relative)
+            except ValueError:
+                pass
+
+    def _on_event(self, run: _Running, spec: dict[str, Any]) -> OnEvent:
+        """Translate the work function's events into stored events, job progress and metrics."""
+        m, labels = self.metrics, run.labels
+        strategy = str(spec.get("strategy", ""))
+        profile = str(spec.get("hardware") or "default")
+        state = {"done": 0, "best": None, "best_latency": None}
+
+        def on_event(event: dict[str, Any]) -> None:
+            try:
+                _handle(event)
+            except Exception:  # never let bookkeeping break the search
+                log.exception("job %s: recording event %r", run.job_id, event.get("type"))
+
+        def _handle(event: dict[str, Any]) -> None:
+            kind = event.get("type", "log")
+            now = time.time()
+            if kind == "trial":
+                state["done"] += 1
+                acc, feasible = _num(event.get("accuracy")), bool(event.get("feasible"))
+                outcome = "error" if event.get("error") else ("feasible" if feasible else "infeasible")
+                m.trials.labels(event.get("strategy") or strategy, outcome).inc()
+                wall = _num(event.get("eval_s", event.get("wall_s")))
+                if wall is not None:
+                    m.evaluation_duration.labels(event.get("strategy") or strategy).observe(wall)
+                if _num(event.get("latency_ms")) is not None:
+                    m.latency_predictions.labels(profile).inc()
+                best = _num(event.get("best_accuracy"))
+                if feasible and acc is not None and (state["best"] is None or acc >= state["best"]):
+                    state["best_latency"] = _num(event.get("latency_ms"))
+                if best is not None:
+                    state["best"] = best
+                    m.running_best_accuracy.labels(*labels).set(best)
+                if state["best_latency"] is not None:
+                    m.running_best_latency.labels(*labels).set(state["best_latency"])
+                m.running_trials_done.labels(*labels).set(state["done"])
+                m.running_last_progress.labels(*labels).set(now)
+                total = int(event.get("total") or spec.get("trials", 0))
+                self.store.append_event(run.job_id, "trial", event, trials_done=state["done"],
+                                        trials_total=total, best_accuracy=state["best"],
+                                        best_latency_ms=state["best_latency"])
+            else:
+                if kind == "started":
+                    m.running_last_progress.labels(*labels).set(now)
+                    for metric, value in (event.get("limits") or event.get("budgets_abs") or {}).items():
+                        if _num(value) is not None:
+                            m.set_budget(labels, metric, float(value), relative=False)
+                    if event.get("trials_done"):  # a resumed search says how far it already got
+                        state["done"] = int(event["trials_done"])
+                self.store.append_event(run.job_id, str(kind), event)
+            self._notify_events()
+
+        return on_event
+
+    def _collect_artifacts(self, out_dir: Path) -> list[dict[str, Any]]:
+        artifacts = []
+        for path in sorted(out_dir.iterdir()):
+            ctype = ARTIFACT_TYPES.get(path.suffix.lower())
+            if path.is_file() and ctype is not None:
+                digest = hashlib.sha256()
+                with path.open("rb") as f:
+                    for block in iter(lambda: f.read(1 << 20), b""):
+                        digest.update(block)
+                artifacts.append({"name": path.name, "size_bytes": path.stat().st_size,
+                                  "sha256": digest.hexdigest(), "content_type": ctype})
+        return artifacts
+
+
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None

@@ -1,0 +1,74 @@
+"""The work function the service runs for each job: the search runner on Ray.
+
+Kept apart from the job manager so the manager stays generic (tests of pure queueing use a
+trivial work function) and this is the one place that knows how a stored job spec becomes a
+:class:`automl.search.runner.SearchConfig`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+_ray_lock = threading.Lock()
+RAY_INIT_ATTEMPTS = 2
+
+
+def _ensure_ray(address: str | None) -> None:
+    """Start/connect Ray once per process. ``ray.init`` is not safe to race from two worker
+    threads, so the first job to get here does it while the others wait."""
+    from automl.search.runner import init_ray
+
+    with _ray_lock:
+        for attempt in range(RAY_INIT_ATTEMPTS):
+            try:
+                init_ray(address)
+                return
+            except Exception:  # GCS start-up can time out on a loaded machine: one retry
+                if attempt + 1 == RAY_INIT_ATTEMPTS:
+                    raise
+                log.warning("ray.init failed (attempt %d); retrying", attempt + 1, exc_info=True)
+                try:
+                    import ray
+                    ray.shutdown()
+                except Exception:
+                    pass
+
+
+def spec_to_config(spec: dict[str, Any], ray_address: str | None = None,
+                   quick_table: bool = False) -> Any:
+    from automl.search.runner import SearchConfig
+
+    return SearchConfig(model=spec["model"], data=spec["data"], budgets=list(spec["budgets"]),
+                        strategy=spec["strategy"], trials=int(spec["trials"]),
+                        seed=int(spec["seed"]), hardware=spec.get("hardware"),
+                        table=spec.get("table"), finetune_epochs=float(spec["finetune_epochs"]),
+                        out_dir=spec["out_dir"], ray_address=ray_address,
+                        weights=spec.get("weights"), rl_mode=spec.get("rl_mode", "prune"),
+                        epochs=int(spec.get("epochs", 10)), quick_table=quick_table,
+                        allow_import=False)
+
+
+def make_search_work(ray_address: str | None = None, quick_table: bool = False
+                     ) -> Callable[[dict[str, Any], Callable[[dict[str, Any]], None], Callable[[], bool]], dict[str, Any]]:
+    """The work function for :class:`services.jobs.JobManager`."""
+
+    def run_search_job(spec: dict[str, Any], on_event: Callable[[dict[str, Any]], None],
+                       should_stop: Callable[[], bool]) -> dict[str, Any]:
+        from automl.search.runner import run_search
+
+        config = spec_to_config(spec, ray_address, quick_table)
+        _ensure_ray(ray_address)
+        return run_search(config, on_event=on_event, should_stop=should_stop)
+
+    return run_search_job
+
+
+def is_search_cancellation(exc: BaseException) -> bool:
+    try:
+        from automl.search.runner import SearchCancelled
+    except ImportError:
+        return False
+    return isinstance(exc, SearchCancelled)
