@@ -24,7 +24,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from automl.core import LayerInfo, LayerShape, ModelInfo, Policy, policy_layer_shapes
+from automl.core import (FLOAT_BITS, LayerInfo, LayerShape, ModelInfo, Policy, kept_channels,
+                         policy_layer_shapes)
 
 from .profile import PROFILES, HardwareProfile
 from .table import LatencyTable, RemainderEntry, TableError, layer_key
@@ -141,25 +142,71 @@ def profile_of(table: LatencyTable) -> HardwareProfile:
 
 
 def policy_features(info: ModelInfo, policy: Policy, profile: HardwareProfile,
-                    channel_step: int | None = None,
-                    shapes: Mapping[str, LayerShape] | None = None) -> tuple[float, float]:
-    """(activation volume relative to the full model, share of it produced by int8 layers).
+                    channel_step: int | None = None) -> tuple[float, float, float]:
+    """(activation ratio, int8 share, boundary ratio) of ``policy``: what the remainder scales
+    with. Pooling and residual adds touch every activation (ratio: kept volume / full volume);
+    int8 and fp32 models differ in their glue (int8 share of the kept volume); where an int8
+    layer follows an fp32 one or the reverse, a quantize or dequantize op runs on the tensor in
+    between (boundary volume / full volume, layers taken in execution order)."""
+    plan = ModelPlan(info, profile.channel_step if channel_step is None else channel_step)
+    return plan.features(plan.shapes(policy), profile.precision_for)
 
-    What the remainder scales with: pooling, residual adds and quantize/dequantize boundaries
-    all touch the activations, and the boundaries differ between fp32 and int8 layers."""
-    if shapes is None:
-        step = profile.channel_step if channel_step is None else channel_step
-        shapes = policy_layer_shapes(info, policy, step)
-    full = kept = int8 = 0.0
-    for layer in info.layers:
-        area = layer.out_hw[0] * layer.out_hw[1]
-        s = shapes[layer.name]
-        full += layer.out_channels * area
-        v = s.out_channels * area
-        kept += v
-        if profile.precision_for(s.w_bits, s.a_bits) == "int8":
-            int8 += v
-    return (kept / full if full else 1.0), (int8 / kept if kept else 0.0)
+
+class ModelPlan:
+    """A traced model compiled for fast prediction: per layer, its table key, its coupling
+    group and its full channels, so turning a policy into channel counts is a few list
+    operations. It computes exactly what :func:`automl.core.policy_layer_shapes` computes
+    (tests/test_latency_predictor.py checks them against each other on random policies); that
+    function builds dataclasses per layer and takes ~3 µs a layer, too slow for µs predictions.
+    """
+
+    def __init__(self, info: ModelInfo, channel_step: int) -> None:
+        self.info = info
+        self.step = channel_step
+        groups = info.prune_groups
+        names = list(groups)
+        self.group_leaders = [(groups[g][0], info.layer(groups[g][0]).out_channels) for g in names]
+        gindex = {g: i for i, g in enumerate(names)}
+        self.layers = []
+        for layer in info.layers:
+            og = gindex.get(layer.prune_group) if layer.prunable else None
+            ig = gindex.get(layer.input_group) if layer.input_group is not None else None
+            self.layers.append((layer.name, layer_key(layer), og, layer.out_channels, ig,
+                                layer.in_channel_multiplier, layer.in_channels,
+                                layer.op == "depthwise", layer.out_hw[0] * layer.out_hw[1],
+                                layer.in_hw[0] * layer.in_hw[1]))
+        self.full_volume = sum(l.out_channels * l.out_hw[0] * l.out_hw[1] for l in info.layers)
+
+    def shapes(self, policy: Policy) -> list[tuple[str, int, int, int, int, int, int]]:
+        """Per layer: (key, in, out, w_bits, a_bits, output area, input area)."""
+        pl = policy.layers
+        kept = []
+        for leader, channels in self.group_leaders:
+            lp = pl.get(leader)
+            kept.append(kept_channels(channels, lp.keep_ratio if lp is not None else 1.0, self.step))
+        out = []
+        for name, key, og, out_full, ig, mult, in_full, dw, area, in_area in self.layers:
+            c_out = kept[og] if og is not None else out_full
+            c_in = c_out if dw else (kept[ig] * mult if ig is not None else in_full)
+            lp = pl.get(name)
+            w, a = (lp.w_bits, lp.a_bits) if lp is not None else (FLOAT_BITS, FLOAT_BITS)
+            out.append((key, c_in, c_out, w, a, area, in_area))
+        return out
+
+    def features(self, shapes, precision_for) -> tuple[float, float, float]:
+        kept = int8 = boundary = 0.0
+        prev = None
+        for _, cin, cout, w, a, area, in_area in shapes:
+            p = precision_for(w, a)
+            v = cout * area
+            kept += v
+            if p == "int8":
+                int8 += v
+            if prev is not None and p != prev:
+                boundary += cin * in_area
+            prev = p
+        full = self.full_volume or 1.0
+        return kept / full, (int8 / kept if kept else 0.0), boundary / full
 
 
 class Predictor:
@@ -171,10 +218,11 @@ class Predictor:
         self.profile = profile or profile_of(table)
         self.warn = warn
         self._grids: dict[tuple[str, str], Grid | None] = {}
-        self._keys: dict[LayerInfo, str] = {}
         self._warned: set[tuple] = set()
         self._version = table.version
-        self._curves: dict[tuple, Curves | None] = {}
+        self._curves: dict[tuple, RemainderModel | None] = {}
+        self._plans: dict[int, ModelPlan] = {}
+        self._prec: dict[tuple[int, int], str] = {}
         self.layer_cost = lru_cache(maxsize=65536)(self._layer_cost)
 
     def _refresh(self) -> None:
@@ -203,37 +251,63 @@ class Predictor:
                           ExtrapolationWarning, stacklevel=3)
         return lat, en
 
-    def _key(self, layer: LayerInfo) -> str:
-        k = self._keys.get(layer)
-        if k is None:
-            k = self._keys[layer] = layer_key(layer)
-        return k
+    def plan(self, info: ModelInfo) -> ModelPlan:
+        plan = self._plans.get(id(info))
+        if plan is None or plan.info is not info:
+            plan = self._plans[id(info)] = ModelPlan(info, self.profile.channel_step)
+        return plan
 
-    def shapes(self, info: ModelInfo, policy: Policy) -> dict[str, LayerShape]:
-        return policy_layer_shapes(info, policy, self.profile.channel_step)
+    def _precision(self, w: int, a: int) -> str:
+        p = self._prec.get((w, a))
+        if p is None:
+            p = self._prec[(w, a)] = self.profile.precision_for(w, a)
+        return p
 
-    def kernels(self, info: ModelInfo, policy: Policy,
-                shapes: Mapping[str, LayerShape] | None = None) -> tuple[float, float]:
+    def predict(self, info: ModelInfo, policy: Policy) -> tuple[float, float]:
+        """(latency_ms, energy_mj) of ``info`` compressed by ``policy``: the runtime's per-call
+        overhead + Σ layer kernels + the model's remainder."""
+        self._refresh()
+        plan = self.plan(info)
+        cost = self.layer_cost
+        prec = self._precision
+        lat = en = kept_vol = int8_vol = bound_vol = 0.0
+        prev = None
+        for key, cin, cout, w, a, area, in_area in plan.shapes(policy):
+            p = prec(w, a)
+            l, e = cost(key, p, cin, cout)
+            lat += l
+            en += e
+            v = cout * area
+            kept_vol += v
+            if p == "int8":
+                int8_vol += v
+            if prev is not None and p != prev:
+                bound_vol += cin * in_area
+            prev = p
+        full = plan.full_volume or 1.0
+        q = int8_vol / kept_vol if kept_vol else 0.0
+        rem = self._remainder(info, kept_vol / full, q, bound_vol / full)
+        return self.table.overhead_ms + lat + rem, en
+
+    def kernels(self, info: ModelInfo, policy: Policy) -> tuple[float, float]:
         """Σ of the layer kernels' (latency_ms, energy_mj) under ``policy``."""
         self._refresh()
-        if shapes is None:
-            shapes = self.shapes(info, policy)
         lat = en = 0.0
-        prec_for = self.profile.precision_for
-        cost = self.layer_cost
-        for layer in info.layers:
-            s = shapes[layer.name]
-            l, e = cost(self._key(layer), prec_for(s.w_bits, s.a_bits), s.in_channels, s.out_channels)
+        for key, cin, cout, w, a, _, _ in self.plan(info).shapes(policy):
+            l, e = self.layer_cost(key, self._precision(w, a), cin, cout)
             lat += l
             en += e
         return lat, en
 
-    def remainder_ms(self, info: ModelInfo, policy: Policy,
-                     shapes: Mapping[str, LayerShape] | None = None) -> float:
+    def remainder_ms(self, info: ModelInfo, policy: Policy) -> float:
+        plan = self.plan(info)
+        return self._remainder(info, *plan.features(plan.shapes(policy), self._precision))
+
+    def _remainder(self, info: ModelInfo, act: float, q: float, boundary: float = 0.0) -> float:
         rk = (info.model_name, tuple(info.input_shape))
         if rk not in self._curves:
             rows = self.table.remainders_for(info.model_name, info.input_shape)
-            self._curves[rk] = _remainder_curves(rows) if rows else None
+            self._curves[rk] = RemainderModel.fit(rows) if rows else None
         curves = self._curves[rk]
         if curves is None:
             if self.warn and ("remainder", info.model_name) not in self._warned:
@@ -243,24 +317,16 @@ class Predictor:
                               "the sum of layer kernels only (expect an under-estimate)",
                               ExtrapolationWarning, stacklevel=3)
             return 0.0
-        act, q = policy_features(info, policy, self.profile, shapes=shapes)
-        return _remainder_at(curves, act, q)
-
-    def predict(self, info: ModelInfo, policy: Policy) -> tuple[float, float]:
-        """(latency_ms, energy_mj) of ``info`` compressed by ``policy``."""
-        shapes = self.shapes(info, policy)
-        lat, en = self.kernels(info, policy, shapes)
-        return self.table.overhead_ms + lat + self.remainder_ms(info, policy, shapes), en
+        return curves.at(act, q, boundary)
 
 
 def _remainder_curves(rows: Sequence[RemainderEntry]) -> Curves:
-    curves: dict[float, tuple[list[float], list[float]]] = {}
+    curves: Curves = {}
     for frac in sorted({round(r.int8_fraction, 6) for r in rows}):
         pts = sorted((r.act_ratio, r.remainder_ms) for r in rows if round(r.int8_fraction, 6) == frac)
-        xs, ys = [p[0] for p in pts], [p[1] for p in pts]
+        ux = sorted({x for x, _ in pts})
         # identical act ratios (a model too narrow to prune further): average them
-        ux = sorted(set(xs))
-        uy = [float(np.mean([y for x, y in zip(xs, ys) if x == u])) for u in ux]
+        uy = [float(np.mean([y for x, y in pts if x == u])) for u in ux]
         curves[frac] = (ux, uy)
     return curves
 
@@ -273,6 +339,31 @@ def _remainder_at(curves: Curves, act: float, q: float) -> float:
     if len(fracs) == 1:
         return vals[0]
     return _piecewise(fracs, vals, min(max(q, fracs[0]), fracs[-1]))
+
+
+@dataclass
+class RemainderModel:
+    """A model's remainder: curves over the activation ratio for uniform-precision models, plus
+    ``ms_per_boundary`` × boundary ratio for mixed ones (least squares over the measured mixed
+    calibration models' residuals)."""
+
+    curves: Curves
+    ms_per_boundary: float = 0.0
+
+    @classmethod
+    def fit(cls, rows: Sequence[RemainderEntry]) -> "RemainderModel":
+        uniform = [r for r in rows if r.boundary_ratio == 0]
+        mixed = [r for r in rows if r.boundary_ratio > 0]
+        curves = _remainder_curves(uniform or rows)
+        k = 0.0
+        if mixed:
+            res = [(r.boundary_ratio, r.remainder_ms - _remainder_at(curves, r.act_ratio, r.int8_fraction))
+                   for r in mixed]
+            k = sum(b * y for b, y in res) / sum(b * b for b, _ in res)
+        return cls(curves, k)
+
+    def at(self, act: float, q: float, boundary: float = 0.0) -> float:
+        return _remainder_at(self.curves, act, q) + self.ms_per_boundary * boundary
 
 
 _PREDICTORS: "weakref.WeakKeyDictionary[LatencyTable, Predictor]" = weakref.WeakKeyDictionary()

@@ -38,7 +38,7 @@ from .table import (LatencyTable, RemainderEntry, TableEntry, TableError, TableM
 log = logging.getLogger(__name__)
 
 QUICK_POINTS = 3
-DEFAULT_POINTS = 5
+DEFAULT_POINTS = 12   # per channel axis; every step multiple when there are no more
 QUICK_WIDTHS = (1.0, 0.5)
 DEFAULT_WIDTHS = (1.0, 0.75, 0.5, 0.25)
 SAVE_EVERY = 25
@@ -99,32 +99,63 @@ def layer_energy_mj(model: HorowitzEnergyModel, layer: LayerInfo, cin: int, cout
 
 
 # ---- timing backends ----------------------------------------------------------------------
-def _adaptive_time(fn: Callable[[], object], target_s: float = 0.25) -> TimingStats:
-    """Warm up, then choose the repeat count so a measurement takes ~``target_s``."""
+BLOCKS = 2
+SESSIONS = 2
+
+
+def robust_time(fn: Callable[[], object], target_s: float = 0.06, blocks: int = BLOCKS) -> TimingStats:
+    """Latency of ``fn()`` on a shared, noisy machine.
+
+    Warm-up, then ``blocks`` blocks of repeats (the count chosen so a block takes ~``target_s``,
+    30..400), each summarised by :func:`time_callable` (median and IQR, re-measured when the
+    IQR is above 15% of the median); the block with the lowest median is kept. Contention here
+    comes in blocks (another process on the sibling hardware thread slows a whole stretch by
+    30–40%), which a median within one block cannot remove; the fastest block's median is the
+    uncontended latency a dedicated deployment sees. Layer entries and whole-model
+    measurements (remainders, ``lut validate``) all go through this one function."""
     for _ in range(5):
         fn()
     t0 = time.perf_counter()
     fn()
     one = max(1e-6, time.perf_counter() - t0)
     repeats = int(min(400, max(30, target_s / one)))
-    return time_callable(fn, warmup=max(5, repeats // 10), repeats=repeats)
+    warmup = max(5, repeats // 10)
+    runs = [time_callable(fn, warmup=warmup, repeats=repeats) for _ in range(max(1, blocks))]
+    best = min(runs, key=lambda r: r.median_ms)
+    best.remeasured = any(r.remeasured for r in runs)
+    return best
 
 
 @dataclass
 class Runner:
-    """A ready-to-time callable and its per-call energy when a meter is readable."""
+    """Ready-to-time callables: one per runtime session of the same model.
 
-    fn: Callable[[], object]
+    ORT sessions of one model are not all equally fast here (a session keeps its buffer
+    placement: about one in five int8 sessions ran ~1.9× slower than another session of the
+    same model, for its whole life), so a number is the fastest of ``SESSIONS`` sessions."""
+
+    fns: list[Callable[[], object]]
+
+    @property
+    def fn(self) -> Callable[[], object]:
+        return self.fns[0]
 
     def time(self) -> TimingStats:
-        return _adaptive_time(self.fn)
+        runs = [robust_time(fn) for fn in self.fns]
+        best = min(runs, key=lambda r: r.median_ms)
+        best.remeasured = any(r.remeasured for r in runs)
+        return best
 
 
-def ort_runner(onnx_bytes: bytes, input_shape: Sequence[int], threads: int, batch: int = 1) -> Runner:
-    sess = make_session(onnx_bytes, threads)
-    feed = {sess.get_inputs()[0].name:
-            np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)}
-    return Runner(lambda: sess.run(None, feed))
+def ort_runner(onnx_bytes: bytes, input_shape: Sequence[int], threads: int, batch: int = 1,
+               sessions: int = SESSIONS) -> Runner:
+    x = np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
+    fns = []
+    for _ in range(sessions):
+        sess = make_session(onnx_bytes, threads)
+        feed = {sess.get_inputs()[0].name: x}
+        fns.append(lambda sess=sess, feed=feed: sess.run(None, feed))
+    return Runner(fns)
 
 
 def torch_runner(module: nn.Module, input_shape: Sequence[int], threads: int, batch: int = 1,
@@ -139,8 +170,8 @@ def torch_runner(module: nn.Module, input_shape: Sequence[int], threads: int, ba
         with torch.inference_mode():
             module(x)
     if device == "cuda":  # pragma: no cover - no GPU on the CI machine
-        return Runner(_cuda_timed(fn))
-    return Runner(fn)
+        return Runner([_cuda_timed(fn)])
+    return Runner([fn])
 
 
 def _cuda_timed(fn: Callable[[], object]) -> Callable[[], object]:  # pragma: no cover
@@ -316,7 +347,8 @@ def profile_layers(table: LatencyTable, info: ModelInfo, profile: HardwareProfil
             table.add(TableEntry(
                 key=plan.key, in_channels=cin, out_channels=cout, precision=prec,
                 latency_ms=max(1e-5, stats.median_ms - table.overhead_ms), iqr_ms=stats.iqr_ms,
-                raw_median_ms=stats.median_ms, repeats=stats.repeats, remeasured=stats.remeasured,
+                raw_median_ms=stats.median_ms, repeats=stats.repeats, blocks=BLOCKS * len(runner.fns),
+                remeasured=stats.remeasured,
                 latency_source="measured", energy_mj=e_mj, energy_source=e_src))
             done += 1
             if out is not None and done % SAVE_EVERY == 0:
@@ -351,26 +383,38 @@ def measure_model_ms(model: nn.Module, policy: Policy, info: ModelInfo, profile:
     return stats.median_ms, stats.iqr_ms
 
 
+def mixed_policy(info: ModelInfo, keep_ratio: float, phase: int) -> Policy:
+    """Every other layer 8-bit (starting at ``phase``): the most int8/fp32 boundaries."""
+    from automl.core import LayerPolicy
+
+    return Policy({layer.name: LayerPolicy(keep_ratio if layer.prunable else 1.0,
+                                           *((8, 8) if (i + phase) % 2 == 0 else (FLOAT_BITS, FLOAT_BITS)))
+                   for i, layer in enumerate(info.layers)})
+
+
 def measure_remainders(table: LatencyTable, model: nn.Module, info: ModelInfo,
                        profile: HardwareProfile, calib: list[torch.Tensor],
-                       widths: Iterable[float] = DEFAULT_WIDTHS, progress: bool = True) -> None:
-    """Time the whole model at uniform widths × precisions; store whole − overhead − kernels."""
+                       widths: Sequence[float] = DEFAULT_WIDTHS, progress: bool = True) -> None:
+    """Time the whole model at uniform widths × precisions (and, with int8, two alternating
+    mixed-precision models per width for the boundary cost); store whole − overhead − kernels."""
     from tqdm.auto import tqdm
 
     from .predictor import Predictor, policy_features
 
-    points = [(w, prec) for w in widths for prec in profile.precisions]
+    points = [uniform_policy(info, w, prec, profile) for w in widths for prec in profile.precisions]
+    if "int8" in profile.precisions and "fp32" in profile.precisions:
+        points += [mixed_policy(info, w, phase) for w in widths[:2] for phase in (0, 1)]
     rows: list[RemainderEntry] = []
-    for w, prec in tqdm(points, desc=f"remainder {info.model_name}", disable=not progress):
-        policy = uniform_policy(info, w, prec, profile)
+    pred = Predictor(table, profile, warn=False)
+    for policy in tqdm(points, desc=f"remainder {info.model_name}", disable=not progress):
         whole_ms, _ = measure_model_ms(model, policy, info, profile, calib)
-        pred = Predictor(table, profile, warn=False)
         kernels_ms, _ = pred.kernels(info, policy)
-        act_ratio, int8_frac = policy_features(info, policy, profile)
+        act_ratio, int8_frac, boundary = policy_features(info, policy, profile)
         rows.append(RemainderEntry(model=info.model_name, input_shape=list(info.input_shape),
                                    act_ratio=act_ratio, int8_fraction=int8_frac,
                                    remainder_ms=whole_ms - table.overhead_ms - kernels_ms,
-                                   whole_ms=whole_ms, kernels_ms=kernels_ms))
+                                   whole_ms=whole_ms, kernels_ms=kernels_ms,
+                                   boundary_ratio=boundary))
     table.set_remainders(info.model_name, info.input_shape, rows)
     table.metadata.input_shapes[info.model_name] = list(info.input_shape)
 

@@ -68,8 +68,9 @@ class TableEntry:
     latency_ms: float               # kernel time: the isolated run minus the per-call overhead
     iqr_ms: float = 0.0
     raw_median_ms: float = 0.0      # the isolated run's median, overhead included
-    repeats: int = 0
-    remeasured: bool = False
+    repeats: int = 0                # per block; the fastest of ``blocks`` block medians is kept
+    blocks: int = 1
+    remeasured: bool = False        # a block was re-run because its IQR was too wide
     latency_source: str = "measured"
     energy_mj: float = 0.0
     energy_source: str = "modeled"
@@ -92,7 +93,9 @@ class RemainderEntry:
 
     ``act_ratio`` is the policy's activation volume relative to the full model (what pooling,
     adds and quantize/dequantize boundaries scale with); ``int8_fraction`` is the share of that
-    volume produced by int8 layers."""
+    volume produced by int8 layers; ``boundary_ratio`` is the activation volume entering layers
+    whose precision differs from the previous layer's (where int8 and fp32 meet, quantize /
+    dequantize ops run), relative to the full model's activation volume."""
 
     model: str
     input_shape: list[int]
@@ -103,6 +106,7 @@ class RemainderEntry:
     kernels_ms: float
     source: str = "measured"
     remainder_energy_mj: float = 0.0
+    boundary_ratio: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,195 @@
+"""``hwcompress profile`` and ``hwcompress lut {list,show,merge,validate}``.
+
+``services/cli/main.py`` calls :func:`register` with its subparsers; every handler takes the
+argparse namespace and returns an exit code (0 ok, 2 bad input such as an unusable or
+mismatched table). Run standalone with ``python -m latency_models.cli ...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .profile import DEFAULT_PROFILE, PROFILES, get_profile
+from .table import LatencyTable, TableError
+
+DEFAULT_DATASET = "digits"
+
+
+def tables_dir() -> Path:
+    """Where tables built on first use are kept: ``$HWCOMPRESS_CACHE/tables``."""
+    import os
+    root = Path(os.environ.get("HWCOMPRESS_CACHE", Path.home() / ".cache" / "hwcompress"))
+    return root / "tables"
+
+
+def _input_shape(args: argparse.Namespace) -> tuple[tuple[int, int, int], int]:
+    """(C, H, W) and class count: from --input-shape, else from the dataset's shape."""
+    if getattr(args, "input_shape", None):
+        try:
+            c, h, w = (int(v) for v in args.input_shape.replace("x", ",").split(","))
+        except ValueError:
+            raise ValueError(f"--input-shape {args.input_shape!r}: expected C,H,W such as 1,32,32") from None
+        return (c, h, w), args.num_classes
+    from automl.data import load_dataset
+    data = load_dataset(args.dataset)
+    return data.input_shape, data.num_classes
+
+
+def _err(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from .profiler import profile_model, table_stats
+
+    try:
+        profile = get_profile(args.device, args.threads)
+        shape, num_classes = _input_shape(args)
+        table = profile_model(args.model, shape, profile, args.out, num_classes=num_classes,
+                              quick=args.quick, points=args.grid_points, resume=not args.fresh,
+                              progress=not args.no_progress)
+    except (TableError, ValueError) as exc:
+        return _err(str(exc))
+    summary = {**table.summary(), **table_stats(table), "out": str(args.out)}
+    print(json.dumps(summary, indent=1))
+    return 0
+
+
+def _table_files(paths: list[str]) -> list[Path]:
+    if paths:
+        out = []
+        for p in map(Path, paths):
+            out += sorted(p.glob("*.json")) if p.is_dir() else [p]
+        return out
+    d = tables_dir()
+    return sorted(d.glob("*.json")) if d.is_dir() else []
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    files = _table_files(args.paths)
+    if not files:
+        print(f"no latency tables (looked in {', '.join(args.paths) or tables_dir()})")
+        return 0
+    print(f"{'file':40s} {'device':14s} {'thr':>3s} {'entries':>7s} {'models':30s} created")
+    for f in files:
+        try:
+            t = LatencyTable.load(f)
+        except TableError as exc:
+            print(f"{str(f):40s} UNUSABLE: {exc}")
+            continue
+        md = t.metadata
+        print(f"{str(f):40s} {md.device:14s} {md.threads:>3d} {len(t.entries):>7d} "
+              f"{','.join(sorted(md.input_shapes))[:30]:30s} {md.created}")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    try:
+        table = LatencyTable.load(args.table)
+    except TableError as exc:
+        return _err(str(exc))
+    out = {"metadata": table.metadata.to_dict(), "summary": table.summary(),
+           "remainders": [r.to_dict() for r in table.remainders]}
+    if args.entries:
+        out["entries"] = [e.to_dict() for e in sorted(table.entries.values(), key=lambda e: e.ident)
+                          if args.key is None or args.key in e.key]
+    print(json.dumps(out, indent=1))
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    try:
+        tables = [LatencyTable.load(p) for p in args.inputs]
+        merged = tables[0]
+        for t in tables[1:]:
+            merged = merged.merge(t, prefer=args.prefer)
+        merged.save(args.out)
+    except TableError as exc:
+        return _err(str(exc))
+    print(f"merged {len(tables)} tables into {args.out}: {len(merged.entries)} entries")
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .validate import validate
+
+    try:
+        table = LatencyTable.load(args.table)
+        shape = None
+        num_classes = args.num_classes
+        if args.input_shape or args.dataset:
+            if args.dataset is None:
+                args.dataset = DEFAULT_DATASET
+            shape, num_classes = _input_shape(args)
+        png = args.png or (str(Path(args.json).with_suffix(".png")) if args.json else None)
+        report = validate(args.model, table, args.samples, args.seed, threads=args.threads,
+                          input_shape=shape, num_classes=num_classes, json_out=args.json,
+                          png_out=png, progress=not args.no_progress)
+    except (TableError, ValueError) as exc:
+        return _err(str(exc))
+    keys = ("n", "mape", "rmse_ms", "within_5pct", "within_10pct", "spearman",
+            "predict_us_per_policy", "measure_ms_per_policy")
+    print(json.dumps({k: report[k] for k in keys}, indent=1))
+    return 0
+
+
+def register(subparsers) -> None:
+    """Add ``profile`` and ``lut`` to the hwcompress CLI."""
+    p = subparsers.add_parser("profile", help="measure a model's per-layer latency table on this device")
+    p.add_argument("--model", required=True, help="zoo name or package.module:factory")
+    p.add_argument("--out", required=True, help="table file (JSON); an existing one is resumed")
+    p.add_argument("--quick", action="store_true", help="coarse grid (3 points per axis), 2 widths")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
+    p.add_argument("--device", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
+                   help="hardware profile (bitfusion-sim: simulated bit-flexible accelerator)")
+    p.add_argument("--dataset", default=DEFAULT_DATASET, help="input shape from this dataset")
+    p.add_argument("--input-shape", default=None, help="C,H,W (overrides --dataset)")
+    p.add_argument("--num-classes", type=int, default=10, help="with --input-shape")
+    p.add_argument("--grid-points", type=int, default=None, help="points per channel axis")
+    p.add_argument("--fresh", action="store_true", help="start over instead of resuming --out")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_profile)
+
+    lut = subparsers.add_parser("lut", help="list, inspect, merge and validate latency tables")
+    sub = lut.add_subparsers(dest="lut_command", required=True)
+    ls = sub.add_parser("list", help=f"tables in the given paths or in the cache's tables/")
+    ls.add_argument("paths", nargs="*")
+    ls.set_defaults(func=cmd_list)
+    sh = sub.add_parser("show", help="metadata, summary and remainders of a table")
+    sh.add_argument("table")
+    sh.add_argument("--entries", action="store_true", help="also print every entry")
+    sh.add_argument("--key", default=None, help="only entries whose layer key contains this")
+    sh.set_defaults(func=cmd_show)
+    mg = sub.add_parser("merge", help="merge tables taken under the same conditions")
+    mg.add_argument("out")
+    mg.add_argument("inputs", nargs="+")
+    mg.add_argument("--prefer", choices=("tighter", "other"), default="tighter")
+    mg.set_defaults(func=cmd_merge)
+    va = sub.add_parser("validate", help="predicted vs measured latency on random policies")
+    va.add_argument("--model", required=True)
+    va.add_argument("--table", required=True)
+    va.add_argument("--samples", type=int, default=100)
+    va.add_argument("--json", default=None, help="write the report here")
+    va.add_argument("--png", default=None, help="scatter plot (default: next to --json)")
+    va.add_argument("--seed", type=int, default=0)
+    va.add_argument("--threads", type=int, default=None, help="default: the table's")
+    va.add_argument("--dataset", default=None, help="default: the input size the table was profiled at")
+    va.add_argument("--input-shape", default=None)
+    va.add_argument("--num-classes", type=int, default=10)
+    va.add_argument("--no-progress", action="store_true")
+    va.set_defaults(func=cmd_validate)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="hwcompress")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

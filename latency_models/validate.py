@@ -1,0 +1,176 @@
+"""LUT fidelity (``hwcompress lut validate``): predicted vs really measured whole-model latency.
+
+Samples random policies, builds each compressed model for real (``automl.compress.apply_policy``
+then ``export_deployable``, exactly what is deployed), times it with the same robust timing the
+table was built with, and compares with the table's prediction. ``automl`` (zoo, tracing,
+compress) is imported inside the functions: this is orchestration on top of the predictor.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from automl.core import FLOAT_BITS, LayerPolicy, ModelInfo, Policy
+
+from .predictor import Predictor, policy_features, profile_of
+from .profile import HardwareProfile, get_profile, PROFILES
+from .table import LatencyTable, TableError
+
+MODES = ("fp32", "int8", "mixed")
+
+
+def sample_policy(info: ModelInfo, rng: np.random.Generator, mode: str | None = None,
+                  min_keep: float = 0.2) -> tuple[Policy, str]:
+    """A random policy: each coupled group's keep ratio uniform in [min_keep, 1]; precision all
+    float, all 8-bit, or mixed (each layer 8-bit or float at random), one third each."""
+    mode = mode or MODES[int(rng.integers(len(MODES)))]
+    layers = {}
+    for layer in info.layers:
+        keep = float(rng.uniform(min_keep, 1.0)) if layer.prunable else 1.0
+        if mode == "fp32":
+            bits = FLOAT_BITS
+        elif mode == "int8":
+            bits = 8
+        else:
+            bits = 8 if rng.random() < 0.5 else FLOAT_BITS
+        layers[layer.name] = LayerPolicy(keep, bits, bits)
+    return Policy(layers), mode
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    def ranks(v: Sequence[float]) -> np.ndarray:
+        a = np.asarray(v, dtype=float)
+        order = a.argsort(kind="mergesort")
+        r = np.empty(len(a))
+        r[order] = np.arange(len(a), dtype=float)
+        for val in np.unique(a):  # average ties
+            idx = np.where(a == val)[0]
+            if len(idx) > 1:
+                r[idx] = r[idx].mean()
+        return r
+    if len(x) < 2:
+        return math.nan
+    rx, ry = ranks(x), ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return math.nan
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def fidelity_metrics(predicted: Sequence[float], measured: Sequence[float]) -> dict[str, float]:
+    p, m = np.asarray(predicted, float), np.asarray(measured, float)
+    rel = (p - m) / m
+    return {"n": int(len(m)), "mape": float(np.mean(np.abs(rel))),
+            "rmse_ms": float(np.sqrt(np.mean((p - m) ** 2))),
+            "within_5pct": float(np.mean(np.abs(rel) <= 0.05)),
+            "within_10pct": float(np.mean(np.abs(rel) <= 0.10)),
+            "spearman": spearman(p, m), "mean_signed_error": float(np.mean(rel)),
+            "max_abs_error": float(np.max(np.abs(rel))) if len(rel) else math.nan}
+
+
+@dataclass
+class Sample:
+    mode: str
+    predicted_ms: float
+    measured_ms: float
+    measured_iqr_ms: float
+    predicted_energy_mj: float
+    act_ratio: float
+    int8_fraction: float
+    boundary_ratio: float
+    policy: dict
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def table_profile(table: LatencyTable, threads: int | None = None) -> HardwareProfile:
+    """The profile to validate on: this machine, refused if the table was made elsewhere."""
+    prof = profile_of(table)
+    if prof.name in PROFILES:
+        here = get_profile(prof.name, threads if threads is not None else table.metadata.threads)
+        table.check_compatible(here.compat_request())
+        prof = HardwareProfile(prof.name, prof.kind, prof.runtime, prof.precisions,
+                               prof.channel_step, here.threads, prof.batch, prof.params)
+    return prof
+
+
+def validate(model_name: str, table: LatencyTable, samples: int = 100, seed: int = 0, *,
+             threads: int | None = None, input_shape: Sequence[int] | None = None,
+             num_classes: int = 10, json_out: str | Path | None = None,
+             png_out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Fidelity of ``table`` for ``model_name`` on ``samples`` random policies."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from .profiler import load_model_and_info, measure_model_ms
+
+    profile = table_profile(table, threads)
+    if profile.kind == "simulated":
+        raise TableError("a simulated table cannot be validated against measurement "
+                         "(there is no such device here)")
+    if input_shape is None:
+        if model_name not in table.metadata.input_shapes:
+            raise TableError(f"latency table has no model {model_name!r} (it has "
+                             f"{sorted(table.metadata.input_shapes)}); profile it first")
+        input_shape = table.metadata.input_shapes[model_name]
+    model, info = load_model_and_info(model_name, input_shape, num_classes)
+    calib = [torch.randn(16, *info.input_shape, generator=torch.Generator().manual_seed(0))]
+    pred = Predictor(table, profile)
+    rng = np.random.default_rng(seed)
+    policies = [sample_policy(info, rng) for _ in range(samples)]
+
+    results: list[Sample] = []
+    t_measure = 0.0
+    for policy, mode in tqdm(policies, desc=f"validate {model_name}", disable=not progress):
+        lat, en = pred.predict(info, policy)
+        t0 = time.perf_counter()
+        measured, iqr = measure_model_ms(model, policy, info, profile, calib)
+        t_measure += time.perf_counter() - t0
+        act, q, b = policy_features(info, policy, profile)
+        results.append(Sample(mode, lat, measured, iqr, en, act, q, b, policy.to_dict()))
+
+    # prediction time: warm (the per-layer cache filled by a search's first policies)
+    fresh = Predictor(table, profile, warn=False)
+    t0 = time.perf_counter()
+    for policy, _ in policies:
+        fresh.predict(info, policy)
+    cold_us = (time.perf_counter() - t0) / len(policies) * 1e6
+    reps = max(1, 2000 // len(policies))
+    t0 = time.perf_counter()
+    for _ in range(reps):
+        for policy, _ in policies:
+            fresh.predict(info, policy)
+    warm_us = (time.perf_counter() - t0) / (reps * len(policies)) * 1e6
+
+    pm = [r.predicted_ms for r in results]
+    mm = [r.measured_ms for r in results]
+    report: dict[str, Any] = {
+        "model": model_name, "input_shape": list(info.input_shape), "device": profile.name,
+        "threads": profile.threads, "batch": profile.batch, "hardware": table.metadata.hardware,
+        "runtime": f"{table.metadata.runtime} {table.metadata.runtime_version}", "seed": seed,
+        **fidelity_metrics(pm, mm),
+        "predict_us_per_policy": warm_us, "predict_us_per_policy_cold": cold_us,
+        "measure_ms_per_policy": t_measure / len(results) * 1e3,
+        "by_mode": {m: fidelity_metrics([r.predicted_ms for r in results if r.mode == m],
+                                        [r.measured_ms for r in results if r.mode == m])
+                    for m in MODES if any(r.mode == m for r in results)},
+        "samples": [r.to_dict() for r in results],
+    }
+    if json_out is not None:
+        Path(json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_out).write_text(json.dumps(report, indent=1))
+    if png_out is not None:
+        from .plots import scatter_png
+        scatter_png(pm, mm, png_out, f"{model_name} {list(info.input_shape)} on {profile.name}, "
+                    f"{profile.threads} thread(s): {report['within_10pct']:.0%} within ±10%, "
+                    f"Spearman {report['spearman']:.3f}", [r.mode for r in results])
+        report["png"] = str(png_out)
+    return report

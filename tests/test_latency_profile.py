@@ -1,0 +1,131 @@
+"""End to end on this CPU: a --quick profile of LeNet-5 gives a usable table; resume; the
+lut list / show / merge / validate commands; a simulated table; refusing a foreign table."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+
+from automl.core import Policy
+from latency_models import cli
+from latency_models.predictor import Predictor
+from latency_models.profiler import load_model_and_info, plan_grid
+from latency_models.table import LatencyTable
+
+SHAPE = "1,16,16"
+
+
+@pytest.fixture(scope="module")
+def lenet_table(tmp_path_factory):
+    out = tmp_path_factory.mktemp("lut") / "lenet.json"
+    rc = cli.main(["profile", "--model", "lenet5", "--out", str(out), "--quick",
+                   "--input-shape", SHAPE, "--no-progress"])
+    assert rc == 0
+    return out
+
+
+def test_quick_profile_gives_a_usable_table(lenet_table, capsys):
+    table = LatencyTable.load(lenet_table)
+    md = table.metadata
+    assert md.device == "cpu-ort" and md.threads == 1 and md.runtime == "onnxruntime"
+    assert md.input_shapes == {"lenet5": [1, 16, 16]}
+    assert {e.precision for e in table.entries.values()} == {"fp32", "int8"}
+    assert all(e.latency_source == "measured" and e.energy_source == "modeled"
+               for e in table.entries.values())
+    assert table.overhead_ms > 0 and len(table.remainders) == 4 + 4   # + mixed calibration
+    _, info = load_model_and_info("lenet5", (1, 16, 16), 10)
+    pred = Predictor(table)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")     # every quick-grid policy is inside the grid
+        full, e_full = pred.predict(info, Policy.full(info.layer_names))
+        half, e_half = pred.predict(info, Policy.uniform(info, 0.5, 8, 8))
+    assert full > 0 and half > 0 and e_half < e_full
+    # the full-width prediction reproduces the measured whole model (it is a calibration point)
+    whole = [r.whole_ms for r in table.remainders if r.act_ratio > 0.99 and r.int8_fraction == 0]
+    assert full == pytest.approx(whole[0], rel=1e-6)
+
+
+def test_profile_resumes_a_half_built_table(lenet_table, tmp_path):
+    table = LatencyTable.load(lenet_table)
+    n = len(table.entries)
+    for ident in list(table.entries)[: n // 2]:
+        del table.entries[ident]
+    half = tmp_path / "half.json"
+    table.save(half)
+    rc = cli.main(["profile", "--model", "lenet5", "--out", str(half), "--quick",
+                   "--input-shape", SHAPE, "--no-progress"])
+    assert rc == 0
+    resumed = LatencyTable.load(half)
+    assert set(resumed.entries) == set(LatencyTable.load(lenet_table).entries)
+
+
+def test_profile_refuses_a_table_from_other_conditions(lenet_table, tmp_path, capsys):
+    d = json.loads(lenet_table.read_text())
+    d["metadata"]["hardware"] = "some other CPU"
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(d))
+    rc = cli.main(["profile", "--model", "lenet5", "--out", str(other), "--quick",
+                   "--input-shape", SHAPE, "--no-progress"])
+    assert rc == 2
+    assert "hardware" in capsys.readouterr().err
+
+
+def test_lut_list_show_merge(lenet_table, tmp_path, capsys):
+    assert cli.main(["lut", "list", str(lenet_table.parent)]) == 0
+    assert "cpu-ort" in capsys.readouterr().out
+    assert cli.main(["lut", "show", str(lenet_table)]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["metadata"]["device"] == "cpu-ort" and shown["summary"]["entries"] > 0
+    merged = tmp_path / "m.json"
+    assert cli.main(["lut", "merge", str(merged), str(lenet_table), str(lenet_table)]) == 0
+    assert len(LatencyTable.load(merged).entries) == len(LatencyTable.load(lenet_table).entries)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"format": "hwcompress-latency-table", "schema_')
+    assert cli.main(["lut", "show", str(bad)]) == 2
+    assert "truncated" in capsys.readouterr().err
+
+
+def test_lut_validate_writes_the_report(lenet_table, tmp_path):
+    out = tmp_path / "v.json"
+    rc = cli.main(["lut", "validate", "--model", "lenet5", "--table", str(lenet_table),
+                   "--samples", "3", "--json", str(out), "--no-progress"])
+    assert rc == 0
+    rep = json.loads(out.read_text())
+    for k in ("n", "mape", "rmse_ms", "within_5pct", "within_10pct", "spearman",
+              "predict_us_per_policy", "measure_ms_per_policy"):
+        assert k in rep
+    assert rep["n"] == 3 and 0 <= rep["within_10pct"] <= 1 and rep["mape"] >= 0
+    assert out.with_suffix(".png").stat().st_size > 0
+
+
+def test_validate_refuses_other_threads(lenet_table, capsys):
+    rc = cli.main(["lut", "validate", "--model", "lenet5", "--table", str(lenet_table),
+                   "--samples", "1", "--threads", "2", "--no-progress"])
+    assert rc == 2
+    assert "threads" in capsys.readouterr().err
+
+
+def test_grid_contains_every_full_layer():
+    _, info = load_model_and_info("resnet20", (1, 16, 16), 10)
+    plans = {p.key: p for p in plan_grid(info, 16, 3)}
+    from latency_models.table import layer_key
+    for layer in info.layers:
+        p = plans[layer_key(layer)]
+        assert layer.out_channels in p.out_values
+        assert layer.op == "depthwise" or layer.in_channels in p.in_values
+
+
+def test_simulated_bitfusion_table(tmp_path):
+    out = tmp_path / "sim.json"
+    rc = cli.main(["profile", "--model", "lenet5", "--out", str(out), "--quick", "--device",
+                   "bitfusion-sim", "--input-shape", SHAPE, "--no-progress"])
+    assert rc == 0
+    table = LatencyTable.load(out)
+    assert {e.latency_source for e in table.entries.values()} == {"simulated"}
+    _, info = load_model_and_info("lenet5", (1, 16, 16), 10)
+    pred = Predictor(table)
+    lat = {b: pred.predict(info, Policy.uniform(info, 1.0, b, b)) for b in (2, 4, 8, 32)}
+    assert lat[2][0] < lat[4][0] < lat[8][0] < lat[32][0]      # compute scales with bits
+    assert lat[2][1] < lat[8][1]                                 # and so does energy

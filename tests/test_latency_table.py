@@ -1,0 +1,234 @@
+"""Latency table: round-trip, schema validation, refusal of mismatched or damaged tables,
+interpolation and prediction on synthetic tables (no measurement: fast)."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from automl.core import LayerInfo, LayerPolicy, ModelInfo, Policy, policy_layer_shapes
+from latency_models.predictor import (ExtrapolationWarning, MissingEntryError, ModelPlan,
+                                      Predictor, predict)
+from latency_models.table import (LatencyTable, RemainderEntry, TableEntry, TableError,
+                                  TableMetadata, TableMismatchError, layer_key)
+
+
+def _meta(**kw) -> TableMetadata:
+    base = dict(device="cpu-ort", runtime="onnxruntime", runtime_version="1.0", threads=1, batch=1,
+                hardware="test cpu", channel_step=8, precisions=["fp32", "int8"])
+    base.update(kw)
+    return TableMetadata(**base)
+
+
+def _model() -> ModelInfo:
+    """conv(1->32) -> conv(32->32) -> linear(32->10), coupled like a plain chain."""
+    l0 = LayerInfo("c0", "conv", 1, 32, 3, 1, 1, 1, (8, 8), (8, 8), has_bn=True, activation="relu",
+                   prune_group="c0", index=0)
+    l1 = LayerInfo("c1", "conv", 32, 32, 3, 1, 1, 1, (8, 8), (8, 8), has_bn=True, activation="relu",
+                   prune_group="c1", index=1, input_group="c0")
+    l2 = LayerInfo("fc", "linear", 32, 10, prunable=False, index=2, input_group="c1")
+    return ModelInfo("toy", (1, 8, 8), 10, (l0, l1, l2))
+
+
+def _cost(cin: int, cout: int, prec: str) -> float:
+    """A synthetic, monotone, bilinear latency (ms)."""
+    k = 0.5 if prec == "int8" else 1.0
+    return k * (0.001 + 0.0002 * cin + 0.0003 * cout + 0.00005 * cin * cout)
+
+
+def _table(step: int = 8) -> LatencyTable:
+    info = _model()
+    t = LatencyTable(_meta(channel_step=step, input_shapes={"toy": [1, 8, 8]}), overhead_ms=0.005)
+    grid = [8, 16, 24, 32]
+    for layer in info.layers:
+        key = layer_key(layer)
+        ins = [1] if layer.name == "c0" else grid
+        outs = [10] if layer.name == "fc" else grid
+        for prec in ("fp32", "int8"):
+            for i in ins:
+                for o in outs:
+                    t.add(TableEntry(key, i, o, prec, _cost(i, o, prec), 0.0001, _cost(i, o, prec) + 0.005,
+                                     50, energy_mj=1e-6 * i * o))
+    t.set_remainders("toy", [1, 8, 8], [
+        RemainderEntry("toy", [1, 8, 8], 1.0, 0.0, 0.02, 0.0, 0.0),
+        RemainderEntry("toy", [1, 8, 8], 0.5, 0.0, 0.01, 0.0, 0.0),
+        RemainderEntry("toy", [1, 8, 8], 1.0, 1.0, 0.04, 0.0, 0.0),
+        RemainderEntry("toy", [1, 8, 8], 0.5, 1.0, 0.02, 0.0, 0.0)])
+    return t
+
+
+def test_round_trip(tmp_path):
+    t = _table()
+    p = tmp_path / "t.json"
+    t.save(p)
+    u = LatencyTable.load(p)
+    assert u.to_dict() == t.to_dict()
+    assert json.loads(p.read_text())["schema_version"] == 1
+    assert u.summary()["entries"] == len(t.entries)
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda d: d.update(schema_version=99), "schema_version"),
+    (lambda d: d.update(format="something"), "not a latency table"),
+    (lambda d: d.pop("entries"), "missing top-level field"),
+    (lambda d: d["metadata"].pop("threads"), "missing fields"),
+    (lambda d: d["metadata"].update(threads=0), "positive integer"),
+    (lambda d: d["entries"][0].pop("latency_ms"), "missing fields"),
+    (lambda d: d["entries"][0].update(latency_ms="fast"), "finite number"),
+    (lambda d: d["entries"][0].update(latency_source="guessed"), "latency_source"),
+    (lambda d: d["entries"][0].update(precision="int4"), "not listed"),
+    (lambda d: d["entries"][0].update(colour="red"), "unknown fields"),
+])
+def test_schema_validation(tmp_path, mutate, message):
+    d = _table().to_dict()
+    mutate(d)
+    p = tmp_path / "bad.json"
+    p.write_text(json.dumps(d))
+    with pytest.raises(TableError, match=message):
+        LatencyTable.load(p)
+
+
+def test_truncated_and_corrupted_files(tmp_path):
+    p = tmp_path / "t.json"
+    _table().save(p)
+    text = p.read_text()
+    p.write_text(text[: len(text) // 2])
+    with pytest.raises(TableError, match="corrupted or truncated"):
+        LatencyTable.load(p)
+    p.write_text("")
+    with pytest.raises(TableError, match="empty"):
+        LatencyTable.load(p)
+    p.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(TableError):
+        LatencyTable.load(p)
+    with pytest.raises(TableError, match="not found"):
+        LatencyTable.load(tmp_path / "missing.json")
+
+
+def test_mismatched_metadata_is_refused():
+    t = _table()
+    t.check_compatible({"device": "cpu-ort", "threads": 1})
+    with pytest.raises(TableMismatchError, match="threads: table has 1, requested 4"):
+        t.check_compatible({"device": "cpu-ort", "threads": 4})
+    with pytest.raises(TableMismatchError, match="device"):
+        t.check_compatible({"device": "bitfusion-sim"})
+    other = LatencyTable(_meta(hardware="another cpu"))
+    with pytest.raises(TableMismatchError, match="hardware"):
+        t.merge(other)
+
+
+def test_merge_keeps_tighter_and_unions():
+    a = _table()
+    b = LatencyTable(_meta(input_shapes={"other": [3, 8, 8]}))
+    key = next(iter(a.entries.values()))
+    b.add(TableEntry(key.key, key.in_channels, key.out_channels, key.precision, 9.0, 0.0, 9.0))
+    b.add(TableEntry("conv|new", 8, 8, "fp32", 1.0, 0.1, 1.0))
+    m = a.merge(b)
+    assert len(m.entries) == len(a.entries) + 1
+    assert m.entries[key.ident].latency_ms == 9.0          # zero IQR beats a noisy one
+    assert set(m.metadata.input_shapes) == {"toy", "other"}
+    assert m.remainders_for("toy", [1, 8, 8])
+
+
+def test_interpolation_exact_at_grid_points():
+    t = _table()
+    pred = Predictor(t)
+    key = layer_key(_model().layers[1])
+    for (k, prec, i, o), e in t.entries.items():
+        if k == key:
+            lat, en = pred.layer_cost(k, prec, i, o)
+            assert lat == pytest.approx(e.latency_ms, rel=1e-12)
+            assert en == pytest.approx(e.energy_mj, rel=1e-12)
+    # bilinear data is reproduced exactly between grid points too
+    lat, _ = pred.layer_cost(key, "fp32", 12, 20)
+    assert lat == pytest.approx(_cost(12, 20, "fp32"), rel=1e-9)
+
+
+def test_extrapolation_warns_and_does_not_crash():
+    pred = Predictor(_table())
+    key = layer_key(_model().layers[1])
+    with pytest.warns(ExtrapolationWarning, match="outside the measured grid"):
+        lat, _ = pred.layer_cost(key, "fp32", 64, 48)
+    assert lat == pytest.approx(_cost(64, 48, "fp32"), rel=1e-9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pred.layer_cost(key, "fp32", 16, 16)   # inside: no warning
+
+
+def test_missing_shape_is_a_clear_error():
+    pred = Predictor(_table())
+    with pytest.raises(MissingEntryError, match="hwcompress profile"):
+        pred.layer_cost("conv|k=7|nothing", "fp32", 8, 8)
+
+
+def test_prediction_monotone_in_channels():
+    info = _model()
+    t = _table()
+    last = None
+    for keep in (0.25, 0.5, 0.75, 1.0):
+        lat, en = predict(info, Policy.uniform(info, keep), t)
+        if last is not None:
+            assert lat >= last[0] and en >= last[1]
+        last = (lat, en)
+    # int8 (cheaper in this synthetic table) is predicted faster at equal width
+    fp, _ = predict(info, Policy.uniform(info, 1.0, 32, 32), t)
+    i8, _ = predict(info, Policy.uniform(info, 1.0, 8, 8), t)
+    assert i8 < fp
+
+
+def test_prediction_is_overhead_plus_kernels_plus_remainder():
+    info = _model()
+    t = _table()
+    pred = Predictor(t)
+    pol = Policy.full(info.layer_names)
+    kern, _ = pred.kernels(info, pol)
+    lat, _ = pred.predict(info, pol)
+    assert lat == pytest.approx(0.005 + kern + 0.02)
+    # no remainder for a model: a warning, kernels + overhead only
+    other = ModelInfo("nameless", info.input_shape, 10, info.layers)
+    with pytest.warns(ExtrapolationWarning, match="no measured remainder"):
+        lat2, _ = Predictor(t).predict(other, pol)
+    assert lat2 == pytest.approx(0.005 + kern)
+
+
+def test_prediction_cache_follows_table_changes():
+    info = _model()
+    t = _table()
+    pred = Predictor(t)
+    pol = Policy.full(info.layer_names)
+    before, _ = pred.predict(info, pol)
+    e = t.entries[(layer_key(info.layers[1]), "fp32", 32, 32)]
+    t.add(TableEntry(e.key, 32, 32, "fp32", e.latency_ms + 1.0))
+    after, _ = pred.predict(info, pol)
+    assert after == pytest.approx(before + 1.0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0.05, 1.0), min_size=2, max_size=2),
+       st.lists(st.sampled_from([2, 4, 8, 32]), min_size=3, max_size=3),
+       st.sampled_from([1, 8, 16]))
+def test_model_plan_matches_policy_layer_shapes(keeps, bits, step):
+    info = _model()
+    pol = Policy({"c0": LayerPolicy(keeps[0], bits[0], bits[0]),
+                  "c1": LayerPolicy(keeps[1], bits[1], bits[2]), "fc": LayerPolicy(1.0, bits[2], 32)})
+    ref = policy_layer_shapes(info, pol, step)
+    got = ModelPlan(info, step).shapes(pol)
+    for layer, (_, cin, cout, w, a, _, _) in zip(info.layers, got):
+        s = ref[layer.name]
+        assert (cin, cout, w, a) == (s.in_channels, s.out_channels, s.w_bits, s.a_bits)
+
+
+def test_prediction_is_fast():
+    import time
+    info = _model()
+    t = _table()
+    pol = Policy.uniform(info, 0.5, 8, 8)
+    predict(info, pol, t)
+    t0 = time.perf_counter()
+    for _ in range(1000):
+        predict(info, pol, t)
+    assert (time.perf_counter() - t0) / 1000 < 200e-6   # generous: tens of µs in practice
