@@ -34,7 +34,7 @@ def test_quick_profile_gives_a_usable_table(lenet_table, capsys):
     assert {e.precision for e in table.entries.values()} == {"fp32", "int8"}
     assert all(e.latency_source == "measured" and e.energy_source == "modeled"
                for e in table.entries.values())
-    assert table.overhead_ms > 0 and len(table.remainders) == 4 + 4   # + mixed calibration
+    assert table.overhead_ms > 0 and len(table.remainders) == 4 + 2   # + mixed calibration
     _, info = load_model_and_info("lenet5", (1, 16, 16), 10)
     pred = Predictor(table)
     with warnings.catch_warnings():
