@@ -30,7 +30,7 @@ def scatter_png(predicted_ms: Sequence[float], measured_ms: Sequence[float], pat
     ax.set_ylim(lo, hi)
     ax.set_xlabel("measured latency (ms)")
     ax.set_ylabel("predicted latency (ms)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(title.replace(": ", ":\n", 1), fontsize=8)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path)
