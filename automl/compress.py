@@ -147,16 +147,22 @@ def deployed_int8_layers(policy: Policy) -> list[str]:
     return [n for n, lp in policy.items() if lp.w_bits <= 8 and lp.a_bits <= 8]
 
 
+def _module_path(node_name: str) -> str:
+    """The module path behind an exporter node name: ``/layer3/layer3.0/shortcut/shortcut.0/Conv``
+    -> ``layer3.0.shortcut.0`` (each scope part repeats its parent's name as a prefix)."""
+    parts = node_name.strip("/").split("/")[:-1]
+    names: list[str] = []
+    for i, part in enumerate(parts):
+        parent = parts[i - 1] if i else ""
+        names.append(part[len(parent) + 1:] if parent and part.startswith(parent + ".") else part)
+    return ".".join(names)
+
+
 def _onnx_nodes_for_layers(onnx_bytes: bytes, layers: Sequence[str]) -> list[str]:
-    """Map module names to the exporter's node names (``/layer1/layer1.0/conv1/Conv``)."""
+    """Map module names to the exporter's node names."""
     wanted = set(layers)
-    nodes = []
-    for node in onnx.load_from_string(onnx_bytes).graph.node:
-        if node.op_type in ("Conv", "Gemm", "MatMul"):
-            parts = node.name.strip("/").split("/")
-            if len(parts) >= 2 and parts[-2] in wanted:
-                nodes.append(node.name)
-    return nodes
+    return [node.name for node in onnx.load_from_string(onnx_bytes).graph.node
+            if node.op_type in ("Conv", "Gemm", "MatMul") and _module_path(node.name) in wanted]
 
 
 def export_deployable(model: nn.Module, policy: Policy, info: ModelInfo,

@@ -255,6 +255,8 @@ class Policy:
 def kept_channels(channels: int, keep_ratio: float, channel_step: int = 1) -> int:
     """Channels kept of ``channels`` at ``keep_ratio``: rounded to a multiple of
     ``channel_step`` (the hardware's vector width), never below 1 and never above ``channels``."""
+    if keep_ratio >= 1.0:
+        return channels  # 1.0 always means untouched, even off the step grid
     step = max(1, int(channel_step))
     k = int(round(keep_ratio * channels / step)) * step
     if k <= 0:

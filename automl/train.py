@@ -87,9 +87,18 @@ def finetune(model: nn.Module, data: DatasetSplits, epochs: float = 1.0, lr: flo
     return train_epochs(model, data, epochs, lr=lr, seed=seed, progress=progress, desc="fine-tune")
 
 
-def baseline_cache_path(model_name: str, dataset: str, seed: int, epochs: int) -> Path:
+def architecture_fingerprint(model: nn.Module) -> str:
+    """Changes when a model's parameter names or shapes change, so a user who edits the
+    factory behind a name never gets a stale cached baseline."""
+    import hashlib
+
+    sig = ";".join(f"{k}:{tuple(v.shape)}" for k, v in model.state_dict().items())
+    return hashlib.sha1(sig.encode()).hexdigest()[:10]
+
+
+def baseline_cache_path(model_name: str, dataset: str, seed: int, epochs: int, arch: str = "") -> Path:
     safe = model_name.replace(":", "_").replace("/", "_")
-    return cache_dir() / "baselines" / f"{safe}-{dataset_fingerprint(dataset)}-s{seed}-e{epochs}.safetensors"
+    return cache_dir() / "baselines" / f"{safe}-{arch}-{dataset_fingerprint(dataset)}-s{seed}-e{epochs}.safetensors"
 
 
 def pretrained_model(model_name: str, data: DatasetSplits, seed: int = 0, epochs: int = 10,
@@ -99,7 +108,7 @@ def pretrained_model(model_name: str, data: DatasetSplits, seed: int = 0, epochs
 
     torch.manual_seed(seed)
     model = build_model(model_name, data.in_channels, data.num_classes, allow_import=allow_import)
-    path = baseline_cache_path(model_name, data.name, seed, epochs)
+    path = baseline_cache_path(model_name, data.name, seed, epochs, architecture_fingerprint(model))
     if path.is_file():
         return load_weights(model, path).eval()
     train_epochs(model, data, epochs, lr=lr, seed=seed, progress=progress,

@@ -197,3 +197,18 @@ def test_int8_layers_are_deployed_as_qdq():
     graph = onnx.load_from_string(export_deployable(c, pol, info, calib_batches=[torch.randn(16, *SHAPE)])).graph
     ops = [n.op_type for n in graph.node]
     assert "QuantizeLinear" in ops and "DequantizeLinear" in ops
+
+
+def test_every_int8_layer_of_a_resnet_is_deployed_as_int8():
+    """Module names must map to exporter nodes for nested names too (layer3.0.shortcut.0)."""
+    from automl.compress import _onnx_nodes_for_layers
+    from latency_models.onnx_runtime import export_onnx
+
+    model = build_model("resnet20", 1, 10).eval()
+    info = trace_model(model, SHAPE, "resnet20")
+    nodes = _onnx_nodes_for_layers(export_onnx(model, SHAPE), info.layer_names)
+    assert len(nodes) == len(info.layers)
+
+
+def test_keep_ratio_one_is_untouched_off_the_step_grid():
+    assert kept_channels(84, 1.0, 8) == 84

@@ -77,7 +77,9 @@ def init_ray(address: str | None = None) -> None:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(include_dashboard=False, **kwargs)
+        # "local", not None: with no address Ray would join the last cluster `ray start` left
+        # recorded on this machine (even a dead one) instead of starting its own.
+        ray.init(address="local", include_dashboard=False, **kwargs)
 
 
 def _policy_key(policy: Policy) -> str:
