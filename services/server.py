@@ -9,6 +9,7 @@ disconnected. Nothing is marked failed because the server went away.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import signal
@@ -72,7 +73,9 @@ class Service:
         self.store = JobStore(data_dir / "jobs.sqlite")
         if work is None:
             from .work import is_search_cancellation, make_search_work
-            work = make_search_work(config.ray_address, config.quick_tables)
+            from .ray_local import reap
+            reap(data_dir)
+            work = make_search_work(config.ray_address, config.quick_tables, str(data_dir))
             is_cancel = is_search_cancellation
         else:
             is_cancel = None
@@ -144,6 +147,8 @@ class Service:
                 ray.shutdown()
         except Exception:
             log.debug("ray.shutdown", exc_info=True)
+        from .ray_local import reap
+        reap(self.config.data_dir, own=True)
 
     def wait(self) -> None:
         self._stopped.wait()
@@ -163,10 +168,14 @@ def _table_profiles(tables: dict[str, str]) -> dict[str, str]:
 
 def serve_forever(config: ServerConfig) -> int:
     """Run until SIGTERM/SIGINT, then drain. Returns the exit code."""
+    faulthandler.enable()  # a native crash (Ray, gRPC core) leaves a Python traceback in the log
     service = Service(config).start()
     done = threading.Event()
 
     def on_signal(signum: int, _frame: Any) -> None:
+        # Ray's native failure-signal handler (absl) sees SIGTERM first, chains to this one and
+        # arms alarm(3) expecting the process to die; cancel it or the drain ends in SIGABRT.
+        signal.alarm(0)
         log.info("got %s: draining", signal.Signals(signum).name)
         done.set()
 

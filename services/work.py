@@ -16,15 +16,35 @@ _ray_lock = threading.Lock()
 RAY_INIT_ATTEMPTS = 2
 
 
-def _ensure_ray(address: str | None) -> None:
+def init_embedded_or_cluster(address: str | None) -> None:
+    """Connect to ``address``, or start a private local Ray. ``address="local"`` matters: a bare
+    ``ray.init()`` attaches to any cluster ``ray start`` once announced on this machine
+    (/tmp/ray/ray_current_cluster), even a dead one, and then hangs until GCS times out."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False,
+                              "logging_level": logging.WARNING}
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(address="local", include_dashboard=False, **kwargs)
+
+
+def _ensure_ray(address: str | None, data_dir: str | None = None) -> None:
     """Start/connect Ray once per process. ``ray.init`` is not safe to race from two worker
     threads, so the first job to get here does it while the others wait."""
-    from automl.search.runner import init_ray
+    import ray
 
     with _ray_lock:
         for attempt in range(RAY_INIT_ATTEMPTS):
             try:
-                init_ray(address)
+                fresh = not ray.is_initialized()
+                init_embedded_or_cluster(address)
+                if fresh and data_dir is not None:
+                    from .ray_local import record
+                    record(data_dir)
                 return
             except Exception:  # GCS start-up can time out on a loaded machine: one retry
                 if attempt + 1 == RAY_INIT_ATTEMPTS:
@@ -51,8 +71,8 @@ def spec_to_config(spec: dict[str, Any], ray_address: str | None = None,
                         allow_import=False)
 
 
-def make_search_work(ray_address: str | None = None, quick_table: bool = False
-                     ) -> Callable[[dict[str, Any], Callable[[dict[str, Any]], None], Callable[[], bool]], dict[str, Any]]:
+def make_search_work(ray_address: str | None = None, quick_table: bool = False,
+                     data_dir: str | None = None) -> Callable[[dict[str, Any], Callable[[dict[str, Any]], None], Callable[[], bool]], dict[str, Any]]:
     """The work function for :class:`services.jobs.JobManager`."""
 
     def run_search_job(spec: dict[str, Any], on_event: Callable[[dict[str, Any]], None],
@@ -60,7 +80,7 @@ def make_search_work(ray_address: str | None = None, quick_table: bool = False
         from automl.search.runner import run_search
 
         config = spec_to_config(spec, ray_address, quick_table)
-        _ensure_ray(ray_address)
+        _ensure_ray(ray_address, data_dir)
         return run_search(config, on_event=on_event, should_stop=should_stop)
 
     return run_search_job

@@ -1,0 +1,112 @@
+"""Nothing is lost on restart: SIGKILL the server mid-job, start it again on the same data
+directory, and the job resumes (its finished evaluations are reused) and succeeds; SIGTERM
+drains (exit 0, the running job goes back to QUEUED, not FAILED) and the next start finishes it.
+Real ``hwcompress serve`` subprocesses, real search on embedded Ray."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import pytest
+
+from services.client import Client
+from services.proto.hwcompress.v1 import service_pb2 as pb
+from services.store import JobStore
+from services.testing import ServerProcess
+
+SPEC = dict(model="lenet5", dataset="digits", strategy="random", trials=8, seed=3,
+            budgets=[pb.Budget(metric=pb.BUDGET_METRIC_SIZE_MB, value=0.5, relative=True)])
+
+
+def _wait_trials(client: Client, job_id: str, n: int, timeout: float = 180) -> int:
+    """Block until the job has reported ``n`` trials; return the last event's seq."""
+    deadline = time.monotonic() + timeout
+    seen = 0
+    for event in client.watch(job_id):
+        if event.WhichOneof("kind") == "trial":
+            seen += 1
+            if seen >= n:
+                return event.seq
+        assert time.monotonic() < deadline, "no progress"
+    raise AssertionError(f"job ended after {seen} trials: {client.get(job_id)}")
+
+
+def _pids_in_group(pgid: int) -> list[int]:
+    pids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getpgid(int(entry)) == pgid:
+                    pids.append(int(entry))
+            except ProcessLookupError:
+                pass
+    return pids
+
+
+def test_sigkill_mid_job_then_restart_resumes_and_finishes(tmp_path):
+    data = tmp_path / "data"
+    srv = ServerProcess(data)
+    srv.start(timeout=90)
+    try:
+        with Client(srv.target) as c:
+            job = c.submit(pb.JobSpec(**SPEC, idempotency_key="restart-test"))
+            _wait_trials(c, job.id, 2)
+        pgid = srv.proc.pid
+        srv.kill()  # SIGKILL: no drain, no chance to write anything
+        assert JobStore(data / "jobs.sqlite").get_job(job.id)["state"] == "RUNNING"
+        evaluated_before = (data / "jobs" / job.id / "state" / "evaluations.jsonl").read_text().count("\n")
+
+        srv.start(timeout=90)
+        # the new server stopped what the killed one's embedded Ray left behind
+        deadline = time.monotonic() + 15
+        while _pids_in_group(pgid) and time.monotonic() < deadline:
+            time.sleep(0.5)
+        leftovers = _pids_in_group(pgid)
+        if leftovers:  # never leave strays behind, but fail
+            os.killpg(pgid, signal.SIGKILL)
+        assert not leftovers, f"processes of the killed server survived its restart: {leftovers}"
+        with Client(srv.target) as c:
+            # the same idempotency key still names the same job after the crash
+            assert c.submit(pb.JobSpec(**SPEC, idempotency_key="restart-test")).id == job.id
+            events = list(c.watch(job.id, reconnect_s=60))
+            final = c.get(job.id)
+            assert final.state == pb.JOB_STATE_SUCCEEDED, final.reason
+            assert final.attempts == 2
+            reasons = [e.state_change.reason for e in events if e.WhichOneof("kind") == "state_change"]
+            assert any("server restarted" in r for r in reasons), reasons
+            cached = sum(1 for e in events if e.WhichOneof("kind") == "trial")
+            summary = c.download_result(job.id, tmp_path / "result")
+        assert evaluated_before >= 1
+        result = json.loads(summary.result_json)
+        assert result["evaluations"] >= evaluated_before and cached >= 2
+    finally:
+        assert srv.terminate() == 0, srv.log()
+
+
+def test_sigterm_drains_and_the_next_start_finishes_the_job(tmp_path):
+    data = tmp_path / "data"
+    srv = ServerProcess(data)
+    srv.start(timeout=90)
+    try:
+        with Client(srv.target) as c:
+            job = c.submit(pb.JobSpec(**{**SPEC, "seed": 4}))
+            _wait_trials(c, job.id, 1)
+        t0 = time.monotonic()
+        assert srv.terminate(timeout=90) == 0, srv.log()
+        drain_s = time.monotonic() - t0
+        stored = JobStore(data / "jobs.sqlite").get_job(job.id)
+        assert stored["state"] == "QUEUED", stored
+        assert "resumes" in stored["reason"]
+        assert drain_s < 60
+
+        srv.start(timeout=90)
+        with Client(srv.target) as c:
+            list(c.watch(job.id, reconnect_s=60))
+            final = c.get(job.id)
+            assert final.state == pb.JOB_STATE_SUCCEEDED, final.reason
+            assert final.attempts == 2
+    finally:
+        assert srv.terminate() == 0, srv.log()
