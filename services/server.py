@@ -117,6 +117,8 @@ class Service:
         self._stopped = threading.Event()
 
     def start(self) -> "Service":
+        from .catalog import strategy_names
+        strategy_names()  # import the strategy registry now, not inside the first SubmitJob
         if self.config.metrics_port is not None:
             self._metrics_server, _ = self.metrics.serve(self.config.metrics_port, self.config.metrics_host)
             self.metrics_port = self._metrics_server.server_port
