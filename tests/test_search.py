@@ -177,3 +177,21 @@ def test_two_node_ray_cluster_runs_trials_on_both_nodes(tmp_path, lenet_digits):
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
+
+
+def test_optuna_runs_through_ray_tune_with_budgets_as_constraints(tmp_path, lenet_digits):
+    import optuna
+
+    result = run_search(SearchConfig(strategy="optuna-tpe", out_dir=str(tmp_path),
+                                     **{**TINY, "use_ray": True, "workers": 2, "trials": 5}))
+    assert result["evaluations"] == 5
+    assert any((tmp_path / "state" / "tune").iterdir())          # it went through Ray Tune
+    study = optuna.load_study(study_name="hwcompress-optuna-tpe",
+                              storage=f"sqlite:///{tmp_path / 'state' / 'optuna.db'}")
+    done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    constraints = [t.system_attrs.get("constraints:size_mb") for t in done]
+    assert all(c is not None for c in constraints)              # every trial carries its budget
+    evaluated = [t for t in done if t.user_attrs.get("evaluated")]
+    assert len(evaluated) == 5 and all(t.system_attrs["constraints:size_mb"] <= 0 for t in evaluated)
+    # infeasible proposals were told to Optuna without an accuracy evaluation
+    assert all(t.system_attrs["constraints:size_mb"] > 0 for t in done if not t.user_attrs.get("evaluated"))

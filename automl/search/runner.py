@@ -24,6 +24,7 @@ from .evaluator import EvalPayload, LocalEvaluator, RayEvaluator
 from .finalize import finalize, measure_reference_ms
 from .problem import CompressionProblem, build_problem
 from .registry import get_strategy
+from .strategies.optuna_search import _OptunaStrategy
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class SearchConfig:
     epochs: int = 10
     workers: int | None = None
     use_ray: bool = True
+    use_tune: bool = True            # Optuna strategies on Ray go through Ray Tune
     quick_table: bool = False
     quantize: bool = True
     finetune_steps: int = 0          # short-term fine-tune per evaluation (NetAdapt)
@@ -149,16 +151,18 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
     payload = EvalPayload(loaded.model, loaded.info, loaded.data.x_val, loaded.data.y_val,
                           loaded.data.calibration_batches(), loaded.data.x_train,
                           loaded.data.y_train, problem.channel_step, config.finetune_steps)
+    rec = _Recorder(problem, config, EvaluationLog(state_dir / "evaluations.jsonl"), emit, t0)
     if config.use_ray:
         init_ray(config.ray_address)
-        evaluator: LocalEvaluator | RayEvaluator = RayEvaluator(payload, config.workers)
+    if config.use_ray and config.use_tune and isinstance(strategy, _OptunaStrategy):
+        _tune_loop(problem, strategy, payload, rec, config, state_dir, should_stop)
     else:
-        evaluator = LocalEvaluator(payload)
-    history = EvaluationLog(state_dir / "evaluations.jsonl")
-    try:
-        rows = _search_loop(problem, strategy, evaluator, history, config, emit, should_stop, t0)
-    finally:
-        evaluator.close()
+        evaluator = RayEvaluator(payload, config.workers) if config.use_ray else LocalEvaluator(payload)
+        try:
+            _search_loop(problem, strategy, evaluator, rec, should_stop)
+        finally:
+            evaluator.close()
+    rows = rec.rows
 
     result = finalize(problem, rows, config, strategy_cls.multi_objective, out, emit)
     result["wall_s"] = time.perf_counter() - t0
@@ -169,12 +173,47 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
     return result
 
 
-def _search_loop(problem: CompressionProblem, strategy, evaluator, history: EvaluationLog,
-                 config: SearchConfig, emit: EventSink, should_stop, t0: float) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = list(history.rows.values())
-    best = max((r["accuracy"] for r in rows if r.get("feasible") and r.get("accuracy") is not None),
-               default=None)
-    index = 0
+class _Recorder:
+    """Records each scored (or cost-only) candidate: the evaluation log, the rows the result is
+    chosen from, and the event stream. Shared by the ask/tell loop and the Ray Tune path."""
+
+    def __init__(self, problem: CompressionProblem, config: SearchConfig, history: EvaluationLog,
+                 emit: EventSink, t0: float) -> None:
+        self.problem, self.config, self.history, self.emit, self.t0 = problem, config, history, emit, t0
+        self.rows: list[dict[str, Any]] = list(history.rows.values())
+        self.best = max((r["accuracy"] for r in self.rows
+                         if r.get("feasible") and r.get("accuracy") is not None), default=None)
+        self.index = 0
+
+    def record(self, trial: Trial, costs: dict[str, float], outcome: dict[str, Any], cached: bool,
+               extra_event: dict[str, Any] | None = None) -> Evaluation:
+        feasible = self.problem.feasible(costs)
+        ev = Evaluation(trial.policy, outcome["accuracy"], costs["latency_ms"], costs["energy_mj"],
+                        costs["size_mb"], int(costs["macs"]), feasible, outcome.get("error"),
+                        outcome.get("wall_s", 0.0))
+        row = {"key": _policy_key(trial.policy), "trial": self.index, "strategy": self.config.strategy,
+               "accuracy": ev.accuracy, **costs, "feasible": feasible, "error": ev.error,
+               "intermediate": trial.intermediate, "node": outcome.get("node"),
+               "wall_s": ev.wall_s, "policy": trial.policy.to_dict(), "params": _jsonable(trial.params)}
+        if not cached and (ev.accuracy is not None or ev.error is not None):
+            self.history.add(row)
+            self.rows.append(row)
+        if feasible and ev.accuracy is not None and (self.best is None or ev.accuracy > self.best):
+            self.best = ev.accuracy
+        self.emit({"type": "trial", "index": self.index, "total": self.config.trials,
+                   "accuracy": ev.accuracy, "latency_ms": costs["latency_ms"],
+                   "energy_mj": costs["energy_mj"], "size_mb": costs["size_mb"], "feasible": feasible,
+                   "error": ev.error, "best_accuracy": self.best, "strategy": self.config.strategy,
+                   "wall_s": ev.wall_s, "cached": cached, "elapsed_s": time.perf_counter() - self.t0,
+                   **(extra_event or {})})
+        self.index += 1
+        return ev
+
+
+def _search_loop(problem: CompressionProblem, strategy, evaluator, rec: _Recorder,
+                 should_stop) -> None:
+    """The ask/tell loop: cost every trial from the table, score the feasible ones (and a
+    strategy's intermediate steps) in parallel, tell the strategy."""
     while True:
         if should_stop is not None and should_stop():
             raise SearchCancelled("the search was cancelled")
@@ -182,36 +221,38 @@ def _search_loop(problem: CompressionProblem, strategy, evaluator, history: Eval
         if not trials:
             break
         costs = [problem.costs(t.policy) for t in trials]
-        todo = [(t, c) for t, c in zip(trials, costs)
-                if (problem.feasible(c) or t.intermediate) and history.get(t.policy) is None]
-        fresh = iter(evaluator.evaluate([t.policy for t, _ in todo]))
-        fresh_by_trial = {id(t): next(fresh) for t, _ in todo}
+        todo = [t for t, c in zip(trials, costs)
+                if (problem.feasible(c) or t.intermediate) and rec.history.get(t.policy) is None]
+        fresh = dict(zip(map(id, todo), evaluator.evaluate([t.policy for t in todo])))
         for trial, c in zip(trials, costs):
-            feasible = problem.feasible(c)
-            cached = history.get(trial.policy)
-            outcome = cached or fresh_by_trial.get(id(trial))
-            if outcome is None:  # infeasible: a table lookup, no accuracy evaluation
-                outcome = {"accuracy": None, "wall_s": 0.0, "error": None, "node": None}
-            ev = Evaluation(trial.policy, outcome["accuracy"], c["latency_ms"], c["energy_mj"],
-                            c["size_mb"], int(c["macs"]), feasible, outcome.get("error"),
-                            outcome.get("wall_s", 0.0))
+            cached = rec.history.get(trial.policy)
+            outcome = cached or fresh.get(id(trial)) or \
+                {"accuracy": None, "wall_s": 0.0, "error": None, "node": None}  # cost only
+            ev = rec.record(trial, c, outcome, cached is not None, strategy.state())
             strategy.tell(trial, ev)
-            row = {"key": _policy_key(trial.policy), "trial": index, "strategy": config.strategy,
-                   "accuracy": ev.accuracy, **c, "feasible": feasible, "error": ev.error,
-                   "intermediate": trial.intermediate, "node": outcome.get("node"),
-                   "wall_s": ev.wall_s, "policy": trial.policy.to_dict(), "params": _jsonable(trial.params)}
-            if cached is None and (ev.accuracy is not None or ev.error is not None):
-                history.add(row)
-                rows.append(row)
-            if feasible and ev.accuracy is not None and (best is None or ev.accuracy > best):
-                best = ev.accuracy
-            emit({"type": "trial", "index": index, "total": config.trials, "accuracy": ev.accuracy,
-                  "latency_ms": c["latency_ms"], "energy_mj": c["energy_mj"], "size_mb": c["size_mb"],
-                  "feasible": feasible, "error": ev.error, "best_accuracy": best,
-                  "strategy": config.strategy, "wall_s": ev.wall_s, "cached": cached is not None,
-                  "elapsed_s": time.perf_counter() - t0, **strategy.state()})
-            index += 1
-    return rows
+
+
+def _tune_loop(problem: CompressionProblem, strategy, payload: EvalPayload, rec: _Recorder,
+               config: SearchConfig, state_dir: Path, should_stop) -> None:
+    """The Optuna strategies' distributed path: Ray Tune with the constraint-bridging searcher."""
+    import ray
+
+    from .tune_runner import run_tune
+
+    def on_row(tune_config: dict, result: dict | None, error: str | None) -> None:
+        policy = Policy.from_dict(tune_config["policy"])
+        outcome = {"accuracy": None if result is None else result.get("accuracy"), "error": error,
+                   "wall_s": 0.0 if result is None else result.get("eval_wall_s", 0.0),
+                   "node": None if result is None else result.get("node")}
+        rec.record(Trial(tune_config.get("trial_number", -1), policy), problem.costs(policy),
+                   outcome, cached=False)
+
+    workers = max(1, min(config.workers or int(ray.cluster_resources().get("CPU", 1)),
+                         int(ray.cluster_resources().get("CPU", 1))))
+    stopped = run_tune(problem, strategy, payload, config.trials - strategy.evaluations, workers,
+                       state_dir, on_row, should_stop)
+    if stopped:
+        raise SearchCancelled("the search was cancelled")
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

@@ -61,20 +61,29 @@ class _OptunaStrategy(Strategy):
                 bits[layer.name] = (b, b)
         return p.policy_from(keep, bits)
 
-    def ask(self, n: int) -> list[Trial]:
-        out: list[Trial] = []
-        # an infeasible ask is cheap, but bound them so a hopeless space cannot spin forever
-        while len(out) < n and self.evaluations + len(out) < self.options.trials \
-                and self._asked_infeasible < 200 * max(1, self.options.trials):
+    def ask_feasible(self) -> tuple[optuna.Trial, Policy] | None:
+        """Ask Optuna until it proposes a policy within budget. Each infeasible proposal is told
+        at once with its constraint values: a table lookup, no accuracy evaluation. Bounded, so
+        a hopeless space cannot spin forever."""
+        while self._asked_infeasible < 200 * max(1, self.options.trials):
             ot = self.study.ask()
             policy = self._suggest(ot)
             costs = self.problem.costs(policy)
             for metric, v in self.problem.violation(costs).items():
                 ot.set_constraint(metric, v)
-            if not self.problem.feasible(costs):
-                self._asked_infeasible += 1
-                self.study.tell(ot, self._worst(costs))
-                continue
+            if self.problem.feasible(costs):
+                return ot, policy
+            self._asked_infeasible += 1
+            self.study.tell(ot, self._worst(costs))
+        return None
+
+    def ask(self, n: int) -> list[Trial]:
+        out: list[Trial] = []
+        while len(out) < n and self.evaluations + len(out) < self.options.trials:
+            asked = self.ask_feasible()
+            if asked is None:
+                break
+            ot, policy = asked
             out.append(self._trial(policy, dict(ot.params), handle=ot))
         return out
 
@@ -85,12 +94,15 @@ class _OptunaStrategy(Strategy):
         return [float(evaluation.accuracy or 0.0)]
 
     def tell(self, trial: Trial, evaluation: Evaluation) -> None:
+        self.tell_optuna(trial.handle, evaluation)
+
+    def tell_optuna(self, ot: optuna.Trial, evaluation: Evaluation) -> None:
         if evaluation.error is not None or evaluation.accuracy is None:
-            self.study.tell(trial.handle, state=optuna.trial.TrialState.FAIL)
+            self.study.tell(ot, state=optuna.trial.TrialState.FAIL)
             return
         self.evaluations += 1
-        trial.handle.set_user_attr("evaluated", True)
-        self.study.tell(trial.handle, self._values(evaluation))
+        ot.set_user_attr("evaluated", True)
+        self.study.tell(ot, self._values(evaluation))
 
 
 class OptunaTPEStrategy(_OptunaStrategy):
