@@ -155,6 +155,10 @@ class ServiceMetrics:
                                 self.running_trials_done, self.running_trials_target,
                                 self.running_last_progress)
         self._budget_labels: dict[str, list[tuple[str, ...]]] = {}
+        for state in ("SUCCEEDED", "FAILED", "CANCELLED"):
+            # export zeros from the start: rate()/increase() cannot see a series' first increment
+            self.jobs_finished.labels(state)
+            self.job_duration.labels(state)
         r.register(_RayCollector())
 
     def watch_job_states(self, count_by_state: Callable[[], dict[str, int]],
