@@ -63,7 +63,8 @@ class SearchConfig:
     finetune_steps: int = 0          # short-term fine-tune per evaluation (NetAdapt)
     objective: str = "latency_ms"    # second objective of multi-objective strategies
     allow_import: bool = False       # local CLI only: model given as package.module:function
-    max_train: int | None = None
+    max_train: int | None = None     # subsample the training split (benchmarks on MNIST)
+    val_limit: int | None = None     # score candidates on the first N validation images
     threads: int = 1
 
 
@@ -148,7 +149,8 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
     emit({"type": "started", "strategy": config.strategy, "trials": config.trials,
           "limits": problem.limits, "reference": problem.reference})
 
-    payload = EvalPayload(loaded.model, loaded.info, loaded.data.x_val, loaded.data.y_val,
+    n_val = config.val_limit or len(loaded.data.x_val)
+    payload = EvalPayload(loaded.model, loaded.info, loaded.data.x_val[:n_val], loaded.data.y_val[:n_val],
                           loaded.data.calibration_batches(), loaded.data.x_train,
                           loaded.data.y_train, problem.channel_step, config.finetune_steps)
     rec = _Recorder(problem, config, EvaluationLog(state_dir / "evaluations.jsonl"), emit, t0)

@@ -1,4 +1,4 @@
-"""``hwcompress compress``, ``hwcompress policy template`` and ``hwcompress demo``."""
+"""``hwcompress compress``, ``hwcompress policy template`` and ``hwcompress demo`` (a search)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import argparse
 import json
 from pathlib import Path
 
-from automl.core import LayerPolicy, Policy
+from automl.core import Policy
 from automl.data import DEFAULT_DATASET
-from automl.space import canonical_policy, policy_template
+from automl.space import policy_template
 from automl.workflow import compress_with_policy, format_comparison, load_trained
 
 
@@ -44,6 +44,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("demo", help="the main job end to end on the embedded defaults")
     d.add_argument("--model", default="resnet20")
     d.add_argument("--data", default=DEFAULT_DATASET)
+    d.add_argument("--budget", default="latency_ms=0.5x")
+    d.add_argument("--strategy", default="optuna-tpe")
+    d.add_argument("--trials", type=int, default=16)
     d.add_argument("--out", default="out/demo")
     d.set_defaults(func=cmd_demo)
 
@@ -72,14 +75,39 @@ def cmd_policy_template(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Train (or load) a ResNet-20 on digits, apply a hand-given policy, print before/after."""
-    loaded = load_trained(args.model, args.data)
-    policy = canonical_policy(loaded.info, Policy({
-        layer.name: LayerPolicy(0.5 if layer.prunable else 1.0, 8, 8) for layer in loaded.info.layers}))
-    print(f"policy: keep 50% of the channels of every prunable layer, 8-bit weights and activations "
-          f"({len(loaded.info.layers)} layers)")
-    result = compress_with_policy(loaded, policy, args.out, finetune_epochs=1.0)
-    print(format_comparison(result))
-    print(f"accuracy before the 1-epoch fine-tune: {result['compressed']['accuracy_before_finetune']:.4f}")
-    print(f"wrote {args.out}/result.json and {args.out}/compressed.onnx")
+    """Train (or load) a model on digits, search a policy for half its measured latency on this
+    CPU, and print the before/after comparison."""
+    from tqdm.auto import tqdm
+
+    from automl.search.runner import SearchConfig, run_search
+
+    config = SearchConfig(model=args.model, data=args.data, budgets=[args.budget],
+                          strategy=args.strategy, trials=args.trials, out_dir=args.out,
+                          finetune_epochs=1.0)
+    print(f"searching {args.model} on {args.data}: budget {args.budget} (of the measured "
+          f"uncompressed latency), strategy {args.strategy}, {args.trials} evaluations on Ray")
+    bar = tqdm(total=args.trials, desc=f"search {args.strategy}", unit="eval")
+
+    def on_event(e: dict) -> None:
+        if e["type"] == "trial" and e.get("accuracy") is not None:
+            bar.update(1)
+            if e.get("best_accuracy") is not None:
+                bar.set_postfix(best_val_acc=f"{e['best_accuracy']:.4f}")
+
+    try:
+        r = run_search(config, on_event)
+    finally:
+        bar.close()
+    rows = [("accuracy (test)", f"{r['accuracy_original']:.4f}",
+             f"{r['accuracy_before_finetune']:.4f} -> {r['accuracy_after_finetune']:.4f} (fine-tuned)"),
+            ("latency_ms_measured (ORT, CPU, b=1)", f"{r['latency_ms_original_measured']:.4f}",
+             f"{r['latency_ms_measured']:.4f} (predicted {r['latency_ms_predicted']:.4f}, "
+             f"budget {r['latency_ms_budget']:.4f})"),
+            ("MACs", "", f"{r['macs']:,}"), ("size_mb", "", f"{r['size_mb']:.4f}"),
+            ("evaluations / wall_s", "", f"{r['evaluations']} / {r['wall_s']:.1f}")]
+    w = max(len(x[0]) for x in rows)
+    print(f"{'':{w}}  {'original':>10}  compressed")
+    for a, b, c in rows:
+        print(f"{a:{w}}  {b:>10}  {c}")
+    print(f"wrote {args.out}/result.json, trace.json, search.png and compressed.onnx")
     return 0
