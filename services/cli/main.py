@@ -12,19 +12,15 @@ import os
 import sys
 from typing import Callable
 
-from . import compress_cmd
+from latency_models import cli as latency_cli
+
+from . import compress_cmd, search_cmd, service_cmds
 
 Registrar = Callable[[argparse._SubParsersAction], None]
 
 
 def _registrars() -> list[Registrar]:
-    regs: list[Registrar] = [compress_cmd.register]
-    try:
-        from latency_models import cli as latency_cli
-        regs.append(latency_cli.register)
-    except ImportError:
-        pass
-    return regs
+    return [compress_cmd.register, search_cmd.register, latency_cli.register, service_cmds.register]
 
 
 def build_parser() -> argparse.ArgumentParser:
