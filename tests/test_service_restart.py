@@ -46,7 +46,9 @@ def _pids_in_group(pgid: int) -> list[int]:
     return pids
 
 
-def test_sigkill_mid_job_then_restart_resumes_and_finishes(tmp_path):
+def test_sigkill_then_sigterm_mid_job_and_the_job_still_finishes(tmp_path):
+    """One job through a crash and a clean stop (one flow, to keep the suite short):
+    run -> SIGKILL -> restart resumes it -> SIGTERM drains it back to QUEUED -> restart -> done."""
     data = tmp_path / "data"
     srv = ServerProcess(data)
     srv.start(timeout=90)
@@ -58,6 +60,7 @@ def test_sigkill_mid_job_then_restart_resumes_and_finishes(tmp_path):
         srv.kill()  # SIGKILL: no drain, no chance to write anything
         assert JobStore(data / "jobs.sqlite").get_job(job.id)["state"] == "RUNNING"
         evaluated_before = (data / "jobs" / job.id / "state" / "evaluations.jsonl").read_text().count("\n")
+        assert evaluated_before >= 1
 
         srv.start(timeout=90)
         # the new server stopped what the killed one's embedded Ray left behind
@@ -71,42 +74,29 @@ def test_sigkill_mid_job_then_restart_resumes_and_finishes(tmp_path):
         with Client(srv.target) as c:
             # the same idempotency key still names the same job after the crash
             assert c.submit(pb.JobSpec(**SPEC, idempotency_key="restart-test")).id == job.id
-            events = list(c.watch(job.id, reconnect_s=60))
-            final = c.get(job.id)
-            assert final.state == pb.JOB_STATE_SUCCEEDED, final.reason
-            assert final.attempts == 2
-            reasons = [e.state_change.reason for e in events if e.WhichOneof("kind") == "state_change"]
-            assert any("server restarted" in r for r in reasons), reasons
-            cached = sum(1 for e in events if e.WhichOneof("kind") == "trial")
-            summary = c.download_result(job.id, tmp_path / "result")
-        assert evaluated_before >= 1
-        result = json.loads(summary.result_json)
-        assert result["evaluations"] >= evaluated_before and cached >= 2
-    finally:
-        assert srv.terminate() == 0, srv.log()
+            resumed = c.get(job.id)
+            assert resumed.attempts >= 1 and resumed.state in (pb.JOB_STATE_QUEUED, pb.JOB_STATE_RUNNING)
+            for event in c.watch(job.id):  # wait until the resumed run reports a trial
+                if event.WhichOneof("kind") == "trial" and c.get(job.id).attempts == 2:
+                    break
 
-
-def test_sigterm_drains_and_the_next_start_finishes_the_job(tmp_path):
-    data = tmp_path / "data"
-    srv = ServerProcess(data)
-    srv.start(timeout=90)
-    try:
-        with Client(srv.target) as c:
-            job = c.submit(pb.JobSpec(**{**SPEC, "seed": 4}))
-            _wait_trials(c, job.id, 1)
         t0 = time.monotonic()
-        assert srv.terminate(timeout=90) == 0, srv.log()
-        drain_s = time.monotonic() - t0
+        assert srv.terminate(timeout=90) == 0, srv.log()  # SIGTERM drains
+        assert time.monotonic() - t0 < 60
         stored = JobStore(data / "jobs.sqlite").get_job(job.id)
-        assert stored["state"] == "QUEUED", stored
-        assert "resumes" in stored["reason"]
-        assert drain_s < 60
+        assert stored["state"] == "QUEUED" and "resumes" in stored["reason"], stored
 
         srv.start(timeout=90)
         with Client(srv.target) as c:
-            list(c.watch(job.id, reconnect_s=60))
+            events = list(c.watch(job.id, reconnect_s=60))
             final = c.get(job.id)
             assert final.state == pb.JOB_STATE_SUCCEEDED, final.reason
-            assert final.attempts == 2
+            assert final.attempts == 3
+            reasons = [e.state_change.reason for e in events if e.WhichOneof("kind") == "state_change"]
+            assert any("server restarted" in r for r in reasons), reasons
+            assert any("server shut down" in r for r in reasons), reasons
+            summary = c.download_result(job.id, tmp_path / "result")
+        result = json.loads(summary.result_json)
+        assert result["evaluations"] >= evaluated_before
     finally:
         assert srv.terminate() == 0, srv.log()
