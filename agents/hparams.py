@@ -36,6 +36,8 @@ class AgentHyperParams:
     warmup_episodes: int | None = None  # overrides warmup_fraction
     max_warmup: int = 100
     gradient_steps_per_step: int = 1   # AMC updates once per transition after the warm-up
+    min_gradient_steps_per_episode: int = 0  # more updates when episodes are few (see README)
+    returns: str = "monte_carlo"       # or "td": bootstrap the critic through the episode
     max_episode_factor: int = 4        # episodes allowed per evaluation (repeats are free)
     reward: str = "error"              # or "error_log_macs" (AMC's R_FLOPs)
     # TD3
