@@ -20,8 +20,10 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+# The main job end to end: a gRPC server with embedded Ray, one search job submitted, watched and
+# its result downloaded (`hwcompress demo` runs the same search without the service).
 demo: $(STAMP)
-	$(BIN)/hwcompress demo
+	$(BIN)/hwcompress demo-service
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

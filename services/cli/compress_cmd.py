@@ -44,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d = sub.add_parser("demo", help="the main job end to end on the embedded defaults")
     d.add_argument("--model", default="resnet20")
     d.add_argument("--data", default=DEFAULT_DATASET)
-    d.add_argument("--budget", default="latency_ms=0.5x")
+    d.add_argument("--budget", default="latency_ms=0.6x")
     d.add_argument("--strategy", default="optuna-tpe")
     d.add_argument("--trials", type=int, default=16)
     d.add_argument("--out", default="out/demo")

@@ -345,12 +345,17 @@ def cmd_upload(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_BUDGET = "latency_ms=0.6x"
+"""Reachable for ResNet-20 on an AVX-512 CPU: with ORT's 16-channel step its 16-channel first
+stage cannot shrink, which puts the smallest reachable latency near 0.55x (see BENCHMARKS.md)."""
+
+
 def _add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo-service", help="start a local server (embedded Ray), run one job over "
                                             "gRPC, watch it, print the result")
     p.add_argument("--model", default="resnet20")
     p.add_argument("--data", default="digits")
-    p.add_argument("--budget", action="append", default=None, help="default: latency_ms=0.5x")
+    p.add_argument("--budget", action="append", default=None, help=f"default: {DEMO_BUDGET}")
     p.add_argument("--strategy", default="optuna-tpe")
     p.add_argument("--trials", type=int, default=16)
     p.add_argument("--data-dir", default="out/demo-service")
@@ -370,10 +375,10 @@ def cmd_demo_service(args: argparse.Namespace) -> int:
         with Client(f"127.0.0.1:{service.port}") as client:
             spec = pb.JobSpec(model=args.model, dataset=args.data, strategy=args.strategy,
                               trials=args.trials,
-                              budgets=[parse_budget(b) for b in (args.budget or ["latency_ms=0.5x"])])
+                              budgets=[parse_budget(b) for b in (args.budget or [DEMO_BUDGET])])
             job = client.submit(spec)
             print(f"submitted {job.id}: {args.model} on {args.data}, {args.strategy} x{args.trials}, "
-                  f"budgets {args.budget or ['latency_ms=0.5x']}")
+                  f"budgets {args.budget or [DEMO_BUDGET]}")
             code = follow(client, job.id, out=sys.stdout)
             if code != 0:
                 print(f"job {job.id} ended {pb.JobState.Name(client.get(job.id).state)}: "
