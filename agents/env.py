@@ -249,6 +249,15 @@ class CompressionEnv(gym.Env):
             reward = reward_from_accuracy(acc, costs["macs"], self.reward_kind)
         return self._obs(), float(reward), True, False, info
 
+    def actions_for(self, keep_ratio: float, bits: int) -> np.ndarray:
+        """The per-step actions that ask for one keep ratio and one bit-width everywhere (the
+        walls still apply): how a uniform policy is expressed as an episode."""
+        p = self.problem
+        a_keep = (keep_ratio - p.min_keep_ratio) / (1.0 - p.min_keep_ratio)
+        a_bits = (self.choices.index(bits) + 0.5) / len(self.choices) if bits in self.choices else 1.0
+        row = {"prune": [a_keep], "quantize": [a_bits, a_bits], "joint": [a_keep, a_bits, a_bits]}[self.mode]
+        return np.clip(np.tile(np.asarray(row, dtype=np.float32), (len(self.steps), 1)), 0.0, 1.0)
+
     # --- the walls ------------------------------------------------------------------------
     def _decide_keep(self, s: LayerStep, a: float, layer_bits: tuple[int, int] | None = None) -> None:
         """AMC's action wall on the channel-step grid: the largest channel count at most the

@@ -40,6 +40,7 @@ class AgentHyperParams:
     returns: str = "monte_carlo"       # or "td": bootstrap the critic through the episode
     max_episode_factor: int = 4        # episodes allowed per evaluation (repeats are free)
     reward: str = "error"              # or "error_log_macs" (AMC's R_FLOPs)
+    demonstrations: bool = True        # first episodes replay the uniform baselines (see strategy)
     # TD3
     policy_delay: int = 1
     target_policy_noise: float = 0.0

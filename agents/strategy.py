@@ -135,6 +135,9 @@ class RLStrategy(Strategy):
         self._waiting: dict[str, list[Episode]] = {}
         self._finished: list[Episode] = []
         self._ppo_queue: list[Episode] = []
+        self.demos = self._demonstrations() if self.hp.demonstrations else []
+        self.warmup = max(self.warmup, len(self.demos)) if self.off_policy else 0
+        self.noise.warmup = self.warmup
         self.checkpoint = AgentCheckpoint(options.state_dir / "agent") if options.state_dir else None
         if self.checkpoint is not None and self.checkpoint.exists():
             self._restore()
@@ -156,6 +159,29 @@ class RLStrategy(Strategy):
     def _buffer_steps(self) -> int:
         return max(1, self.hp.buffer_episodes * len(self.env.steps))
 
+    def _demonstrations(self) -> list[np.ndarray]:
+        """The uniform baselines as episodes: for each searchable bit-width (one in ``prune``
+        mode), the largest uniform keep ratio meeting the budget, widest bits first. With a
+        few dozen evaluations an agent cannot afford to rediscover what a bisection finds for
+        free, and the replay buffer then holds good episodes to learn around. Off-policy only
+        (PPO must sample its own actions); disable with ``demonstrations=False``."""
+        if not self.off_policy:
+            return []
+        from automl.search.strategies.uniform import largest_feasible_ratio
+
+        p, env = self.problem, self.env
+        widths = [env.top_bits] if self.mode == "prune" else sorted(env.choices, reverse=True)
+        demos = []
+        for b in widths:
+            if self.mode == "quantize":
+                ok = p.feasible(p.costs(p.uniform_policy(1.0, b)))
+                r = 1.0 if ok else None
+            else:
+                r = largest_feasible_ratio(p, lambda r, b=b: p.uniform_policy(r, b))
+            if r is not None:
+                demos.append(env.actions_for(r, b))
+        return demos[: max(1, self.options.trials // 2)]
+
     # --- rollouts -------------------------------------------------------------------------
     def _rollout(self) -> Episode:
         number = self.episodes
@@ -165,7 +191,9 @@ class RLStrategy(Strategy):
         transitions: list[Transition] = []
         while True:
             extras: dict[str, Any] = {}
-            if warm:
+            if number < len(self.demos):
+                action = self.demos[number][len(transitions)]
+            elif warm:
                 action = self.noise.uniform((self.env.action_dim,))
             else:
                 action, extras = self._act(obs, number)

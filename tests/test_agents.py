@@ -153,7 +153,7 @@ def test_ddpg_improves_the_best_reward_over_its_warmup(lenet_digits, problems):
     payload = EvalPayload(lenet_digits.model, lenet_digits.info, data.x_val, data.y_val,
                           data.calibration_batches(), data.x_train, data.y_train, problem.channel_step)
     options = StrategyOptions(trials=40, seed=0, extra={"rl_mode": "joint",
-                                                         "agent_kwargs": {"warmup_episodes": 10}})
+                                                         "agent_kwargs": {"warmup_episodes": 10, "demonstrations": False}})
     strategy = DDPGStrategy(problem, options)
 
     def accuracy(pol):
