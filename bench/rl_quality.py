@@ -67,11 +67,14 @@ def save_row(path: Path, row: dict) -> None:
 def run_one(model: str, fraction: float, label: str, strategy: str, mode: str, hardware: str | None,
             seed: int, args) -> dict:
     out = RESULTS / "search_quality" / f"{model}-{fraction}-{label.replace('@', '-')}-s{seed}"
+    if args.force and out.exists():
+        import shutil
+        shutil.rmtree(out)  # else the runner and the agent resume the old search from its state
     config = SearchConfig(model=model, data=args.data, budgets=[f"latency_ms={fraction}x"], strategy=strategy,
                           rl_mode=mode, hardware=hardware, trials=args.trials, seed=seed,
                           finetune_epochs=args.finetune_epochs, out_dir=str(out), epochs=args.epochs,
                           max_train=args.max_train, quick_table=args.quick_table, workers=args.workers)
-    if hasattr(config, "val_limit"):
+    if hasattr(config, "val_limit"):  # the search bench scores on 2,000 validation images
         config.val_limit = args.val_limit
     t0 = time.perf_counter()
     r = run_search(config)
