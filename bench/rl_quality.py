@@ -17,18 +17,17 @@ curve). Search outputs (result.json, learning_curve.json/png) are kept under
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 from agents.curve import episodes_to_fraction_of_best
 from automl.search.runner import SearchConfig, run_search
 
+from .rows import load_rows, row_key, save_row
+
 RESULTS = Path(__file__).resolve().parent / "results"
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
-ROW_KEYS = ("model", "budget_fraction", "strategy", "seed")
 SIM = "bitfusion-sim"
 # (label, registry strategy, rl mode, hardware)
 CPU_ARMS = [("ddpg-prune", "ddpg", "prune", None), ("ddpg-joint", "ddpg", "joint", None)]
@@ -38,30 +37,10 @@ BASELINES = [("uniform", "uniform", "prune", None), ("optuna-tpe", "optuna-tpe",
              ("netadapt", "netadapt", "prune", None)]
 
 
-@contextmanager
-def _locked(path: Path):
-    lock = path.with_suffix(".lock")
-    with lock.open("w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def load_rows(path: Path) -> list[dict]:
-    return json.loads(path.read_text()) if path.is_file() else []
 
 
-def save_row(path: Path, row: dict) -> None:
-    """Insert or replace ``row`` (by its key) in the JSON list at ``path``."""
-    with _locked(path):
-        key = tuple(row[k] for k in ROW_KEYS)
-        rows = [r for r in load_rows(path) if tuple(r.get(k) for k in ROW_KEYS) != key]
-        rows.append(row)
-        tmp = path.with_suffix(".rl.tmp")
-        tmp.write_text(json.dumps(rows, indent=1))
-        tmp.replace(path)
 
 
 def run_one(model: str, fraction: float, label: str, strategy: str, mode: str, hardware: str | None,
@@ -132,7 +111,7 @@ def main() -> None:
     wanted = set(args.arms) if args.arms else {a[0] for a in CPU_ARMS + SIM_ARMS}
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "search_quality.json"
-    done = {tuple(r.get(k) for k in ROW_KEYS) for r in load_rows(path) if not r.get("error")}
+    done = {row_key(r) for r in load_rows(path) if not r.get("error")}
     for model in args.models:
         for fraction in args.fractions:
             for seed in args.seeds:

@@ -22,23 +22,15 @@ from pathlib import Path
 
 from automl.search.runner import SearchConfig, run_search
 
+from .rows import load_rows, row_key, save_row
+
 RESULTS = Path(__file__).resolve().parent / "results"
 MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
 STRATEGIES = ["uniform", "random", "netadapt", "optuna-tpe", "optuna-nsga2"]
-ROW_KEYS = ("model", "budget_fraction", "strategy", "seed")
 
 
-def load_rows(path: Path) -> list[dict]:
-    return json.loads(path.read_text()) if path.is_file() else []
 
 
-def save_row(path: Path, row: dict) -> None:
-    """Insert or replace ``row`` (by its key) in the JSON list at ``path``."""
-    rows = [r for r in load_rows(path) if tuple(r.get(k) for k in ROW_KEYS) != tuple(row[k] for k in ROW_KEYS)]
-    rows.append(row)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(rows, indent=1))
-    tmp.replace(path)
 
 
 def run_one(model: str, data: str, fraction: float, strategy: str, seed: int, args, workers: int | None = None,
@@ -104,7 +96,7 @@ def main() -> None:
     args.finetune_epochs = args.finetune_epochs if args.finetune_epochs is not None else (0.3 if q else 0.5)
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "search_quality.json"
-    done = {tuple(r.get(k) for k in ROW_KEYS) for r in load_rows(path)}
+    done = {row_key(r) for r in load_rows(path)}
     for model in args.models:
         for fraction in args.fractions:
             for seed in args.seeds:

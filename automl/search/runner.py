@@ -23,6 +23,8 @@ from .base import StrategyOptions, Trial
 from .evaluator import EvalPayload, LocalEvaluator, RayEvaluator
 from .finalize import finalize, measure_reference_ms
 from .problem import CompressionProblem, build_problem
+from latency_models.profile import DEFAULT_PROFILE, get_profile
+
 from .registry import get_strategy
 from .strategies.optuna_search import _OptunaStrategy
 
@@ -54,6 +56,7 @@ class SearchConfig:
     ray_address: str | None = None
     weights: str | None = None
     rl_mode: str = "prune"
+    agent_kwargs: dict[str, Any] = field(default_factory=dict)   # RL hyper-parameter overrides
     epochs: int = 10
     workers: int | None = None
     use_ray: bool = True
@@ -137,14 +140,18 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
     loaded = load_trained(config.model, config.data, seed=config.seed, epochs=config.epochs,
                           weights=config.weights, allow_import=config.allow_import,
                           progress=False, max_train=config.max_train)
-    reference_ms = measure_reference_ms(loaded, config.threads)
+    profile_kind = get_profile(config.hardware or DEFAULT_PROFILE).kind
+    # relative latency budgets mean "of what this device measures"; a simulated accelerator's
+    # own figures come from its table, so there the table's prediction is the reference
+    reference_ms = None if profile_kind == "simulated" else measure_reference_ms(loaded, config.threads)
     problem = build_problem(loaded, Budget.parse(config.budgets) if not isinstance(config.budgets, Budget)
                             else config.budgets, config.hardware, config.table, threads=config.threads,
                             quick_table=config.quick_table, quantize=config.quantize,
                             measured_reference_ms=reference_ms)
     strategy_cls = get_strategy(config.strategy)
     options = StrategyOptions(trials=config.trials, seed=config.seed, state_dir=state_dir,
-                              objective=config.objective, extra={"rl_mode": config.rl_mode})
+                              objective=config.objective,
+                              extra={"rl_mode": config.rl_mode, "agent_kwargs": dict(config.agent_kwargs)})
     strategy = strategy_cls(problem, options)
     emit({"type": "started", "strategy": config.strategy, "trials": config.trials,
           "limits": problem.limits, "reference": problem.reference})

@@ -31,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--objective", default="latency_ms", choices=["latency_ms", "energy_mj"],
                    help="second objective of multi-objective strategies")
     p.add_argument("--rl-mode", default="prune", choices=["prune", "quantize", "joint"])
+    p.add_argument("--agent-kwargs", type=json.loads, default={}, metavar="JSON",
+                   help='RL hyper-parameter overrides, e.g. \'{"warmup_episodes": 5}\'')
     p.add_argument("--no-quantize", action="store_true", help="search channel counts only")
     p.add_argument("--epochs", type=int, default=10, help="baseline training epochs")
     p.add_argument("--ray-address", default=None, help="existing Ray cluster (or RAY_ADDRESS)")
@@ -51,7 +53,8 @@ def cmd_search(args: argparse.Namespace) -> int:
         finetune_epochs=args.finetune_epochs, out_dir=args.out, ray_address=args.ray_address,
         weights=args.weights, rl_mode=args.rl_mode, epochs=args.epochs, workers=args.workers,
         use_ray=not args.local, quick_table=args.quick_table, quantize=not args.no_quantize,
-        finetune_steps=args.finetune_steps, objective=args.objective, allow_import=True)
+        finetune_steps=args.finetune_steps, objective=args.objective, allow_import=True,
+        agent_kwargs=args.agent_kwargs)
     bar = tqdm(total=args.trials, desc=f"search {args.strategy}", unit="eval")
 
     def on_event(event: dict) -> None:
