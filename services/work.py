@@ -11,25 +11,11 @@ import logging
 import threading
 from typing import Any, Callable
 
+from automl.search.runner import init_ray
+
 log = logging.getLogger(__name__)
 _ray_lock = threading.Lock()
 RAY_INIT_ATTEMPTS = 2
-
-
-def init_embedded_or_cluster(address: str | None) -> None:
-    """Connect to ``address``, or start a private local Ray. ``address="local"`` matters: a bare
-    ``ray.init()`` attaches to any cluster ``ray start`` once announced on this machine
-    (/tmp/ray/ray_current_cluster), even a dead one, and then hangs until GCS times out."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    kwargs: dict[str, Any] = {"ignore_reinit_error": True, "log_to_driver": False,
-                              "logging_level": logging.WARNING}
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(address="local", include_dashboard=False, **kwargs)
 
 
 def _ensure_ray(address: str | None, data_dir: str | None = None) -> None:
@@ -41,7 +27,7 @@ def _ensure_ray(address: str | None, data_dir: str | None = None) -> None:
         for attempt in range(RAY_INIT_ATTEMPTS):
             try:
                 fresh = not ray.is_initialized()
-                init_embedded_or_cluster(address)
+                init_ray(address)
                 if fresh and data_dir is not None:
                     from .ray_local import record
                     record(data_dir)
