@@ -54,6 +54,11 @@ class CompressionProblem:
         self.reference = {**self.costs(Policy.full(self.info.layer_names)), **self.reference_overrides}
         self.limits = self.budget.resolve(self.reference)
         self.bits_choices = searchable_bits(self.profile) if self.quantize else (FLOAT_BITS,)
+        # Per-layer bit-widths only where the table can price them: on ORT CPU a graph mixing
+        # int8 and fp32 layers pays Q/DQ at every boundary and sometimes leaves ORT's fast conv
+        # path, which the per-layer table does not predict (10-50% of mixed policies within ±10%,
+        # BENCHMARKS.md); there one precision is chosen for the whole model.
+        self.per_layer_bits = self.profile.kind == "simulated"
 
     @property
     def info(self) -> ModelInfo:
@@ -95,6 +100,14 @@ class CompressionProblem:
             wb, ab = (bits or {}).get(layer.name, (FLOAT_BITS, FLOAT_BITS))
             layers[layer.name] = LayerPolicy(ratio_of.get(layer.name, 1.0), wb, ab)
         return Policy(layers)
+
+    def bits_for(self, draw) -> dict[str, tuple[int, int]]:
+        """Per-layer (w_bits, a_bits) from ``draw(name) -> bits``: one draw per layer where the
+        hardware prices mixed precision, one for the whole model otherwise."""
+        if self.per_layer_bits:
+            return {layer.name: (draw(layer.name),) * 2 for layer in self.info.layers}
+        b = draw("all")
+        return {layer.name: (b, b) for layer in self.info.layers}
 
     def uniform_policy(self, keep_ratio: float, bits: int = FLOAT_BITS) -> Policy:
         return self.policy_from({g: keep_ratio for g in self.groups},

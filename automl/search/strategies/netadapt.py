@@ -31,8 +31,10 @@ class NetAdaptStrategy(Strategy):
         self.iteration = 0
         self.evaluations = 0
         self.resource = problem.resource(problem.costs(problem.policy_from(self.keep)))
-        n_groups = max(1, len(problem.groups))
-        n_iters = max(1, options.trials // n_groups - 1)
+        # NetAdapt proposes for every layer each iteration; with few evaluations that leaves no
+        # second iteration, so propose for the groups whose best proposal saves the most
+        self.proposals_per_iteration = max(2, min(len(problem.groups), options.trials // 4))
+        n_iters = max(1, options.trials // self.proposals_per_iteration - 1)
         gap = max(0.0, self.resource - 1.0)
         self.step = gap * (1 - DECAY) / (1 - DECAY ** n_iters) if gap > 0 else 0.0
         self._proposals: list[Trial] = []
@@ -45,7 +47,7 @@ class NetAdaptStrategy(Strategy):
 
     def _propose(self, target: float) -> list[Trial]:
         p = self.problem
-        proposals = []
+        proposals: list[tuple[float, Trial]] = []
         for g in p.groups:
             full = self._channels(g)
             current = kept_channels(full, self.keep[g], p.channel_step)
@@ -55,12 +57,14 @@ class NetAdaptStrategy(Strategy):
                 if ratio < p.min_keep_ratio:
                     break
                 keep = {**self.keep, g: ratio}
-                if p.resource(p.costs(p.policy_from(keep))) <= target:
-                    proposals.append(self._trial(p.policy_from(keep), {"group": g, "keep": keep,
-                                                                       "iteration": self.iteration},
-                                                 intermediate=True))
+                resource = p.resource(p.costs(p.policy_from(keep)))
+                if resource <= target:
+                    proposals.append((resource, self._trial(
+                        p.policy_from(keep), {"group": g, "keep": keep, "iteration": self.iteration},
+                        intermediate=True)))
                     break
-        return proposals
+        proposals.sort(key=lambda rt: rt[0])
+        return [t for _, t in proposals[:self.proposals_per_iteration]]
 
     def ask(self, n: int) -> list[Trial]:
         if self._finished:

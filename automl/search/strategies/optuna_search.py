@@ -56,9 +56,7 @@ class _OptunaStrategy(Strategy):
         keep = {g: trial.suggest_float(f"keep:{g}", lo, 1.0, step=RATIO_STEP) for g in p.groups}
         bits = {}
         if len(p.bits_choices) > 1:
-            for layer in p.info.layers:
-                b = trial.suggest_categorical(f"bits:{layer.name}", list(p.bits_choices))
-                bits[layer.name] = (b, b)
+            bits = p.bits_for(lambda name: trial.suggest_categorical(f"bits:{name}", list(p.bits_choices)))
         return p.policy_from(keep, bits)
 
     def ask_feasible(self) -> tuple[optuna.Trial, Policy] | None:

@@ -26,7 +26,7 @@ class RandomStrategy(Strategy):
         p = self.problem
         for _ in range(20):
             raw = {g: float(self.rng.uniform(p.min_keep_ratio, 1.0)) for g in p.groups}
-            bits = {layer.name: (int(self.rng.choice(p.bits_choices)),) * 2 for layer in p.info.layers}
+            bits = p.bits_for(lambda _name: int(self.rng.choice(p.bits_choices)))
 
             def make(scale: float, raw=raw, bits=bits):
                 return p.policy_from({g: max(p.min_keep_ratio, r * scale) for g, r in raw.items()}, bits)
