@@ -156,7 +156,7 @@ def register(subparsers) -> None:
 
     lut = subparsers.add_parser("lut", help="list, inspect, merge and validate latency tables")
     sub = lut.add_subparsers(dest="lut_command", required=True)
-    ls = sub.add_parser("list", help=f"tables in the given paths or in the cache's tables/")
+    ls = sub.add_parser("list", help="tables in the given paths or in the cache's tables/")
     ls.add_argument("paths", nargs="*")
     ls.set_defaults(func=cmd_list)
     sh = sub.add_parser("show", help="metadata, summary and remainders of a table")

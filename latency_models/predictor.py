@@ -20,12 +20,11 @@ import warnings
 import weakref
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from automl.core import (FLOAT_BITS, LayerInfo, LayerShape, ModelInfo, Policy, kept_channels,
-                         policy_layer_shapes)
+from automl.core import FLOAT_BITS, ModelInfo, Policy, kept_channels
 
 from .profile import PROFILES, HardwareProfile
 from .table import LatencyTable, RemainderEntry, TableError, layer_key

@@ -10,7 +10,6 @@ import os
 import signal
 import time
 
-import pytest
 
 from services.client import Client
 from services.proto.hwcompress.v1 import service_pb2 as pb

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -267,6 +267,3 @@ def _tune_loop(problem: CompressionProblem, strategy, payload: EvalPayload, rec:
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
     return json.loads(json.dumps(d, default=str))
 
-
-def config_to_dict(config: SearchConfig) -> dict[str, Any]:
-    return asdict(config)

@@ -3,7 +3,7 @@ budget, found by bisection on the table. The baseline everything else must beat.
 
 from __future__ import annotations
 
-from ...core import Evaluation, Policy
+from ...core import Evaluation
 from ..base import Strategy, Trial
 from ..problem import CompressionProblem
 
@@ -47,7 +47,3 @@ class UniformStrategy(Strategy):
     def tell(self, trial: Trial, evaluation: Evaluation) -> None:
         pass
 
-
-def uniform_ratio_policy(problem: CompressionProblem, bits: int) -> Policy | None:
-    r = largest_feasible_ratio(problem, lambda r: problem.uniform_policy(r, bits))
-    return None if r is None else problem.uniform_policy(r, bits)
