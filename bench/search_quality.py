@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -36,6 +37,7 @@ STRATEGIES = ["uniform", "random", "netadapt", "optuna-tpe", "optuna-nsga2"]
 def run_one(model: str, data: str, fraction: float, strategy: str, seed: int, args, workers: int | None = None,
             tag: str = "") -> dict:
     out = RESULTS / "search_quality" / f"{model}-{fraction}-{strategy}-s{seed}{tag}"
+    shutil.rmtree(out, ignore_errors=True)  # a bench row is one fresh search, never a resumed one
     config = SearchConfig(model=model, data=data, budgets=[f"latency_ms={fraction}x"], strategy=strategy,
                           trials=args.trials, seed=seed, finetune_epochs=args.finetune_epochs,
                           out_dir=str(out), epochs=args.epochs, max_train=args.max_train,
