@@ -71,6 +71,25 @@ def ray_speedup(model: str, data: str, args) -> dict:
     return out
 
 
+def markdown_table(rows: list[dict]) -> str:
+    """The rows as the Markdown table recorded in BENCHMARKS.md."""
+    head = ("| model | budget | strategy | seed | acc. before FT | after FT | latency ms measured / budget "
+            "(over?) | predicted | evaluations | wall s |\n|---|---|---|---|---|---|---|---|---|---|")
+    lines = [head]
+    for r in sorted(rows, key=lambda r: (r["model"], -r["budget_fraction"], r["strategy"], r["seed"])):
+        if r.get("error"):
+            lines.append(f"| {r['model']} | {r['budget_fraction']}x | {r['strategy']} | {r['seed']} | "
+                         f"{r['error'][:150]} | | | | | |")
+            continue
+        over = r["latency_ms_measured"] / r["latency_ms_budget"] - 1
+        lines.append(
+            f"| {r['model']} | {r['budget_fraction']}x | {r['strategy']} | {r['seed']} | "
+            f"{r['accuracy_before_finetune']:.3f} | {r['accuracy_after_finetune']:.3f} | "
+            f"{r['latency_ms_measured']:.3f} / {r['latency_ms_budget']:.3f} ({over:+.0%}) | "
+            f"{r.get('latency_ms_predicted', float('nan')):.3f} | {r['evaluations']} | {r['wall_s']:.0f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -88,7 +107,11 @@ def main() -> None:
     ap.add_argument("--quick-table", action="store_true")
     ap.add_argument("--no-speedup", action="store_true")
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--table", action="store_true", help="print the recorded rows as Markdown and exit")
     args = ap.parse_args()
+    if args.table:
+        print(markdown_table(load_rows(RESULTS / "search_quality.json")))
+        return
     q = args.quick
     args.models = args.models or (["resnet20"] if q else ["resnet20", "mobilenetv2_050"])
     args.seeds = args.seeds or ([0] if q else [0, 1, 2])
