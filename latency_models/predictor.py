@@ -267,32 +267,19 @@ class Predictor:
         overhead + Σ layer kernels + the model's remainder."""
         self._refresh()
         plan = self.plan(info)
-        cost = self.layer_cost
-        prec = self._precision
-        lat = en = kept_vol = int8_vol = bound_vol = 0.0
-        prev = None
-        for key, cin, cout, w, a, area, in_area in plan.shapes(policy):
-            p = prec(w, a)
-            l, e = cost(key, p, cin, cout)
-            lat += l
-            en += e
-            v = cout * area
-            kept_vol += v
-            if p == "int8":
-                int8_vol += v
-            if prev is not None and p != prev:
-                bound_vol += cin * in_area
-            prev = p
-        full = plan.full_volume or 1.0
-        q = int8_vol / kept_vol if kept_vol else 0.0
-        rem = self._remainder(info, kept_vol / full, q, bound_vol / full)
+        shapes = plan.shapes(policy)
+        lat, en = self._kernel_sum(shapes)
+        rem = self._remainder(info, *plan.features(shapes, self._precision))
         return self.table.overhead_ms + lat + rem, en
 
     def kernels(self, info: ModelInfo, policy: Policy) -> tuple[float, float]:
         """Σ of the layer kernels' (latency_ms, energy_mj) under ``policy``."""
         self._refresh()
+        return self._kernel_sum(self.plan(info).shapes(policy))
+
+    def _kernel_sum(self, shapes) -> tuple[float, float]:
         lat = en = 0.0
-        for key, cin, cout, w, a, _, _ in self.plan(info).shapes(policy):
+        for key, cin, cout, w, a, _, _ in shapes:
             l, e = self.layer_cost(key, self._precision(w, a), cin, cout)
             lat += l
             en += e
