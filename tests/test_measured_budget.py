@@ -1,0 +1,107 @@
+"""The measured-latency guard of a search's answer (automl/search/measured_budget.py).
+
+The guard's decisions depend only on what the device reports, so these tests give it devices
+whose behaviour is known (the table's own prediction scaled, i.e. a table that is off by a known
+factor) on the real VGG/digits problem (simulated accelerator table) with real builds and real validation scores; the
+end-to-end search tests exercise it with ORT measurements.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from automl.compress import apply_policy
+from automl.core import Policy
+from automl.search.measured_budget import (MEASURED_TOLERANCE, choose_within_measured_budget,
+                                           shrink_policy, shrink_to_predicted)
+from automl.search.problem import build_problem
+from automl.train import evaluate_accuracy
+
+
+@pytest.fixture(scope="module")
+def problem():
+    # VGG on the simulated accelerator's table: latency clearly monotone in channels (LeNet-5's
+    # ~20 us on ORT is call overhead); the guard itself is profile-agnostic. One epoch of
+    # training is enough: the guard cares that accuracy is scored, not how high it is.
+    from automl.workflow import load_trained
+    loaded = load_trained("vgg", "digits", epochs=1, progress=False)
+    return build_problem(loaded, ["latency_ms=0.7x"], hardware="bitfusion-sim", quantize=False)
+
+
+def _tools(problem):
+    loaded = problem.loaded
+    calib = loaded.data.calibration_batches()
+
+    def build(p: Policy):
+        return apply_policy(loaded.model, p, loaded.info, calib, problem.channel_step)
+
+    def score(m) -> float:
+        return evaluate_accuracy(m, loaded.data.x_val[:300], loaded.data.y_val[:300])
+    return build, score
+
+
+def _rows(problem, ratios):
+    rows = []
+    for accuracy, r in ratios:
+        p = problem.uniform_policy(r)
+        costs = problem.costs(p)
+        rows.append({"policy": p.to_dict(), "accuracy": accuracy, **costs,
+                     "feasible": problem.feasible(costs)})
+    return rows
+
+
+def test_a_candidate_that_measures_within_budget_is_kept(problem):
+    build, score = _tools(problem)
+    rows = _rows(problem, [(0.9, 0.5), (0.8, 0.4)])
+    assert all(r["feasible"] for r in rows)
+    choice = choose_within_measured_budget(problem, rows, build,
+                                           lambda p, m: problem.costs(p)["latency_ms"], score)
+    assert choice.within_budget and choice.row is rows[0] and len(choice.checks) == 1
+
+
+def test_next_candidate_is_taken_when_the_best_measures_over_budget(problem):
+    build, score = _tools(problem)
+    rows = _rows(problem, [(0.95, 0.6), (0.9, 0.3)])
+    assert all(r["feasible"] for r in rows)
+    slow_above = problem.costs(problem.uniform_policy(0.4))["latency_ms"]
+
+    def device(p, m):  # the table underestimates wide graphs by 60% on this device
+        ms = problem.costs(p)["latency_ms"]
+        return ms * 1.6 if ms > slow_above else ms
+    choice = choose_within_measured_budget(problem, rows, build, device, score)
+    assert choice.within_budget and choice.row is rows[1]
+    assert [c["within_budget"] for c in choice.checks] == [False, True]
+
+
+def test_best_candidate_is_shrunk_until_it_measures_within_budget(problem):
+    build, score = _tools(problem)
+    rows = _rows(problem, [(0.95, 0.6)])
+    limit = problem.limits["latency_ms"]
+    assert rows[0]["latency_ms"] <= limit
+
+    def device(p, m):  # every graph is 35% slower than the table says
+        return problem.costs(p)["latency_ms"] * 1.35
+    choice = choose_within_measured_budget(problem, rows, build, device, score)
+    assert choice.within_budget
+    assert choice.measured_ms <= limit * (1 + MEASURED_TOLERANCE)
+    assert choice.checks[0]["within_budget"] is False
+    assert choice.checks[-1]["source"] == "shrunk best candidate"
+    # the answer is a real, scored, narrower policy built from the best one
+    shrunk = Policy.from_dict(choice.row["policy"])
+    best = Policy.from_dict(rows[0]["policy"])
+    assert all(shrunk[n].keep_ratio <= best[n].keep_ratio for n in best.layers)
+    assert 0.0 < choice.row["accuracy"] <= 1.0
+    assert sum(p.numel() for p in choice.model.parameters()) < sum(
+        p.numel() for p in build(best).parameters())
+
+
+def test_shrinking_keeps_bits_and_respects_the_smallest_keep_ratio(problem):
+    p = problem.uniform_policy(0.5, 8)
+    s = shrink_policy(problem, p, 0.01)
+    for name in problem.groups:
+        for member in problem.groups[name]:
+            assert s[member].keep_ratio == pytest.approx(problem.min_keep_ratio)
+            assert (s[member].w_bits, s[member].a_bits) == (8, 8)
+    limit = problem.costs(problem.uniform_policy(0.3))["latency_ms"]
+    fitted = shrink_to_predicted(problem, problem.uniform_policy(0.9), limit)
+    assert problem.costs(fitted)["latency_ms"] <= limit
