@@ -37,12 +37,6 @@ BASELINES = [("uniform", "uniform", "prune", None), ("optuna-tpe", "optuna-tpe",
              ("netadapt", "netadapt", "prune", None)]
 
 
-
-
-
-
-
-
 def run_one(model: str, fraction: float, label: str, strategy: str, mode: str, hardware: str | None,
             seed: int, args) -> dict:
     out = RESULTS / "search_quality" / f"{model}-{fraction}-{label.replace('@', '-')}-s{seed}"

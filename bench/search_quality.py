@@ -30,10 +30,6 @@ MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
 STRATEGIES = ["uniform", "random", "netadapt", "optuna-tpe", "optuna-nsga2"]
 
 
-
-
-
-
 def run_one(model: str, data: str, fraction: float, strategy: str, seed: int, args, workers: int | None = None,
             tag: str = "") -> dict:
     out = RESULTS / "search_quality" / f"{model}-{fraction}-{strategy}-s{seed}{tag}"
@@ -54,6 +50,8 @@ def run_one(model: str, data: str, fraction: float, strategy: str, seed: int, ar
             "latency_ms_budget": r["latency_ms_budget"],
             "latency_ms_original_measured": r["latency_ms_original_measured"],
             "within_budget_5pct": r["latency_ms_measured"] <= 1.05 * r["latency_ms_budget"],
+            "latency_checks": len(r.get("latency_checks", [])),
+            "answer_source": (r.get("latency_checks") or [{}])[-1].get("source"),
             "evaluations": r["evaluations"], "failed_trials": r["failed_trials"],
             "search_s": (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0,
             "wall_s": time.perf_counter() - t0, "data": data, "trials": args.trials,

@@ -11,10 +11,12 @@ from __future__ import annotations
 import pytest
 
 from automl.compress import apply_policy
-from automl.core import Policy
-from automl.search.measured_budget import (MEASURED_TOLERANCE, choose_within_measured_budget,
-                                           shrink_policy, shrink_to_predicted)
+from automl.core import BudgetError, Policy
+from automl.search.measured_budget import (MEASURED_TOLERANCE, calibrate_latency,
+                                           choose_within_measured_budget, shrink_policy,
+                                           shrink_to_predicted)
 from automl.search.problem import build_problem
+from automl.search.strategies.uniform import largest_feasible_ratio
 from automl.train import evaluate_accuracy
 
 
@@ -105,3 +107,38 @@ def test_shrinking_keeps_bits_and_respects_the_smallest_keep_ratio(problem):
     limit = problem.costs(problem.uniform_policy(0.3))["latency_ms"]
     fitted = shrink_to_predicted(problem, problem.uniform_policy(0.9), limit)
     assert problem.costs(fitted)["latency_ms"] <= limit
+
+
+def _fresh(problem):
+    problem.latency_correction.clear()
+    return problem
+
+
+def test_calibration_corrects_the_table_to_the_device_near_the_budget(problem):
+    problem = _fresh(problem)
+    build, _ = _tools(problem)
+    raw = problem.costs(problem.uniform_policy(0.5))["latency_ms"]
+    try:
+        probes = calibrate_latency(problem, build, lambda p, m: _table_ms(problem, p) * 1.3)
+        assert len(probes) == 2 and problem.latency_correction[32] == pytest.approx(1.3)
+        assert problem.costs(problem.uniform_policy(0.5))["latency_ms"] == pytest.approx(raw * 1.3)
+        # the uniform policy that now just meets the budget also meets it on the device
+        r = largest_feasible_ratio(problem, problem.uniform_policy)
+        assert _table_ms(problem, problem.uniform_policy(r)) * 1.3 <= problem.limits["latency_ms"]
+    finally:
+        problem.latency_correction.clear()
+
+
+def test_calibration_fails_fast_when_the_device_cannot_meet_the_budget(problem):
+    problem = _fresh(problem)
+    build, _ = _tools(problem)
+    try:
+        with pytest.raises(BudgetError, match="cannot be met on this device"):
+            calibrate_latency(problem, build, lambda p, m: _table_ms(problem, p) * 10)
+    finally:
+        problem.latency_correction.clear()
+
+
+def _table_ms(problem, policy) -> float:
+    """The table's own prediction, without the device correction."""
+    return problem.costs(policy)["latency_ms"] / problem.correction_for(policy)

@@ -9,16 +9,12 @@ from typing import Any, Callable
 
 from latency_models.onnx_runtime import export_onnx, measure_onnx_latency
 
-from ..compress import apply_policy, export_deployable, model_cost
+from ..compress import export_deployable, model_cost
 from ..core import Policy
 from ..train import evaluate_accuracy, finetune
 from ..workflow import LoadedModel
-from .measured_budget import choose_within_measured_budget
+from .measured_budget import MEASURE_SESSIONS, DeviceProbe, choose_within_measured_budget
 from .problem import CompressionProblem
-
-MEASURE_SESSIONS = 3
-"""Fresh ORT sessions per latency measurement (the fastest counts), for the reference and the
-answer alike, so a relative budget compares like with like."""
 
 
 def measure_reference_ms(loaded: LoadedModel, threads: int = 1) -> float:
@@ -44,23 +40,10 @@ def finalize(problem: CompressionProblem, rows: list[dict[str, Any]], config, mu
                            f"({len(rows)} evaluations, {failed} failed)")
     emit({"type": "log", "message": f"finalizing the best policy (val accuracy {best['accuracy']:.4f})"})
     loaded = problem.loaded
-    calib = loaded.data.calibration_batches()
-    simulated = problem.profile.kind == "simulated"
-    n_val = config.val_limit or len(loaded.data.x_val)
-
-    def build(p: Policy):
-        return apply_policy(loaded.model, p, loaded.info, calib, problem.channel_step)
-
-    def measure(p: Policy, m) -> float:
-        if simulated:  # the simulator is the device: its figure is the "measurement"
-            return problem.costs(p)["latency_ms"]
-        onnx = export_deployable(m, p, loaded.info, loaded.data.input_shape, calib)
-        return measure_onnx_latency(onnx, loaded.data.input_shape, threads=config.threads,
-                                    sessions=MEASURE_SESSIONS).median_ms
-
-    choice = choose_within_measured_budget(
-        problem, rows, build, measure,
-        score=lambda m: evaluate_accuracy(m, loaded.data.x_val[:n_val], loaded.data.y_val[:n_val]))
+    probe = DeviceProbe(problem, config.threads, config.val_limit)
+    simulated = probe.simulated
+    calib = probe.calib
+    choice = choose_within_measured_budget(problem, rows, probe.build, probe.measure, probe.score)
     for c in choice.checks:
         emit({"type": "log", "message": "measured {source}: {latency_ms_measured:.4f} ms (predicted "
               "{latency_ms_predicted:.4f}), val accuracy {accuracy:.4f}, within budget: "
@@ -89,6 +72,8 @@ def finalize(problem: CompressionProblem, rows: list[dict[str, Any]], config, mu
         "accuracy_after_finetune": acc_after,
         "finetune_epochs": config.finetune_epochs,
         "latency_ms_predicted": best["latency_ms"],
+        "latency_ms_predicted_table": best["latency_ms"] / problem.correction_for(policy),
+        "latency_correction": {str(b): f for b, f in problem.latency_correction.items()},
         "latency_ms_measured": measured_ms,
         "latency_ms_measured_source": "simulated" if simulated else "measured (onnxruntime, this CPU)",
         "latency_ms_cpu_ort": cpu_ort,

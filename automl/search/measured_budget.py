@@ -19,7 +19,9 @@ from typing import Any, Callable
 
 import torch
 
-from ..core import LayerPolicy, Policy
+from ..compress import apply_policy, export_deployable
+from ..core import BudgetError, LayerPolicy, Policy
+from ..train import evaluate_accuracy
 from .problem import CompressionProblem
 
 MEASURED_TOLERANCE = 0.05
@@ -40,6 +42,81 @@ class MeasuredChoice:
 BuildFn = Callable[[Policy], torch.nn.Module]
 MeasureFn = Callable[[Policy, torch.nn.Module], float]
 ScoreFn = Callable[[torch.nn.Module], float]
+
+MEASURE_SESSIONS = 3
+"""Fresh ORT sessions per latency measurement (the fastest counts), for the reference and the
+answer alike, so a relative budget compares like with like."""
+
+
+class DeviceProbe:
+    """Builds a policy's model, times its deployable form on the device, scores it on the
+    validation slice: the three things the measured-budget checks need, bound to one job."""
+
+    def __init__(self, problem: CompressionProblem, threads: int = 1, val_limit: int | None = None) -> None:
+        self.problem, self.threads = problem, threads
+        data = problem.loaded.data
+        n = val_limit or len(data.x_val)
+        self.x_val, self.y_val = data.x_val[:n], data.y_val[:n]
+        self.calib = data.calibration_batches()
+        self.simulated = problem.profile.kind == "simulated"
+
+    def build(self, policy: Policy) -> torch.nn.Module:
+        loaded = self.problem.loaded
+        return apply_policy(loaded.model, policy, loaded.info, self.calib, self.problem.channel_step)
+
+    def measure(self, policy: Policy, model: torch.nn.Module) -> float:
+        """Latency on the device; on a simulated accelerator the simulator is the device."""
+        if self.simulated:
+            return self.problem.costs(policy)["latency_ms"]
+        from latency_models.onnx_runtime import measure_onnx_latency
+        loaded = self.problem.loaded
+        onnx = export_deployable(model, policy, loaded.info, loaded.data.input_shape, self.calib)
+        return measure_onnx_latency(onnx, loaded.data.input_shape, threads=self.threads,
+                                    sessions=MEASURE_SESSIONS).median_ms
+
+    def score(self, model: torch.nn.Module) -> float:
+        return evaluate_accuracy(model, self.x_val, self.y_val)
+
+
+def calibrate_latency(problem: CompressionProblem, build: BuildFn, measure: MeasureFn, *,
+                      rounds: int = 2, tolerance: float = MEASURED_TOLERANCE) -> list[dict[str, Any]]:
+    """Correct the table to the device *where the budget is*, before the search starts.
+
+    For each searchable precision, the uniform policy that just meets the latency budget by the
+    table is built and timed, and measured / predicted becomes that precision's correction
+    (``rounds`` times, each at the policy the corrected table picks, so the ratio is taken at
+    the operating point). The search then ranks and bounds candidates by corrected latency,
+    and its answer seldom needs the final measured check to step in. A budget that the device
+    cannot meet even with the smallest policy fails here, naming what was measured.
+    """
+    from .strategies.uniform import largest_feasible_ratio
+
+    limit = problem.limits.get("latency_ms")
+    if limit is None:
+        return []
+    probes = []
+    for bits in problem.bits_choices:
+        factor = 1.0
+        for _ in range(rounds):
+            problem.latency_correction[bits] = factor
+            make = (lambda r, b=bits: problem.uniform_policy(r, b))
+            ratio = largest_feasible_ratio(problem, make)
+            policy = make(problem.min_keep_ratio if ratio is None else ratio)
+            table_ms = problem.costs(policy)["latency_ms"] / factor
+            measured = measure(policy, build(policy))
+            factor = measured / table_ms
+            probes.append({"bits": bits, "keep_ratio": ratio, "latency_ms_table": table_ms,
+                           "latency_ms_measured": measured, "correction": factor})
+        problem.latency_correction[bits] = factor
+    smallest = problem.smallest_costs()["latency_ms"]
+    if smallest > limit * (1 + tolerance):
+        raise BudgetError(f"budget latency_ms ≤ {limit:.4g} cannot be met on this device: the smallest "
+                          f"policy measures about {smallest:.4g} ms here (the table predicted less; "
+                          f"corrections measured/predicted {problem.latency_correction})")
+    if smallest > limit:  # reachable within the tolerance: let the smallest policy count as meeting it
+        for bits in problem.latency_correction:
+            problem.latency_correction[bits] *= limit / smallest
+    return probes
 
 
 def shrink_policy(problem: CompressionProblem, policy: Policy, factor: float) -> Policy:

@@ -43,6 +43,9 @@ class CompressionProblem:
     quantize: bool = True
     min_keep_ratio: float = MIN_KEEP_RATIO
     reference_overrides: dict[str, float] = field(default_factory=dict)
+    latency_correction: dict[int, float] = field(default_factory=dict)
+    """Per bit-width, measured / table-predicted latency near the budget on the device itself
+    (``measured_budget.calibrate_latency``); empty means the table is taken as is."""
     predictor: Predictor = field(init=False)
     reference: dict[str, float] = field(init=False)
     limits: dict[str, float] = field(init=False)
@@ -77,8 +80,19 @@ class CompressionProblem:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             latency_ms, energy_mj = self.predictor.predict(self.info, policy)
+        latency_ms *= self.correction_for(policy)
         macs, size_mb = policy_macs_and_size(self.info, policy, self.channel_step)
         return {"latency_ms": latency_ms, "energy_mj": energy_mj, "size_mb": size_mb, "macs": float(macs)}
+
+    def correction_for(self, policy: Policy) -> float:
+        """The device correction that applies to ``policy``: its precision's, when the whole
+        model has one; the largest (most cautious) otherwise."""
+        if not self.latency_correction:
+            return 1.0
+        bits = {lp.w_bits for lp in policy.layers.values()}
+        if len(bits) == 1 and next(iter(bits)) in self.latency_correction:
+            return self.latency_correction[next(iter(bits))]
+        return max(self.latency_correction.values())
 
     def violation(self, costs: dict[str, float]) -> dict[str, float]:
         """Per budget: relative excess over the limit (≤ 0 means met). Optuna's constraint form."""

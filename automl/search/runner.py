@@ -22,6 +22,7 @@ from ..workflow import load_trained
 from .base import StrategyOptions, Trial
 from .evaluator import EvalPayload, LocalEvaluator, RayEvaluator
 from .finalize import finalize, measure_reference_ms
+from .measured_budget import DeviceProbe, calibrate_latency
 from .problem import CompressionProblem, build_problem
 from latency_models.profile import DEFAULT_PROFILE, get_profile
 
@@ -69,6 +70,7 @@ class SearchConfig:
     max_train: int | None = None     # subsample the training split (benchmarks on MNIST)
     val_limit: int | None = None     # score candidates on the first N validation images
     threads: int = 1
+    calibrate_latency: bool = True   # correct the table to the device near the budget first
 
 
 def init_ray(address: str | None = None) -> None:
@@ -148,6 +150,13 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
                             else config.budgets, config.hardware, config.table, threads=config.threads,
                             quick_table=config.quick_table, quantize=config.quantize,
                             measured_reference_ms=reference_ms)
+    calibration: list[dict[str, Any]] = []
+    if config.calibrate_latency and problem.profile.kind != "simulated":  # a simulator needs none
+        probe = DeviceProbe(problem, config.threads, config.val_limit)
+        calibration = calibrate_latency(problem, probe.build, probe.measure)
+        if calibration:
+            emit({"type": "log", "message": "latency table corrected to this device near the budget: "
+                  + ", ".join(f"{b}-bit x{f:.3f}" for b, f in problem.latency_correction.items())})
     strategy_cls = get_strategy(config.strategy)
     options = StrategyOptions(trials=config.trials, seed=config.seed, state_dir=state_dir,
                               objective=config.objective,
@@ -174,6 +183,7 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
     rows = rec.rows
 
     result = finalize(problem, rows, config, strategy_cls.multi_objective, out, emit)
+    result["latency_calibration"] = calibration
     result["wall_s"] = time.perf_counter() - t0
     (out / "result.json").write_text(json.dumps(result, indent=2))
     emit({"type": "finished", "result": {k: result[k] for k in (
