@@ -118,13 +118,21 @@ def test_calibration_corrects_the_table_to_the_device_near_the_budget(problem):
     problem = _fresh(problem)
     build, _ = _tools(problem)
     raw = problem.costs(problem.uniform_policy(0.5))["latency_ms"]
+    uneven = problem.policy_from({g: 0.3 + 0.6 * (i % 2) for i, g in enumerate(problem.groups)})
+
+    def device(p, m):  # uniform graphs 30% slower than the table, uneven ones 60%
+        ms = _table_ms(problem, p)
+        ratios = {round(p[members[0]].keep_ratio, 6) for members in problem.groups.values()}
+        return ms * (1.3 if len(ratios) == 1 else 1.6)
     try:
-        probes = calibrate_latency(problem, build, lambda p, m: _table_ms(problem, p) * 1.3)
-        assert len(probes) == 2 and problem.latency_correction[32] == pytest.approx(1.3)
+        probes = calibrate_latency(problem, build, device, mixed_probes=2)
+        assert [p["kind"] for p in probes] == ["32/uniform"] * 2 + ["32/mixed"] * 2
+        assert problem.latency_correction == {"32/uniform": pytest.approx(1.3), "32/mixed": pytest.approx(1.6)}
         assert problem.costs(problem.uniform_policy(0.5))["latency_ms"] == pytest.approx(raw * 1.3)
+        assert problem.correction_for(uneven) == pytest.approx(1.6)
         # the uniform policy that now just meets the budget also meets it on the device
         r = largest_feasible_ratio(problem, problem.uniform_policy)
-        assert _table_ms(problem, problem.uniform_policy(r)) * 1.3 <= problem.limits["latency_ms"]
+        assert device(problem.uniform_policy(r), None) <= problem.limits["latency_ms"] * 1.0001
     finally:
         problem.latency_correction.clear()
 

@@ -73,7 +73,7 @@ def finalize(problem: CompressionProblem, rows: list[dict[str, Any]], config, mu
         "finetune_epochs": config.finetune_epochs,
         "latency_ms_predicted": best["latency_ms"],
         "latency_ms_predicted_table": best["latency_ms"] / problem.correction_for(policy),
-        "latency_correction": {str(b): f for b, f in problem.latency_correction.items()},
+        "latency_correction": dict(problem.latency_correction),
         "latency_ms_measured": measured_ms,
         "latency_ms_measured_source": "simulated" if simulated else "measured (onnxruntime, this CPU)",
         "latency_ms_cpu_ort": cpu_ort,

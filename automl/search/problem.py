@@ -43,9 +43,10 @@ class CompressionProblem:
     quantize: bool = True
     min_keep_ratio: float = MIN_KEEP_RATIO
     reference_overrides: dict[str, float] = field(default_factory=dict)
-    latency_correction: dict[int, float] = field(default_factory=dict)
-    """Per bit-width, measured / table-predicted latency near the budget on the device itself
-    (``measured_budget.calibrate_latency``); empty means the table is taken as is."""
+    latency_correction: dict[str, float] = field(default_factory=dict)
+    """Measured / table-predicted latency near the budget on the device itself, keyed
+    ``"<bits>/uniform"`` and ``"<bits>/mixed"`` (``measured_budget.calibrate_latency``); empty
+    means the table is taken as is."""
     predictor: Predictor = field(init=False)
     reference: dict[str, float] = field(init=False)
     limits: dict[str, float] = field(init=False)
@@ -84,14 +85,22 @@ class CompressionProblem:
         macs, size_mb = policy_macs_and_size(self.info, policy, self.channel_step)
         return {"latency_ms": latency_ms, "energy_mj": energy_mj, "size_mb": size_mb, "macs": float(macs)}
 
+    @staticmethod
+    def correction_key(bits: int, uniform: bool) -> str:
+        return f"{bits}/{'uniform' if uniform else 'mixed'}"
+
     def correction_for(self, policy: Policy) -> float:
-        """The device correction that applies to ``policy``: its precision's, when the whole
-        model has one; the largest (most cautious) otherwise."""
+        """The device correction that applies to ``policy``: that of its precision and shape
+        (one keep ratio everywhere, or not: the table errs differently on the two, see
+        ``calibrate_latency``); the largest, most cautious one when none was measured for it."""
         if not self.latency_correction:
             return 1.0
         bits = {lp.w_bits for lp in policy.layers.values()}
-        if len(bits) == 1 and next(iter(bits)) in self.latency_correction:
-            return self.latency_correction[next(iter(bits))]
+        ratios = {round(policy[members[0]].keep_ratio, 6) for members in self.groups.values()}
+        if len(bits) == 1:
+            key = self.correction_key(next(iter(bits)), len(ratios) <= 1)
+            if key in self.latency_correction:
+                return self.latency_correction[key]
         return max(self.latency_correction.values())
 
     def violation(self, costs: dict[str, float]) -> dict[str, float]:

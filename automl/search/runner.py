@@ -153,10 +153,10 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
     calibration: list[dict[str, Any]] = []
     if config.calibrate_latency and problem.profile.kind != "simulated":  # a simulator needs none
         probe = DeviceProbe(problem, config.threads, config.val_limit)
-        calibration = calibrate_latency(problem, probe.build, probe.measure)
+        calibration = calibrate_latency(problem, probe.build, probe.measure, seed=config.seed)
         if calibration:
             emit({"type": "log", "message": "latency table corrected to this device near the budget: "
-                  + ", ".join(f"{b}-bit x{f:.3f}" for b, f in problem.latency_correction.items())})
+                  + ", ".join(f"{k} x{f:.3f}" for k, f in problem.latency_correction.items())})
     strategy_cls = get_strategy(config.strategy)
     options = StrategyOptions(trials=config.trials, seed=config.seed, state_dir=state_dir,
                               objective=config.objective,
