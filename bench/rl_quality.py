@@ -18,61 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from pathlib import Path
-
-from agents.curve import episodes_to_fraction_of_best
-from automl.search.runner import SearchConfig, run_search
 
 from .rows import load_rows, row_key, save_row
+from .search_row import MNIST, RESULTS, SUMMARY_KEYS, Arm, error_row, run_row
 
-RESULTS = Path(__file__).resolve().parent / "results"
-MNIST = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz"
 SIM = "bitfusion-sim"
-# (label, registry strategy, rl mode, hardware)
-CPU_ARMS = [("ddpg-prune", "ddpg", "prune", None), ("ddpg-joint", "ddpg", "joint", None)]
-SIM_ARMS = [(f"uniform@{SIM}", "uniform", "prune", SIM), (f"ddpg-prune@{SIM}", "ddpg", "prune", SIM),
-            (f"ddpg-joint@{SIM}", "ddpg", "joint", SIM)]
-BASELINES = [("uniform", "uniform", "prune", None), ("optuna-tpe", "optuna-tpe", "prune", None),
-             ("netadapt", "netadapt", "prune", None)]
-
-
-def run_one(model: str, fraction: float, label: str, strategy: str, mode: str, hardware: str | None,
-            seed: int, args) -> dict:
-    out = RESULTS / "search_quality" / f"{model}-{fraction}-{label.replace('@', '-')}-s{seed}"
-    if args.force and out.exists():
-        import shutil
-        shutil.rmtree(out)  # else the runner and the agent resume the old search from its state
-    config = SearchConfig(model=model, data=args.data, budgets=[f"latency_ms={fraction}x"], strategy=strategy,
-                          rl_mode=mode, hardware=hardware, trials=args.trials, seed=seed,
-                          finetune_epochs=args.finetune_epochs, out_dir=str(out), epochs=args.epochs,
-                          max_train=args.max_train, quick_table=args.quick_table, workers=args.workers)
-    if hasattr(config, "val_limit"):  # the search bench scores on 2,000 validation images
-        config.val_limit = args.val_limit
-    t0 = time.perf_counter()
-    r = run_search(config)
-    trace = json.loads((out / "trace.json").read_text())
-    accs = [t["accuracy"] if t.get("feasible") else None for t in trace]
-    row = {"model": model, "budget_fraction": fraction, "strategy": label, "seed": seed,
-           "hardware": r["hardware"], "rl_mode": mode if strategy in ("ddpg", "td3", "sac", "ppo") else None,
-           "accuracy_original": r["accuracy_original"],
-           "accuracy_before_finetune": r["accuracy_before_finetune"],
-           "accuracy_after_finetune": r["accuracy_after_finetune"],
-           "accuracy_val_search": r["accuracy_val_search"],
-           "latency_ms_measured": r["latency_ms_measured"], "latency_ms_predicted": r["latency_ms_predicted"],
-           "latency_ms_budget": r["latency_ms_budget"],
-           "latency_ms_original_measured": r["latency_ms_original_measured"],
-           "within_budget_5pct": r["latency_ms_measured"] <= 1.05 * r["latency_ms_budget"],
-           "evaluations": r["evaluations"], "failed_trials": r["failed_trials"],
-           "evaluations_to_99pct_best": episodes_to_fraction_of_best([{"accuracy": a} for a in accs]),
-           "wall_s": time.perf_counter() - t0, "data": args.data, "trials": args.trials,
-           "finetune_epochs": args.finetune_epochs, "policy": r["policy"]}
-    curve_path = out / "learning_curve.json"
-    if curve_path.is_file():
-        curve = json.loads(curve_path.read_text())
-        row["episodes"] = len(curve["episodes"])
-        row["episodes_to_99pct_best"] = curve["episodes_to_99pct_best"]
-    return row
+CPU_ARMS = ["ddpg-prune", "ddpg-joint"]
+SIM_ARMS = [f"uniform@{SIM}", f"ddpg-prune@{SIM}", f"ddpg-joint@{SIM}"]
+BASELINES = ["uniform", "optuna-tpe", "netadapt"]
 
 
 def main() -> None:
@@ -101,27 +54,23 @@ def main() -> None:
     args.epochs = args.epochs or (2 if q else 3)
     args.max_train = args.max_train or (10000 if q else 20000)
     args.finetune_epochs = args.finetune_epochs if args.finetune_epochs is not None else (0.3 if q else 0.5)
-    arms = SIM_ARMS + CPU_ARMS + BASELINES
-    wanted = set(args.arms) if args.arms else {a[0] for a in CPU_ARMS + SIM_ARMS}
+    arms = args.arms or SIM_ARMS + CPU_ARMS
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / "search_quality.json"
     done = {row_key(r) for r in load_rows(path) if not r.get("error")}
     for model in args.models:
         for fraction in args.fractions:
             for seed in args.seeds:
-                for label, strategy, mode, hardware in arms:
-                    if label not in wanted or ((model, fraction, label, seed) in done and not args.force):
+                for label in arms:
+                    if (model, fraction, label, seed) in done and not args.force:
                         continue
                     try:
-                        row = run_one(model, fraction, label, strategy, mode, hardware, seed, args)
+                        row = run_row(model, args.data, fraction, Arm.parse(label), seed, args,
+                                      workers=args.workers)
                     except Exception as exc:  # noqa: BLE001 - a failed cell is a result too
-                        row = {"model": model, "budget_fraction": fraction, "strategy": label, "seed": seed,
-                               "error": f"{type(exc).__name__}: {exc}"}
+                        row = error_row(model, fraction, label, seed, exc)
                     save_row(path, row)
-                    print(json.dumps({k: row.get(k) for k in (
-                        "model", "budget_fraction", "strategy", "seed", "accuracy_before_finetune",
-                        "accuracy_after_finetune", "latency_ms_measured", "latency_ms_budget", "evaluations",
-                        "episodes_to_99pct_best", "wall_s", "error")}), flush=True)
+                    print(json.dumps({k: row.get(k) for k in SUMMARY_KEYS}), flush=True)
 
 
 if __name__ == "__main__":

@@ -75,7 +75,12 @@ def finalize(problem: CompressionProblem, rows: list[dict[str, Any]], config, mu
         "latency_ms_predicted_table": best["latency_ms"] / problem.correction_for(policy),
         "latency_correction": dict(problem.latency_correction),
         "latency_ms_measured": measured_ms,
-        "latency_ms_measured_source": "simulated" if simulated else "measured (onnxruntime, this CPU)",
+        "latency_ms_measured_source": ("simulated" if simulated else
+                                       "onnxruntime on this CPU, timed side by side with the uncompressed "
+                                       "model and scaled to its latency at the job's start" if probe.reference_ms
+                                       else "onnxruntime on this CPU"),
+        "latency_ms_measured_raw": choice.checks[-1].get("latency_ms_raw"),
+        "latency_fraction_measured": choice.checks[-1].get("latency_fraction"),
         "latency_ms_cpu_ort": cpu_ort,
         "latency_ms_original_measured": problem.reference["latency_ms"],
         "latency_ms_budget": problem.limits.get("latency_ms"),

@@ -43,6 +43,12 @@ BuildFn = Callable[[Policy], torch.nn.Module]
 MeasureFn = Callable[[Policy, torch.nn.Module], float]
 ScoreFn = Callable[[torch.nn.Module], float]
 
+class _NoProbe:
+    """Stands in for a DeviceProbe when a plain function measures: no raw figures to add."""
+
+    last: dict[str, float] = {}
+
+
 MEASURE_SESSIONS = 3
 """Fresh ORT sessions per latency measurement (the fastest counts), for the reference and the
 answer alike, so a relative budget compares like with like."""
@@ -50,7 +56,14 @@ answer alike, so a relative budget compares like with like."""
 
 class DeviceProbe:
     """Builds a policy's model, times its deployable form on the device, scores it on the
-    validation slice: the three things the measured-budget checks need, bound to one job."""
+    validation slice: the three things the measured-budget checks need, bound to one job.
+
+    With a relative latency budget (``latency_ms=0.25x``) every candidate is timed side by side
+    with the uncompressed model and reported as that ratio times the uncompressed model's
+    latency measured when the job started (``reference_ms``): the budget was set from that
+    measurement, and on a shared machine the absolute speed drifts by more than any tolerance
+    between the two (see ``measure_onnx_pair``). ``last`` keeps the raw pair of the latest check.
+    """
 
     def __init__(self, problem: CompressionProblem, threads: int = 1, val_limit: int | None = None) -> None:
         self.problem, self.threads = problem, threads
@@ -59,20 +72,35 @@ class DeviceProbe:
         self.x_val, self.y_val = data.x_val[:n], data.y_val[:n]
         self.calib = data.calibration_batches()
         self.simulated = problem.profile.kind == "simulated"
+        relative = any(t.metric == "latency_ms" and t.relative for t in problem.budget.terms)
+        self.reference_ms = problem.reference.get("latency_ms") if relative and not self.simulated else None
+        self._reference_onnx: bytes | None = None
+        self.last: dict[str, float] = {}
 
     def build(self, policy: Policy) -> torch.nn.Module:
         loaded = self.problem.loaded
         return apply_policy(loaded.model, policy, loaded.info, self.calib, self.problem.channel_step)
 
     def measure(self, policy: Policy, model: torch.nn.Module) -> float:
-        """Latency on the device; on a simulated accelerator the simulator is the device."""
+        """Latency on the device (drift-corrected against the uncompressed model for relative
+        budgets); on a simulated accelerator the simulator is the device."""
         if self.simulated:
             return self.problem.costs(policy)["latency_ms"]
-        from latency_models.onnx_runtime import measure_onnx_latency
+        from latency_models.onnx_runtime import export_onnx, measure_onnx_latency, measure_onnx_pair
         loaded = self.problem.loaded
-        onnx = export_deployable(model, policy, loaded.info, loaded.data.input_shape, self.calib)
-        return measure_onnx_latency(onnx, loaded.data.input_shape, threads=self.threads,
-                                    sessions=MEASURE_SESSIONS).median_ms
+        shape = loaded.data.input_shape
+        onnx = export_deployable(model, policy, loaded.info, shape, self.calib)
+        if self.reference_ms is None:
+            ms = measure_onnx_latency(onnx, shape, threads=self.threads, sessions=MEASURE_SESSIONS).median_ms
+            self.last = {"latency_ms_raw": ms}
+            return ms
+        if self._reference_onnx is None:
+            self._reference_onnx = export_onnx(loaded.model, shape)
+        cand, ref = measure_onnx_pair(onnx, self._reference_onnx, shape, threads=self.threads,
+                                      sessions=MEASURE_SESSIONS)
+        self.last = {"latency_ms_raw": cand.median_ms, "latency_ms_original_now": ref.median_ms,
+                     "latency_fraction": cand.median_ms / ref.median_ms}
+        return cand.median_ms / ref.median_ms * self.reference_ms
 
     def score(self, model: torch.nn.Module) -> float:
         return evaluate_accuracy(model, self.x_val, self.y_val)
@@ -107,7 +135,7 @@ def calibrate_latency(problem: CompressionProblem, build: BuildFn, measure: Meas
         table_ms = problem.costs(policy)["latency_ms"] / problem.correction_for(policy)
         measured = measure(policy, build(policy))
         probes.append({"kind": key, "latency_ms_table": table_ms, "latency_ms_measured": measured,
-                       "correction": measured / table_ms})
+                       "correction": measured / table_ms, **getattr(measure, "__self__", _NoProbe).last})
         return measured / table_ms
 
     corrections = problem.latency_correction
@@ -197,7 +225,7 @@ def choose_within_measured_budget(problem: CompressionProblem, rows: list[dict[s
         fits = limit is None or ms <= limit * (1 + tolerance)
         checks.append({"source": source, "accuracy": row["accuracy"],
                        "latency_ms_predicted": row["latency_ms"], "latency_ms_measured": ms,
-                       "within_budget": fits})
+                       "within_budget": fits, **getattr(measure, "__self__", _NoProbe).last})
         return model, ms, fits
 
     first_model, first_ms, fits = check(ranked[0], "best candidate")
@@ -224,7 +252,7 @@ def choose_within_measured_budget(problem: CompressionProblem, rows: list[dict[s
         fits = ms <= limit * (1 + tolerance)
         checks.append({"source": "shrunk best candidate", "accuracy": row["accuracy"],
                        "latency_ms_predicted": costs["latency_ms"], "latency_ms_measured": ms,
-                       "within_budget": fits})
+                       "within_budget": fits, **getattr(measure, "__self__", _NoProbe).last})
         if fits:
             break
         predicted, measured = costs["latency_ms"], ms
