@@ -218,6 +218,31 @@ def test_checkpoint_and_resume_continue_the_episode_count(problems, tmp_path):
     assert len(curve["episodes"]) == len(numbers) and (tmp_path / "learning_curve.png").stat().st_size > 0
 
 
+def test_a_batch_cut_by_a_crash_is_rolled_out_again_identically(problems, tmp_path):
+    """A job killed mid-batch has logged some evaluations after the agent's last checkpoint.
+    The resumed agent re-rolls exactly those episodes (restored actor, noise state and episode
+    count), so the runner answers them from its evaluation log instead of scoring them again
+    and the agent still learns from them."""
+    state = tmp_path / "state"
+    state.mkdir()
+
+    def make():
+        return DDPGStrategy(problems["sim-latency-energy"], StrategyOptions(
+            trials=12, seed=0, state_dir=state, extra={"rl_mode": "joint", "agent_kwargs": {"warmup_episodes": 2}}))
+
+    first = make()
+    _drive(first, _proxy_accuracy, batch=3, max_batches=2)            # checkpointed after 6
+    cut = first.ask(3)                                                # then killed mid-batch
+    p = first.problem
+    c = p.costs(cut[0].policy)
+    first.tell(cut[0], Evaluation(cut[0].policy, _proxy_accuracy(cut[0].policy), c["latency_ms"],
+                                  c["energy_mj"], c["size_mb"], int(c["macs"]), True))
+    resumed = make()
+    again = resumed.ask(3)
+    assert [t.policy.to_dict() for t in again] == [t.policy.to_dict() for t in cut]
+    assert resumed.episodes == first.episodes == 9
+
+
 def test_ddpg_joint_end_to_end_through_the_runner(tmp_path, lenet_digits):
     result = run_search(SearchConfig(model="lenet5", data="digits", budgets=["latency_ms=0.25x"],
                                      hardware="bitfusion-sim", strategy="ddpg", rl_mode="joint", trials=8,
