@@ -22,3 +22,11 @@ def lenet_digits(digits):
     """LeNet-5 trained on digits (cached across runs by the baseline cache)."""
     from automl.workflow import load_trained
     return load_trained("lenet5", "digits", epochs=10, progress=False)
+
+
+@pytest.fixture(scope="session")
+def vgg_digits(digits):
+    """VGG (narrow) after one epoch on digits: enough layers for latency to be clearly monotone in
+    channels on the simulated accelerator, which LeNet-5's is not."""
+    from automl.workflow import load_trained
+    return load_trained("vgg", "digits", epochs=1, progress=False)

@@ -21,13 +21,11 @@ from automl.train import evaluate_accuracy
 
 
 @pytest.fixture(scope="module")
-def problem():
-    # VGG on the simulated accelerator's table: latency clearly monotone in channels (LeNet-5's
-    # ~20 us on ORT is call overhead); the guard itself is profile-agnostic. One epoch of
-    # training is enough: the guard cares that accuracy is scored, not how high it is.
-    from automl.workflow import load_trained
-    loaded = load_trained("vgg", "digits", epochs=1, progress=False)
-    return build_problem(loaded, ["latency_ms=0.7x"], hardware="bitfusion-sim", quantize=False)
+def problem(vgg_digits):
+    # the simulated accelerator's table: latency clearly monotone in channels (LeNet-5's ~20 us
+    # on ORT is call overhead); the guard itself is profile-agnostic. One epoch of training is
+    # enough: the guard cares that accuracy is scored, not how high it is.
+    return build_problem(vgg_digits, ["latency_ms=0.7x"], hardware="bitfusion-sim", quantize=False)
 
 
 def _tools(problem):

@@ -62,6 +62,30 @@ def test_uniform_bisection_just_meets_the_budget(lenet_digits):
     assert not problem.feasible(problem.costs(make(min(1.0, r + 0.05))))
 
 
+def test_netadapt_cuts_selected_groups_before_shrinking_when_the_budget_is_far(vgg_digits):
+    """At 30% latency no single group can reach NetAdapt's early targets; it still runs several
+    iterations (relaxed targets) before the final uniform shrink, within its evaluations."""
+    from automl.core import Evaluation
+    from automl.search.base import StrategyOptions
+    from automl.search.strategies.netadapt import NetAdaptStrategy
+
+    problem = build_problem(vgg_digits, ["latency_ms=0.3x"], hardware="bitfusion-sim", quantize=False)
+    strategy = NetAdaptStrategy(problem, StrategyOptions(trials=8, seed=0))
+    asked = []
+    while trials := strategy.ask(2):
+        for t in trials:
+            c = problem.costs(t.policy)
+            asked.append(t)
+            strategy.tell(t, Evaluation(t.policy, 0.5, c["latency_ms"], c["energy_mj"], c["size_mb"],
+                                        int(c["macs"]), problem.feasible(c)))
+    assert len(asked) <= 8
+    assert strategy.iteration >= 2 and sum(1 for t in asked if t.params.get("group")) >= 4
+    final = asked[-1]
+    assert final.params.get("final") and problem.feasible(problem.costs(final.policy))
+    ratios = {round(final.policy[members[0]].keep_ratio, 4) for members in problem.groups.values()}
+    assert len(ratios) > 1  # not the uniform policy
+
+
 def test_unreachable_budget_fails_fast_naming_budget_and_smallest_value(lenet_digits):
     t0 = time.perf_counter()
     with pytest.raises(BudgetError) as exc:

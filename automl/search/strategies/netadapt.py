@@ -9,8 +9,10 @@ fine-tune every strategy's result gets.
 
 The "resource" is the tightest budget's cost over its limit, so several budgets are handled at
 once. NetAdapt's schedule (initial step, ×0.96 per iteration) is scaled so that the budget is
-reached within the evaluations allowed; if they run out first, the current policy is shrunk
-uniformly to the budget and scored once more.
+reached within the evaluations allowed; when no single group can reach an iteration's target
+(large reductions in few iterations), the target is relaxed to what the best few groups reach
+alone; if evaluations run out first, the current policy is shrunk uniformly to the budget and
+scored once more.
 """
 
 from __future__ import annotations
@@ -66,6 +68,22 @@ class NetAdaptStrategy(Strategy):
         proposals.sort(key=lambda rt: rt[0])
         return [t for _, t in proposals[:self.proposals_per_iteration]]
 
+    def _propose_relaxed(self) -> list[Trial]:
+        """When no single group can reach this iteration's target (a 4x reduction in a handful
+        of iterations asks more of one layer than it has), lower the target to what the
+        ``proposals_per_iteration``-th best group can reach on its own at its fewest channels, so
+        the iteration still learns which groups to cut hardest instead of giving up and
+        shrinking everything uniformly."""
+        p = self.problem
+        reachable = sorted(
+            p.resource(p.costs(p.policy_from({**self.keep, g: p.min_keep_ratio}))) for g in p.groups
+            if kept_channels(self._channels(g), self.keep[g], p.channel_step)
+            > kept_channels(self._channels(g), p.min_keep_ratio, p.channel_step))
+        if not reachable:
+            return []
+        target = reachable[min(len(reachable), self.proposals_per_iteration) - 1]
+        return self._propose(target) if target < self.resource - 1e-9 else []
+
     def ask(self, n: int) -> list[Trial]:
         if self._finished:
             return []
@@ -73,7 +91,10 @@ class NetAdaptStrategy(Strategy):
             remaining = self.options.trials - self.evaluations
             target = max(1.0, self.resource - self.step * DECAY ** self.iteration)
             proposals = self._propose(target) if remaining >= 1 else []
-            if not proposals or len(proposals) > remaining:
+            if not proposals and remaining >= 1:
+                proposals = self._propose_relaxed()
+            # keep one evaluation for the final shrink unless this iteration can end the search
+            if not proposals or len(proposals) >= remaining:
                 return self._shrink_to_budget()
             self._proposals = proposals
             self._outstanding = len(proposals)
