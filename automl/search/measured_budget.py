@@ -2,14 +2,20 @@
 
 A search works in the latency table's predictions (microseconds per candidate); the device is
 the judge. Where the table is weak (mixed or int8 graphs on ORT, BENCHMARKS.md) a policy that
-fits by prediction can measure well over budget. Before answering, the chosen policy is built,
-exported and timed; when it misses the budget (beyond a tolerance) the next most accurate
-scored candidates are timed in turn, and when none of them fits, the best one is shrunk
-uniformly until it does, the table's error on *this* graph (measured / predicted) tightening
-the predicted limit each round. Every measurement is reported.
+fits by prediction can measure well over budget. Three steps close the gap:
 
-A check costs a build, an export and a few hundred ORT runs (about a second): three orders of
-magnitude cheaper than training, so it is paid only once per job, here.
+* ``calibrate_latency`` (before the search): a few policies at the budget's edge are timed and
+  the table is corrected by measured / predicted, per precision and shape;
+* ``choose_within_measured_budget`` (after it): the chosen policy is built, exported and timed;
+  when it misses the budget (beyond a tolerance) the next most accurate scored candidates are
+  timed in turn, and when none fits, the best one is shrunk uniformly until it does, the
+  table's error on *this* graph tightening the predicted limit each round;
+* ``DeviceProbe.measure`` times relative budgets side by side with the uncompressed model, so
+  the machine's drift between the budget's reference and the check cancels.
+
+A check costs a build, an export and a few hundred ORT runs (a few seconds): orders of
+magnitude cheaper than training, and paid only around the search, not per candidate. Every
+measurement is reported in result.json.
 """
 
 from __future__ import annotations
@@ -43,10 +49,11 @@ BuildFn = Callable[[Policy], torch.nn.Module]
 MeasureFn = Callable[[Policy, torch.nn.Module], float]
 ScoreFn = Callable[[torch.nn.Module], float]
 
-class _NoProbe:
-    """Stands in for a DeviceProbe when a plain function measures: no raw figures to add."""
 
-    last: dict[str, float] = {}
+
+def _raw_figures(measure: MeasureFn) -> dict[str, float]:
+    """The raw timing behind ``measure``'s latest answer when it is a DeviceProbe's method."""
+    return dict(getattr(getattr(measure, "__self__", None), "last", {}))
 
 
 MEASURE_SESSIONS = 3
@@ -135,7 +142,7 @@ def calibrate_latency(problem: CompressionProblem, build: BuildFn, measure: Meas
         table_ms = problem.costs(policy)["latency_ms"] / problem.correction_for(policy)
         measured = measure(policy, build(policy))
         probes.append({"kind": key, "latency_ms_table": table_ms, "latency_ms_measured": measured,
-                       "correction": measured / table_ms, **getattr(measure, "__self__", _NoProbe).last})
+                       "correction": measured / table_ms, **_raw_figures(measure)})
         return measured / table_ms
 
     corrections = problem.latency_correction
@@ -225,7 +232,7 @@ def choose_within_measured_budget(problem: CompressionProblem, rows: list[dict[s
         fits = limit is None or ms <= limit * (1 + tolerance)
         checks.append({"source": source, "accuracy": row["accuracy"],
                        "latency_ms_predicted": row["latency_ms"], "latency_ms_measured": ms,
-                       "within_budget": fits, **getattr(measure, "__self__", _NoProbe).last})
+                       "within_budget": fits, **_raw_figures(measure)})
         return model, ms, fits
 
     first_model, first_ms, fits = check(ranked[0], "best candidate")
@@ -252,7 +259,7 @@ def choose_within_measured_budget(problem: CompressionProblem, rows: list[dict[s
         fits = ms <= limit * (1 + tolerance)
         checks.append({"source": "shrunk best candidate", "accuracy": row["accuracy"],
                        "latency_ms_predicted": costs["latency_ms"], "latency_ms_measured": ms,
-                       "within_budget": fits, **getattr(measure, "__self__", _NoProbe).last})
+                       "within_budget": fits, **_raw_figures(measure)})
         if fits:
             break
         predicted, measured = costs["latency_ms"], ms
