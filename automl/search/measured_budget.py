@@ -50,7 +50,6 @@ MeasureFn = Callable[[Policy, torch.nn.Module], float]
 ScoreFn = Callable[[torch.nn.Module], float]
 
 
-
 def _raw_figures(measure: MeasureFn) -> dict[str, float]:
     """The raw timing behind ``measure``'s latest answer when it is a DeviceProbe's method."""
     return dict(getattr(getattr(measure, "__self__", None), "last", {}))
