@@ -62,6 +62,35 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def summary_table(rows: list[dict]) -> str:
+    """Per (model, budget, strategy): mean ± std over seeds of accuracy before / after the same
+    fine-tune, how many seeds met the measured budget (+5%), mean evaluations and wall time."""
+    import statistics
+
+    cells: dict[tuple, list[dict]] = {}
+    for r in rows:
+        cells.setdefault((r["model"], r["budget_fraction"], r["strategy"]), []).append(r)
+
+    def ms(values: list[float]) -> str:
+        if not values:
+            return "-"
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.fmean(values):.3f} ± {sd:.3f}"
+
+    lines = ["| model | budget | strategy | seeds | acc. before FT | after FT | met budget (+5%) "
+             "| evaluations | wall s |", "|---|---|---|---|---|---|---|---|---|"]
+    for (model, fraction, strategy), cell in sorted(cells.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2])):
+        ok = [r for r in cell if not r.get("error")]
+        if not ok:
+            lines.append(f"| {model} | {fraction}x | {strategy} | {len(cell)} | {cell[0]['error'][:120]} | | | | |")
+            continue
+        lines.append(
+            f"| {model} | {fraction}x | {strategy} | {len(ok)} | {ms([r['accuracy_before_finetune'] for r in ok])} | "
+            f"{ms([r['accuracy_after_finetune'] for r in ok])} | {sum(bool(r['within_budget_5pct']) for r in ok)}/{len(ok)} | "
+            f"{statistics.fmean(r['evaluations'] for r in ok):.0f} | {statistics.fmean(r['wall_s'] for r in ok):.0f} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -81,9 +110,11 @@ def main() -> None:
     ap.add_argument("--no-speedup", action="store_true")
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--table", action="store_true", help="print the recorded rows as Markdown and exit")
+    ap.add_argument("--summary", action="store_true", help="print mean ± std over seeds as Markdown and exit")
     args = ap.parse_args()
-    if args.table:
-        print(markdown_table(load_rows(RESULTS / "search_quality.json")))
+    if args.table or args.summary:
+        rows = load_rows(RESULTS / "search_quality.json")
+        print(summary_table(rows) if args.summary else markdown_table(rows))
         return
     q = args.quick
     args.models = args.models or (["resnet20"] if q else ["resnet20", "mobilenetv2_050"])
