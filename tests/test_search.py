@@ -219,3 +219,18 @@ def test_optuna_runs_through_ray_tune_with_budgets_as_constraints(tmp_path, lene
     assert len(evaluated) == 5 and all(t.system_attrs["constraints:size_mb"] <= 0 for t in evaluated)
     # infeasible proposals were told to Optuna without an accuracy evaluation
     assert all(t.system_attrs["constraints:size_mb"] > 0 for t in done if not t.user_attrs.get("evaluated"))
+
+
+def test_relative_latency_budget_is_met_as_measured_on_this_cpu(tmp_path, vgg_digits):
+    """End to end on the real device (ORT on this CPU): the table is corrected near the budget
+    first, and the answer is timed side by side with the uncompressed model and meets the budget
+    within the tolerance, every measurement recorded."""
+    result = run_search(SearchConfig(model="vgg", data="digits", epochs=1, budgets=["latency_ms=0.6x"],
+                                     strategy="random", trials=4, quick_table=True, use_ray=False,
+                                     finetune_epochs=0, out_dir=str(tmp_path)))
+    kinds = {p["kind"] for p in result["latency_calibration"]}
+    assert {"32/uniform", "32/mixed"} <= kinds
+    assert all(p["latency_fraction"] > 0 for p in result["latency_calibration"])
+    assert result["latency_checks"] and result["latency_within_budget_measured"]
+    assert result["latency_ms_measured"] <= result["latency_ms_budget"] * 1.05
+    assert result["latency_fraction_measured"] <= 0.6 * 1.05
