@@ -59,18 +59,31 @@ def test_a_candidate_that_measures_within_budget_is_kept(problem):
     assert choice.within_budget and choice.row is rows[0] and len(choice.checks) == 1
 
 
-def test_next_candidate_is_taken_when_the_best_measures_over_budget(problem):
-    build, score = _tools(problem)
-    rows = _rows(problem, [(0.95, 0.6), (0.9, 0.3)])
-    assert all(r["feasible"] for r in rows)
+def _wide_graphs_slow(problem):
     slow_above = problem.costs(problem.uniform_policy(0.4))["latency_ms"]
 
     def device(p, m):  # the table underestimates wide graphs by 60% on this device
         ms = problem.costs(p)["latency_ms"]
         return ms * 1.6 if ms > slow_above else ms
-    choice = choose_within_measured_budget(problem, rows, build, device, score)
+    return device
+
+
+def test_next_candidate_is_taken_when_the_best_measures_over_budget(problem):
+    build, score = _tools(problem)
+    rows = _rows(problem, [(1.0, 0.6), (0.999, 0.3)])
+    assert all(r["feasible"] for r in rows)
+    choice = choose_within_measured_budget(problem, rows, build, _wide_graphs_slow(problem), score)
     assert choice.within_budget and choice.row is rows[1]
-    assert [c["within_budget"] for c in choice.checks] == [False, True]
+    assert [c["within_budget"] for c in choice.checks[:2]] == [False, True]
+    assert choice.checks[-1]["source"] == "next candidate (chosen)"
+
+
+def test_the_shrunk_best_wins_over_a_poor_candidate_that_fits(problem):
+    build, score = _tools(problem)
+    rows = _rows(problem, [(0.95, 0.6), (0.01, 0.3)])
+    choice = choose_within_measured_budget(problem, rows, build, _wide_graphs_slow(problem), score)
+    assert choice.within_budget and choice.checks[-1]["source"] == "shrunk best candidate"
+    assert choice.row["accuracy"] > 0.01
 
 
 def test_best_candidate_is_shrunk_until_it_measures_within_budget(problem):
