@@ -192,13 +192,19 @@ def test_repeated_policies_are_answered_without_an_evaluation(problems):
     assert len(strategy.curve) == strategy.episodes
 
 
-def test_checkpoint_and_resume_continue_the_episode_count(problems, tmp_path):
+def _checkpointed_ddpg(problems, tmp_path, trials: int):
+    """A factory of joint-mode DDPG agents sharing one state dir: each call is a (re)started job."""
     state = tmp_path / "state"
     state.mkdir()
 
     def make():
         return DDPGStrategy(problems["sim-latency-energy"], StrategyOptions(
-            trials=10, seed=0, state_dir=state, extra={"rl_mode": "joint", "agent_kwargs": {"warmup_episodes": 2}}))
+            trials=trials, seed=0, state_dir=state, extra={"rl_mode": "joint", "agent_kwargs": {"warmup_episodes": 2}}))
+    return make
+
+
+def test_checkpoint_and_resume_continue_the_episode_count(problems, tmp_path):
+    make = _checkpointed_ddpg(problems, tmp_path, trials=10)
 
     first = make()
     _drive(first, _proxy_accuracy, batch=2, max_batches=3)          # a job stopped after 6
@@ -223,18 +229,12 @@ def test_a_batch_cut_by_a_crash_is_rolled_out_again_identically(problems, tmp_pa
     The resumed agent re-rolls exactly those episodes (restored actor, noise state and episode
     count), so the runner answers them from its evaluation log instead of scoring them again
     and the agent still learns from them."""
-    state = tmp_path / "state"
-    state.mkdir()
-
-    def make():
-        return DDPGStrategy(problems["sim-latency-energy"], StrategyOptions(
-            trials=12, seed=0, state_dir=state, extra={"rl_mode": "joint", "agent_kwargs": {"warmup_episodes": 2}}))
+    make = _checkpointed_ddpg(problems, tmp_path, trials=12)
 
     first = make()
     _drive(first, _proxy_accuracy, batch=3, max_batches=2)            # checkpointed after 6
     cut = first.ask(3)                                                # then killed mid-batch
-    p = first.problem
-    c = p.costs(cut[0].policy)
+    c = first.problem.costs(cut[0].policy)
     first.tell(cut[0], Evaluation(cut[0].policy, _proxy_accuracy(cut[0].policy), c["latency_ms"],
                                   c["energy_mj"], c["size_mb"], int(c["macs"]), True))
     resumed = make()

@@ -30,7 +30,8 @@ def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def finalize(problem: CompressionProblem, rows: list[dict[str, Any]], config, multi_objective: bool,
-             out: Path, emit: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+             out: Path, emit: Callable[[dict[str, Any]], None],
+             probe: DeviceProbe | None = None) -> dict[str, Any]:
     from .runner import SearchFailed, pareto_front
 
     best = best_row(rows)
@@ -40,7 +41,7 @@ def finalize(problem: CompressionProblem, rows: list[dict[str, Any]], config, mu
                            f"({len(rows)} evaluations, {failed} failed)")
     emit({"type": "log", "message": f"finalizing the best policy (val accuracy {best['accuracy']:.4f})"})
     loaded = problem.loaded
-    probe = DeviceProbe(problem, config.threads, config.val_limit)
+    probe = probe or DeviceProbe(problem, config.threads, config.val_limit)
     simulated = probe.simulated
     calib = probe.calib
     choice = choose_within_measured_budget(problem, rows, probe.build, probe.measure, probe.score)

@@ -129,6 +129,7 @@ def calibrate_latency(problem: CompressionProblem, build: BuildFn, measure: Meas
     """
     import numpy as np
 
+    from .strategies.random_search import budget_bounded_policy
     from .strategies.uniform import largest_feasible_ratio
 
     limit = problem.limits.get("latency_ms")
@@ -156,14 +157,9 @@ def calibrate_latency(problem: CompressionProblem, build: BuildFn, measure: Meas
         corrections[key] = 1.0
         ratios = []
         for _ in range(mixed_probes):
-            raw = {g: float(rng.uniform(problem.min_keep_ratio, 1.0)) for g in problem.groups}
-
-            def make(scale: float, raw=raw, b=bits) -> Policy:
-                return problem.policy_from({g: max(problem.min_keep_ratio, r * scale) for g, r in raw.items()},
-                                           {layer.name: (b, b) for layer in problem.info.layers})
-            scale = largest_feasible_ratio(problem, make, lo=0.0)
-            if scale is not None:
-                ratios.append(probe(make(scale), key))
+            drawn = budget_bounded_policy(problem, rng, {layer.name: (bits, bits) for layer in problem.info.layers})
+            if drawn is not None:
+                ratios.append(probe(drawn[0], key))
         corrections[key] = max(ratios) if ratios else corrections[problem.correction_key(bits, True)]
     smallest = problem.smallest_costs()["latency_ms"]
     if smallest > limit * (1 + tolerance):

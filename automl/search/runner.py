@@ -150,9 +150,10 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
                             else config.budgets, config.hardware, config.table, threads=config.threads,
                             quick_table=config.quick_table, quantize=config.quantize,
                             measured_reference_ms=reference_ms)
+    # one probe for the job: its calibration batches and exported reference serve both checks
+    probe = DeviceProbe(problem, config.threads, config.val_limit)
     calibration: list[dict[str, Any]] = []
     if config.calibrate_latency and problem.profile.kind != "simulated":  # a simulator needs none
-        probe = DeviceProbe(problem, config.threads, config.val_limit)
         calibration = calibrate_latency(problem, probe.build, probe.measure, seed=config.seed)
         if calibration:
             emit({"type": "log", "message": "latency table corrected to this device near the budget: "
@@ -182,7 +183,7 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
             evaluator.close()
     rows = rec.rows
 
-    result = finalize(problem, rows, config, strategy_cls.multi_objective, out, emit)
+    result = finalize(problem, rows, config, strategy_cls.multi_objective, out, emit, probe)
     result["latency_calibration"] = calibration
     result["wall_s"] = time.perf_counter() - t0
     (out / "result.json").write_text(json.dumps(result, indent=2))

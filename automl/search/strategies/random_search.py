@@ -9,9 +9,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...core import Evaluation
+from ...core import Evaluation, Policy
 from ..base import Strategy, Trial
 from .uniform import largest_feasible_ratio
+
+
+def budget_bounded_policy(problem, rng: np.random.Generator,
+                          bits: dict[str, tuple[int, int]]) -> tuple[Policy, float] | None:
+    """A random keep ratio per coupled group, scaled down together (bisection on a common
+    scale) until every budget holds; the policy and its scale, or None when even the smallest
+    scale is over budget."""
+    raw = {g: float(rng.uniform(problem.min_keep_ratio, 1.0)) for g in problem.groups}
+
+    def make(scale: float) -> Policy:
+        return problem.policy_from({g: max(problem.min_keep_ratio, r * scale) for g, r in raw.items()}, bits)
+
+    scale = largest_feasible_ratio(problem, make, lo=0.0)
+    return None if scale is None else (make(scale), scale)
 
 
 class RandomStrategy(Strategy):
@@ -25,15 +39,10 @@ class RandomStrategy(Strategy):
     def sample(self) -> Trial | None:
         p = self.problem
         for _ in range(20):
-            raw = {g: float(self.rng.uniform(p.min_keep_ratio, 1.0)) for g in p.groups}
             bits = p.bits_for(lambda _name: int(self.rng.choice(p.bits_choices)))
-
-            def make(scale: float, raw=raw, bits=bits):
-                return p.policy_from({g: max(p.min_keep_ratio, r * scale) for g, r in raw.items()}, bits)
-
-            scale = largest_feasible_ratio(p, make, lo=0.0)
-            if scale is not None:
-                return self._trial(make(scale), {"scale": scale})
+            drawn = budget_bounded_policy(p, self.rng, bits)
+            if drawn is not None:
+                return self._trial(drawn[0], {"scale": drawn[1]})
         return None
 
     def ask(self, n: int) -> list[Trial]:
