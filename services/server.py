@@ -72,9 +72,14 @@ class Service:
         self.metrics = ServiceMetrics()
         self.store = JobStore(data_dir / "jobs.sqlite")
         if work is None:
-            from .work import is_search_cancellation, make_search_work
+            from .work import ensure_ray, is_search_cancellation, make_search_work
             from .ray_local import reap
             reap(data_dir)
+            # Ray first, before any gRPC thread exists: ray.init forks GCS and the raylet, and a
+            # fork while gRPC's threads run skips gRPC's fork handlers and can crash the child
+            # (the first job used to fail with "Timed out waiting for file .../gcs_server_port").
+            # It also means health reports SERVING only once the runtime jobs need is up.
+            ensure_ray(config.ray_address, str(data_dir))
             work = make_search_work(config.ray_address, config.quick_tables, str(data_dir))
             is_cancel = is_search_cancellation
         else:

@@ -9,22 +9,30 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any, Callable
 
 from automl.search.runner import init_ray
 
 log = logging.getLogger(__name__)
 _ray_lock = threading.Lock()
-RAY_INIT_ATTEMPTS = 2
+RAY_INIT_ATTEMPTS = 4
+RAY_INIT_BACKOFF_S = 2.0
 
 
-def _ensure_ray(address: str | None, data_dir: str | None = None) -> None:
-    """Start/connect Ray once per process. ``ray.init`` is not safe to race from two worker
-    threads, so the first job to get here does it while the others wait."""
+def ensure_ray(address: str | None, data_dir: str | None = None,
+               attempts: int = RAY_INIT_ATTEMPTS, backoff_s: float = RAY_INIT_BACKOFF_S) -> None:
+    """Start or connect Ray once per process, retrying with exponential backoff.
+
+    The server calls this at start-up, before its gRPC threads exist (see
+    :class:`services.server.Service`); jobs call it again, which is a no-op while Ray is up and
+    reconnects after a lost cluster. ``ray.init`` is not safe to race from two threads, so the
+    first caller does it while the others wait. A GCS start-up can time out on a loaded machine
+    or a cluster head can be restarting: both are transient, hence the retries."""
     import ray
 
     with _ray_lock:
-        for attempt in range(RAY_INIT_ATTEMPTS):
+        for attempt in range(attempts):
             try:
                 fresh = not ray.is_initialized()
                 init_ray(address)
@@ -32,15 +40,17 @@ def _ensure_ray(address: str | None, data_dir: str | None = None) -> None:
                     from .ray_local import record
                     record(data_dir)
                 return
-            except Exception:  # GCS start-up can time out on a loaded machine: one retry
-                if attempt + 1 == RAY_INIT_ATTEMPTS:
+            except Exception:
+                if attempt + 1 == attempts:
                     raise
-                log.warning("ray.init failed (attempt %d); retrying", attempt + 1, exc_info=True)
+                delay = backoff_s * 2 ** attempt
+                log.warning("ray.init failed (attempt %d of %d); retrying in %.0fs", attempt + 1,
+                            attempts, delay, exc_info=True)
                 try:
-                    import ray
                     ray.shutdown()
                 except Exception:
                     pass
+                time.sleep(delay)
 
 
 def spec_to_config(spec: dict[str, Any], ray_address: str | None = None,
@@ -66,7 +76,7 @@ def make_search_work(ray_address: str | None = None, quick_table: bool = False,
         from automl.search.runner import run_search
 
         config = spec_to_config(spec, ray_address, quick_table)
-        _ensure_ray(ray_address, data_dir)
+        ensure_ray(ray_address, data_dir)
         return run_search(config, on_event=on_event, should_stop=should_stop)
 
     return run_search_job

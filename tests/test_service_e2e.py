@@ -185,3 +185,44 @@ def test_metrics_match_what_happened(server):
     assert metric_sum(m, "grpc_server_started_total", grpc_method="GetJob") >= 3
     assert metric_sum(m, "grpc_server_handling_seconds_count", grpc_method="GetJob") == \
         metric_sum(m, "grpc_server_handled_total", grpc_method="GetJob")
+
+
+def test_serve_as_a_user_starts_it_completes_a_job(tmp_path):
+    """`hwcompress serve --port P --metrics-port M --data-dir D` from the installed console script,
+    default host and gRPC logging (nothing of ServerProcess' test settings), then the first job
+    submitted to it. It used to end FAILED: the job's worker thread forked Ray's GCS after gRPC's
+    threads existed ("skipping fork() handlers"), and the child crashed."""
+    import shutil
+    from services.testing import free_port
+
+    exe = shutil.which("hwcompress", path=str(Path(sys.executable).parent)) or shutil.which("hwcompress")
+    assert exe, "the hwcompress console script is not installed"
+    port, metrics_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GRPC_")}
+    log_path = tmp_path / "serve.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen([exe, "serve", "--port", str(port), "--metrics-port", str(metrics_port),
+                                 "--data-dir", str(tmp_path / "data")], cwd=tmp_path, env=env,
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120  # a user waits for the "listening" line
+        while "listening on port" not in log_path.read_text(errors="replace"):
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()[-4000:]
+            time.sleep(0.5)
+        sub = subprocess.run([exe, "submit", "--server", f"localhost:{port}", "--model", MODEL,
+                              "--data", DATA, "--budget", BUDGET, "--strategy", "uniform",
+                              "--trials", "3", "--watch"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300)
+        served = log_path.read_text(errors="replace")
+        assert sub.returncode == 0, sub.stderr[-3000:] + served[-4000:]
+        assert "SUCCEEDED" in sub.stderr
+        assert "skipping fork() handlers" not in served, served[-4000:]
+        assert "Segmentation fault" not in served
+    finally:
+        proc.send_signal(15)
+        try:
+            proc.wait(90)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(30)
+    assert proc.returncode == 0, log_path.read_text(errors="replace")[-4000:]
