@@ -7,7 +7,10 @@ are ids the operator registered (``--latency-table ID=PATH``).
 
 Validation turns a proto ``JobSpec`` into the plain, normalised spec dict the job manager stores
 and the search work function reads, or raises :class:`SpecError` naming the field, which the
-servicer maps to INVALID_ARGUMENT (or NOT_FOUND for an unknown upload).
+servicer maps to INVALID_ARGUMENT (or NOT_FOUND for an unknown upload). :meth:`Catalog.validate`
+is cheap (names, numbers, lengths, enums: microseconds, no data loaded) because it runs on the
+RPC thread; :meth:`Catalog.check_reachable` needs the model traced at the dataset's input shape,
+so the job runs it when it starts (see :func:`services.work.validated`), never the RPC thread.
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ from typing import Any, Callable
 from automl.core import BUDGET_METRICS, BudgetError, BudgetTerm, ModelInfo, Policy, policy_macs_and_size
 from automl.data import DataError, load_dataset, parse_spec
 from automl.models import build_model, is_known_model, zoo_names
+from automl.train import DEFAULT_FINETUNE_EPOCHS
 from latency_models.profile import DEFAULT_PROFILE, PROFILES, HardwareProfile
+
+from .errors import short
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +36,12 @@ log = logging.getLogger(__name__)
 ABSURD_ABSOLUTE = {"latency_ms": 1e6, "energy_mj": 1e6, "size_mb": 1e5, "macs": 1e15}
 MIN_RELATIVE = 1e-3
 FALLBACK_STRATEGIES = ("uniform", "random", "netadapt", "optuna-tpe", "optuna-nsga2")
-RL_MODES = ("prune", "quant", "both")
+RL_MODES = {0: "prune", 1: "prune", 2: "quantize", 3: "joint"}
+"""``hwcompress.v1.RlMode`` -> the agents' mode names (agents/env.py MODES); 0 is UNSPECIFIED."""
 IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+MAX_NAME_CHARS = 128
+MAX_INPUT_SIDE = 128
+"""Largest ``digits@SIZE`` a job may ask for: at 256 one load of the data is ~0.5 GB."""
 
 
 class SpecError(ValueError):
@@ -40,7 +50,20 @@ class SpecError(ValueError):
     def __init__(self, field_name: str, reason: str, not_found: bool = False) -> None:
         super().__init__(f"{field_name}: {reason}")
         self.field = field_name
+        self.reason = reason
         self.not_found = not_found
+
+
+def check_length(value: str, field_name: str, limit: int = MAX_NAME_CHARS) -> None:
+    """Refuse an over-long string before anything else looks at it."""
+    if len(value) > limit:
+        raise SpecError(field_name, f"{len(value)} characters; at most {limit}")
+
+
+def _parse_term(text: str) -> BudgetTerm:
+    """A stored budget (``size_mb=0.5x``) back to its term."""
+    metric, _, raw = text.partition("=")
+    return BudgetTerm(metric, float(raw.rstrip("x")), raw.endswith("x"))
 
 
 def strategy_names() -> list[str]:
@@ -89,8 +112,9 @@ class Catalog:
         """A registered name (optionally ``@SIZE``) -> the spec ``automl.data`` loads."""
         if not name:
             return "digits"
+        check_length(name, field_name)
         if any(c in name for c in "/\\:") or name.startswith("."):
-            raise SpecError(field_name, f"{name!r} looks like a path or module; give a dataset "
+            raise SpecError(field_name, f"{short(name)} looks like a path or module; give a dataset "
                                         f"name registered on the server ({self.dataset_names()})")
         base, _, size = name.partition("@")
         if base == "digits":
@@ -98,24 +122,29 @@ class Catalog:
         elif base in self.datasets:
             spec = self.datasets[base]
         else:
-            raise SpecError(field_name, f"unknown dataset {base!r} (registered: {self.dataset_names()})")
+            raise SpecError(field_name, f"unknown dataset {short(base)} (registered: {self.dataset_names()})")
         if size:
             spec = f"{spec.split('@')[0]}@{size}"
         try:
-            parse_spec(spec)
+            _, _, side = parse_spec(spec)
         except DataError as exc:
-            raise SpecError(field_name, str(exc)) from None
+            raise SpecError(field_name, f"size {short(size)}: {str(exc).rpartition(': ')[2]}") from None
+        if side is not None and side > MAX_INPUT_SIDE:
+            raise SpecError(field_name, f"size {side} is over this server's limit of {MAX_INPUT_SIDE}")
         return spec
 
     # -- the JobSpec -----------------------------------------------------------------------
     def validate(self, spec: Any) -> dict[str, Any]:
         """Proto JobSpec -> normalised spec dict. Raises :class:`SpecError`."""
         out: dict[str, Any] = {}
+        for name in ("model", "uploaded_model_id", "dataset", "hardware_profile", "latency_table",
+                     "strategy", "idempotency_key"):
+            check_length(getattr(spec, name), name)
         source = spec.WhichOneof("model_source")
         if source == "uploaded_model_id":
             upload = self.lookup_upload(spec.uploaded_model_id)
             if upload is None:
-                raise SpecError("uploaded_model_id", f"no uploaded model {spec.uploaded_model_id!r}",
+                raise SpecError("uploaded_model_id", f"no uploaded model {short(spec.uploaded_model_id)}",
                                 not_found=True)
             out["model"] = upload["architecture"]
             out["weights"] = upload["path"]
@@ -126,7 +155,7 @@ class Catalog:
                 raise SpecError("model", "required: a model name or uploaded_model_id "
                                          f"(models: {self.models()})")
             if not is_known_model(spec.model):
-                raise SpecError("model", f"unknown model {spec.model!r} (known: {self.models()})")
+                raise SpecError("model", f"unknown model {short(spec.model)} (known: {self.models()})")
             out["model"] = spec.model
             out["weights"] = None
             dataset_name = spec.dataset
@@ -135,11 +164,11 @@ class Catalog:
 
         profile = spec.hardware_profile or DEFAULT_PROFILE
         if profile not in PROFILES:
-            raise SpecError("hardware_profile", f"unknown profile {profile!r} (known: {sorted(PROFILES)})")
+            raise SpecError("hardware_profile", f"unknown profile {short(profile)} (known: {sorted(PROFILES)})")
         out["hardware"] = profile
         if spec.latency_table:
             if spec.latency_table not in self.tables:
-                raise SpecError("latency_table", f"unknown table id {spec.latency_table!r} "
+                raise SpecError("latency_table", f"unknown table id {short(spec.latency_table)} "
                                                  f"(registered: {sorted(self.tables)})")
             table_profile = self.table_profiles.get(spec.latency_table)
             if table_profile and table_profile != profile:
@@ -153,7 +182,7 @@ class Catalog:
         strategy = spec.strategy or "uniform"
         names = strategy_names()
         if strategy not in names:
-            raise SpecError("strategy", f"unknown strategy {strategy!r} (known: {names})")
+            raise SpecError("strategy", f"unknown strategy {short(strategy)} (known: {names})")
         out["strategy"] = strategy
         trials = spec.trials if spec.trials else None
         if trials is None:
@@ -164,7 +193,7 @@ class Catalog:
         out["seed"] = int(spec.seed)
         if spec.seed < 0 or spec.seed >= 2**32:
             raise SpecError("seed", f"{spec.seed} is outside 0..2^32-1")
-        ft = spec.finetune_epochs if spec.HasField("finetune_epochs") else 1.0
+        ft = spec.finetune_epochs if spec.HasField("finetune_epochs") else DEFAULT_FINETUNE_EPOCHS
         if not math.isfinite(ft) or ft < 0 or ft > self.max_finetune_epochs:
             raise SpecError("finetune_epochs", f"{ft!r} is outside 0..{self.max_finetune_epochs:g}")
         out["finetune_epochs"] = float(ft)
@@ -172,24 +201,28 @@ class Catalog:
         if epochs < 1 or epochs > self.max_baseline_epochs:
             raise SpecError("baseline_epochs", f"{epochs} is outside 1..{self.max_baseline_epochs}")
         out["epochs"] = int(epochs)
-        rl_mode = spec.rl_mode or "prune"
-        if rl_mode not in RL_MODES:
-            raise SpecError("rl_mode", f"{rl_mode!r} is not one of {list(RL_MODES)}")
-        out["rl_mode"] = rl_mode
+        if spec.rl_mode not in RL_MODES:
+            raise SpecError("rl_mode", f"{spec.rl_mode} is not an RlMode (RL_MODE_PRUNE=1, "
+                                       "RL_MODE_QUANTIZE=2, RL_MODE_JOINT=3; 0: prune)")
+        out["rl_mode"] = RL_MODES[spec.rl_mode]
         if spec.idempotency_key and not IDEMPOTENCY_KEY_RE.match(spec.idempotency_key):
             raise SpecError("idempotency_key", "must be 1-128 characters of [A-Za-z0-9._:-]")
-        out["budgets"] = self._budgets(spec, out)
+        out["budgets"] = self._budgets(spec)
         return out
 
-    def _budgets(self, spec: Any, out: dict[str, Any]) -> list[str]:
+    def _budgets(self, spec: Any) -> list[str]:
         if not spec.budgets:
             raise SpecError("budgets", f"at least one budget is required (metrics: {list(BUDGET_METRICS)})")
+        if len(spec.budgets) > len(BUDGET_METRICS):
+            raise SpecError("budgets", f"{len(spec.budgets)} budgets; at most one per metric "
+                                       f"({len(BUDGET_METRICS)})")
         terms: list[BudgetTerm] = []
         seen: set[str] = set()
         for i, b in enumerate(spec.budgets):
             where = f"budgets[{i}]"
-            if b.metric == 0 or b.metric > len(BUDGET_METRICS):
-                raise SpecError(f"{where}.metric", f"must be one of {list(BUDGET_METRICS)}")
+            if not 1 <= b.metric <= len(BUDGET_METRICS):  # 0 is UNSPECIFIED; negatives index from the end
+                raise SpecError(f"{where}.metric", f"{b.metric} is not a BudgetMetric; must be one of "
+                                                   f"{list(BUDGET_METRICS)} (1..{len(BUDGET_METRICS)})")
             metric = BUDGET_METRICS[b.metric - 1]
             if metric in seen:
                 raise SpecError(f"{where}.metric", f"{metric} is given more than once")
@@ -205,13 +238,14 @@ class Catalog:
                 raise SpecError(f"{where}.value", f"{metric}={term.value:g} is absurd "
                                                   f"(above {ABSURD_ABSOLUTE[metric]:g})")
             terms.append(term)
-        self._check_reachable(terms, out)
         return [f"{t.metric}={t.value!r}{'x' if t.relative else ''}" for t in terms]
 
-    def _check_reachable(self, terms: list[BudgetTerm], out: dict[str, Any]) -> None:
+    def check_reachable(self, out: dict[str, Any]) -> None:
         """Size and MACs are computed from channel counts alone, so a budget no policy can meet
-        is refused here; latency/energy need the latency table, which the job checks first thing
-        (it then FAILS at once with the same kind of message)."""
+        is refused before the search starts; latency/energy need the latency table, which the
+        search checks first thing. Traces the model at the dataset's shape, so the job runs it
+        (bounded by the job concurrency), not the RPC thread."""
+        terms = [_parse_term(text) for text in out["budgets"]]
         static = [(i, t) for i, t in enumerate(terms) if t.metric in ("size_mb", "macs")]
         if not static:
             return

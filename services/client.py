@@ -61,11 +61,12 @@ class Client:
 
     # -- unary -----------------------------------------------------------------------------
     def submit(self, spec: pb.JobSpec) -> pb.Job:
-        return self.stub.SubmitJob(spec, metadata=self.metadata, timeout=self.timeout)
+        return self.stub.SubmitJob(pb.SubmitJobRequest(spec=spec), metadata=self.metadata,
+                                   timeout=self.timeout).job
 
     def get(self, job_id: str) -> pb.Job:
         return self.stub.GetJob(pb.GetJobRequest(job_id=job_id), metadata=self.metadata,
-                                timeout=self.timeout)
+                                timeout=self.timeout).job
 
     def list(self, states: list[int] | None = None, page_size: int = 50,
              page_token: str = "") -> pb.ListJobsResponse:
@@ -75,7 +76,7 @@ class Client:
 
     def cancel(self, job_id: str, reason: str = "") -> pb.Job:
         return self.stub.CancelJob(pb.CancelJobRequest(job_id=job_id, reason=reason),
-                                   metadata=self.metadata, timeout=self.timeout)
+                                   metadata=self.metadata, timeout=self.timeout).job
 
     def profiles(self) -> pb.ListHardwareProfilesResponse:
         return self.stub.ListHardwareProfiles(pb.ListHardwareProfilesRequest(),
@@ -83,7 +84,7 @@ class Client:
 
     def info(self) -> pb.ServerInfo:
         return self.stub.GetServerInfo(pb.GetServerInfoRequest(), metadata=self.metadata,
-                                       timeout=self.timeout)
+                                       timeout=self.timeout).info
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         grpc.channel_ready_future(self.channel).result(timeout=timeout)
@@ -97,8 +98,9 @@ class Client:
         failing_since: float | None = None
         while True:
             try:
-                for event in self.stub.WatchJob(pb.WatchJobRequest(job_id=job_id, after_seq=seq),
-                                                metadata=self.metadata):
+                for resp in self.stub.WatchJob(pb.WatchJobRequest(job_id=job_id, after_seq=seq),
+                                               metadata=self.metadata):
+                    event = resp.event
                     failing_since = None
                     seq = event.seq
                     yield event
@@ -160,4 +162,5 @@ class Client:
                 for block in iter(lambda: f.read(UPLOAD_CHUNK_BYTES), b""):
                     yield pb.UploadModelRequest(chunk=block)
 
-        return self.stub.UploadModel(requests(), metadata=self.metadata, timeout=max(self.timeout, 300))
+        return self.stub.UploadModel(requests(), metadata=self.metadata,
+                                     timeout=max(self.timeout, 300)).model

@@ -12,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from automl.core import BUDGET_METRICS
 
+from .errors import sanitize
 from .proto.hwcompress.v1 import service_pb2 as pb
 
 STATE_TO_PB = {"QUEUED": pb.JOB_STATE_QUEUED, "RUNNING": pb.JOB_STATE_RUNNING,
@@ -19,6 +20,8 @@ STATE_TO_PB = {"QUEUED": pb.JOB_STATE_QUEUED, "RUNNING": pb.JOB_STATE_RUNNING,
                "CANCELLED": pb.JOB_STATE_CANCELLED}
 PB_TO_STATE = {v: k for k, v in STATE_TO_PB.items()}
 METRIC_TO_PB = {m: i + 1 for i, m in enumerate(BUDGET_METRICS)}
+RL_MODE_TO_PB = {"prune": pb.RL_MODE_PRUNE, "quantize": pb.RL_MODE_QUANTIZE, "joint": pb.RL_MODE_JOINT,
+                 "quant": pb.RL_MODE_QUANTIZE, "both": pb.RL_MODE_JOINT}  # the last two: old stored jobs
 FORMAT_TO_PB = {"safetensors": pb.WEIGHTS_FORMAT_SAFETENSORS,
                 "torch_state_dict": pb.WEIGHTS_FORMAT_TORCH_STATE_DICT}
 
@@ -43,7 +46,7 @@ def spec_to_pb(spec: dict[str, Any], idempotency_key: str | None) -> pb.JobSpec:
                      latency_table=spec.get("latency_table") or "", strategy=spec["strategy"],
                      trials=int(spec["trials"]), seed=int(spec["seed"]),
                      finetune_epochs=float(spec["finetune_epochs"]),
-                     idempotency_key=idempotency_key or "", rl_mode=spec.get("rl_mode", ""),
+                     idempotency_key=idempotency_key or "", rl_mode=RL_MODE_TO_PB.get(spec.get("rl_mode", ""), 0),
                      baseline_epochs=int(spec.get("epochs", 10)),
                      budgets=[parse_budget_text(b) for b in spec["budgets"]])
     if spec.get("uploaded_model_id"):
@@ -61,7 +64,7 @@ def job_to_pb(job: dict[str, Any], queue_position: int = 0) -> pb.Job:
     if job["best_latency_ms"] is not None:
         progress.best_latency_ms = job["best_latency_ms"]
     msg = pb.Job(id=job["id"], spec=spec_to_pb(job["spec"], job["idempotency_key"]),
-                 state=STATE_TO_PB[job["state"]], reason=job["reason"] or "",
+                 state=STATE_TO_PB[job["state"]], reason=sanitize(job["reason"] or ""),
                  created_at=timestamp(job["created_at"]), progress=progress,
                  attempts=int(job["attempts"]), queue_position=queue_position)
     if job["started_at"] is not None:
@@ -108,7 +111,7 @@ def event_to_pb(job_id: str, event: dict[str, Any], out_dir: Path | None = None)
     kind, payload = event["type"], event["payload"]
     if kind == "state":
         msg.state_change.state = STATE_TO_PB[payload["state"]]
-        msg.state_change.reason = payload.get("reason", "")
+        msg.state_change.reason = sanitize(payload.get("reason", ""))
     elif kind == "trial":
         t = msg.trial
         t.index = int(payload.get("index", 0))
@@ -118,7 +121,7 @@ def event_to_pb(job_id: str, event: dict[str, Any], out_dir: Path | None = None)
         if _finite(payload.get("latency_ms")):
             t.latency_ms = float(payload["latency_ms"])
         t.feasible = bool(payload.get("feasible"))
-        t.error = str(payload.get("error") or "")
+        t.error = sanitize(str(payload.get("error") or ""))
         if _finite(payload.get("best_accuracy")):
             t.best_accuracy = float(payload["best_accuracy"])
         t.strategy = str(payload.get("strategy", ""))

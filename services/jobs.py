@@ -9,6 +9,13 @@ told about it. On start, jobs the previous process left RUNNING (it was killed) 
 front of the queue and run again with the same ``out_dir``, where the search finds its Optuna
 storage / checkpoints and resumes. A clean shutdown asks running jobs to stop at their next trial
 boundary and leaves them QUEUED the same way, so SIGTERM never turns a job into a failure.
+A resumed search replays the trials it answers from its evaluation log; those events are stored
+once (by trial index), so watchers, progress and the trial counter never count a trial twice.
+A failure the work function calls transient (a lost Ray connection) puts the job back at the
+front of the queue after a backoff instead of failing it, a few times.
+
+Taking a job off the queue and marking it RUNNING happen under one lock, so a QUEUED job always
+has a queue position (1..n, each once) and a RUNNING one none.
 """
 
 from __future__ import annotations
@@ -47,6 +54,10 @@ class ShuttingDown(Exception):
     """The manager no longer accepts jobs (UNAVAILABLE)."""
 
 
+TRANSIENT_RETRIES = 3
+TRANSIENT_BACKOFF_S = 2.0
+
+
 @dataclass
 class _Running:
     """A running job's in-memory handle: how to stop it and what its metrics carry."""
@@ -62,7 +73,9 @@ class JobManager:
 
     def __init__(self, store: JobStore, work: WorkFn, artifacts_root: str | Path,
                  metrics: ServiceMetrics | None = None, concurrency: int = 1,
-                 max_queued: int = 1000, is_cancellation: Callable[[BaseException], bool] | None = None) -> None:
+                 max_queued: int = 1000, is_cancellation: Callable[[BaseException], bool] | None = None,
+                 is_transient: Callable[[BaseException], bool] | None = None,
+                 transient_backoff_s: float = TRANSIENT_BACKOFF_S) -> None:
         if concurrency < 1:
             raise ValueError(f"concurrency must be ≥ 1, got {concurrency}")
         self.store = store
@@ -72,6 +85,10 @@ class JobManager:
         self.concurrency = concurrency
         self.max_queued = max_queued
         self._is_cancellation = is_cancellation or (lambda exc: False)
+        self._is_transient = is_transient or (lambda exc: False)
+        self.transient_backoff_s = transient_backoff_s
+        self._retries: dict[str, int] = {}       # job id -> transient failures so far
+        self._not_before: dict[str, float] = {}  # job id -> monotonic time it may run again
         self._queue: collections.deque[str] = collections.deque()
         self._cv = threading.Condition()          # guards _queue, _running, _stopping
         self._events_cv = threading.Condition()   # notified on every new event (watchers)
@@ -162,6 +179,20 @@ class JobManager:
             except ValueError:
                 return 0
 
+    def queue_positions(self) -> dict[str, int]:
+        """Every queued job's 1-based position, from one snapshot (so no two share one)."""
+        with self._cv:
+            return {job_id: i + 1 for i, job_id in enumerate(self._queue)}
+
+    def with_position(self, job_id: str, job: dict[str, Any]) -> tuple[dict[str, Any], int]:
+        """The job as stored now and its queue position, read together under the queue lock."""
+        with self._cv:
+            fresh = self.store.get_job(job_id) or job
+            try:
+                return fresh, self._queue.index(job_id) + 1
+            except ValueError:
+                return fresh, 0
+
     def wait_for_events(self, timeout: float) -> None:
         """Block until some job gets a new event (or ``timeout``): watchers poll the store after."""
         with self._events_cv:
@@ -176,56 +207,63 @@ class JobManager:
         with self._events_cv:
             self._events_cv.notify_all()
 
-    def _next(self) -> str | None:
+    def _next(self) -> tuple[dict[str, Any], _Running] | None:
+        """Take the first runnable job and mark it RUNNING, both under the queue lock."""
         with self._cv:
-            while not self._queue and not self._stopping:
-                self._cv.wait(1.0)
-            if self._stopping:
-                return None
-            return self._queue.popleft()
+            while not self._stopping:
+                now = time.monotonic()
+                ready = [j for j in self._queue if self._not_before.get(j, 0.0) <= now]
+                if not ready:
+                    self._cv.wait(0.2 if self._queue else 1.0)
+                    continue
+                job_id = ready[0]
+                self._queue.remove(job_id)
+                self._not_before.pop(job_id, None)
+                job = self.store.get_job(job_id)
+                if job is None or job["state"] != QUEUED:
+                    continue  # cancelled or finished meanwhile
+                spec = job["spec"]
+                run = _Running(job_id, (job_id, str(spec.get("model", "")), str(spec.get("strategy", ""))))
+                self._running[job_id] = run
+                started = time.time()
+                self.store.transition(job_id, RUNNING, "started" if job["attempts"] == 0 else
+                                      f"resumed (attempt {job['attempts'] + 1})",
+                                      started_at=job["started_at"] or started,
+                                      attempts=job["attempts"] + 1)
+                self.metrics.queue_wait.observe(max(0.0, started - job["queued_at"]))
+                return job, run
+            return None
 
     def _worker(self) -> None:
         while True:
-            job_id = self._next()
-            if job_id is None:
+            taken = self._next()
+            if taken is None:
                 return
+            job, run = taken
             try:
-                self._run(job_id)
+                self._run(job, run)
             except Exception:  # a bug here must not kill the worker: record it on the job
-                log.exception("job %s: manager error", job_id)
-                job = self.store.get_job(job_id)
-                if job is not None and job["state"] not in FINAL_STATES:
-                    self._finish(job, FAILED, "internal error in the job manager (see server log)")
+                log.exception("job %s: manager error", job["id"])
+                stored = self.store.get_job(job["id"])
+                if stored is not None and stored["state"] not in FINAL_STATES:
+                    self._finish(stored, FAILED, "internal error in the job manager (see server log)")
                 self._notify_events()
 
-    def _run(self, job_id: str) -> None:
-        job = self.store.get_job(job_id)
-        if job is None or job["state"] != QUEUED:
-            return
-        spec = job["spec"]
-        labels = (job_id, str(spec.get("model", "")), str(spec.get("strategy", "")))
-        run = _Running(job_id, labels)
-        now = time.time()
-        with self._cv:
-            if self._stopping:
-                return
-            self._running[job_id] = run
-        self.metrics.queue_wait.observe(max(0.0, now - job["queued_at"]))
-        self.store.transition(job_id, RUNNING, "started" if job["attempts"] == 0 else
-                              f"resumed (attempt {job['attempts'] + 1})",
-                              started_at=job["started_at"] or now, attempts=job["attempts"] + 1)
+    def _run(self, job: dict[str, Any], run: _Running) -> None:
+        job_id, spec, labels = job["id"], job["spec"], run.labels
         self._notify_events()
         self._start_running_metrics(run, spec)
         out_dir = self.artifacts_root / job_id
         out_dir.mkdir(parents=True, exist_ok=True)
         try:
-            result = self.work({**spec, "out_dir": str(out_dir)}, self._on_event(run, spec),
+            result = self.work({**spec, "out_dir": str(out_dir)}, self._on_event(run, job),
                                run.stop.is_set)
         except BaseException as exc:  # noqa: BLE001 - every outcome must be recorded
             self._after_failure(run, job, exc)
             if not isinstance(exc, Exception):
                 raise
         else:
+            self._retries.pop(job_id, None)
             artifacts = self._collect_artifacts(out_dir)
             self.store.set_artifacts(job_id, artifacts)
             summary = {"result": result, "artifacts": artifacts}
@@ -247,10 +285,29 @@ class JobManager:
                                   "resumes from its last checkpoint on the next start")
         elif self._is_cancellation(exc):
             self._finish(job, CANCELLED, f"stopped: {exc}")
+        elif self._is_transient(exc) and self._retries.get(job["id"], 0) < TRANSIENT_RETRIES:
+            self._requeue(job, exc)
         else:
+            self._retries.pop(job["id"], None)
             log.warning("job %s failed: %s: %s", job["id"], type(exc).__name__, exc,
                         exc_info=not isinstance(exc, ValueError))
-            self._finish(job, FAILED, f"{type(exc).__name__}: {exc}")
+            field_name = getattr(exc, "field", None)  # a spec check run by the job names its field
+            self._finish(job, FAILED, f"spec.{exc}" if isinstance(field_name, str) and field_name
+                         else f"{type(exc).__name__}: {exc}")
+
+    def _requeue(self, job: dict[str, Any], exc: BaseException) -> None:
+        """Back to the front of the queue, runnable after an exponential backoff."""
+        n = self._retries.get(job["id"], 0) + 1
+        self._retries[job["id"]] = n
+        delay = self.transient_backoff_s * 2 ** (n - 1)
+        log.warning("job %s: transient failure (%s: %s); requeued, retry %d of %d in %.0fs",
+                    job["id"], type(exc).__name__, exc, n, TRANSIENT_RETRIES, delay)
+        with self._cv:
+            self.store.transition(job["id"], QUEUED, f"lost the runtime ({type(exc).__name__}); "
+                                  f"requeued, retry {n} of {TRANSIENT_RETRIES} in {delay:.0f}s")
+            self._not_before[job["id"]] = time.monotonic() + delay
+            self._queue.appendleft(job["id"])
+            self._cv.notify()
 
     def _finish(self, job: dict[str, Any], state: str, reason: str,
                 result: dict[str, Any] | None = None,
@@ -280,12 +337,16 @@ class JobManager:
             except ValueError:
                 pass
 
-    def _on_event(self, run: _Running, spec: dict[str, Any]) -> OnEvent:
-        """Translate the work function's events into stored events, job progress and metrics."""
-        m, labels = self.metrics, run.labels
+    def _on_event(self, run: _Running, job: dict[str, Any]) -> OnEvent:
+        """Translate the work function's events into stored events, job progress and metrics.
+        Progress starts from what earlier attempts stored; a trial index already stored (a
+        resumed search replaying its log) is not stored, counted or sent again."""
+        m, labels, spec = self.metrics, run.labels, job["spec"]
         strategy = str(spec.get("strategy", ""))
         profile = str(spec.get("hardware") or "default")
-        state = {"done": 0, "best": None, "best_latency": None}
+        seen = self.store.trial_indexes(run.job_id)
+        state = {"done": len(seen), "best": job.get("best_accuracy"),
+                 "best_latency": job.get("best_latency_ms")}
 
         def on_event(event: dict[str, Any]) -> None:
             try:
@@ -296,12 +357,16 @@ class JobManager:
         def _handle(event: dict[str, Any]) -> None:
             kind = event.get("type", "log")
             now = time.time()
+            if kind == "trial" and _int(event.get("index")) in seen:
+                return  # replayed from the evaluation log after a restart: the watcher had it
             if kind == "trial":
+                if _int(event.get("index")) is not None:
+                    seen.add(_int(event["index"]))  # type: ignore[arg-type]
                 state["done"] += 1
                 acc, feasible = _num(event.get("accuracy")), bool(event.get("feasible"))
                 outcome = "error" if event.get("error") else ("feasible" if feasible else "infeasible")
                 m.trials.labels(event.get("strategy") or strategy, outcome).inc()
-                wall = _num(event.get("eval_s", event.get("wall_s")))
+                wall = _num(event.get("wall_s"))
                 if wall is not None:
                     m.evaluation_duration.labels(event.get("strategy") or strategy).observe(wall)
                 if _num(event.get("latency_ms")) is not None:
@@ -323,11 +388,10 @@ class JobManager:
             else:
                 if kind == "started":
                     m.running_last_progress.labels(*labels).set(now)
-                    for metric, value in (event.get("limits") or event.get("budgets_abs") or {}).items():
+                    for metric, value in (event.get("limits") or {}).items():
                         if _num(value) is not None:
                             m.set_budget(labels, metric, float(value), relative=False)
-                    if event.get("trials_done"):  # a resumed search says how far it already got
-                        state["done"] = int(event["trials_done"])
+                    m.running_trials_done.labels(*labels).set(state["done"])
                 self.store.append_event(run.job_id, str(kind), event)
             self._notify_events()
 
@@ -345,6 +409,10 @@ class JobManager:
                 artifacts.append({"name": path.name, "size_bytes": path.stat().st_size,
                                   "sha256": digest.hexdigest(), "content_type": ctype})
         return artifacts
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _num(value: Any) -> float | None:

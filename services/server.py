@@ -10,9 +10,11 @@ disconnected. Nothing is marked failed because the server went away.
 from __future__ import annotations
 
 import faulthandler
+import ipaddress
 import logging
 import os
 import signal
+import sys
 import threading
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -26,6 +28,7 @@ from grpc_reflection.v1alpha import reflection
 from .catalog import Catalog
 from .interceptors import BearerTokenInterceptor, MetricsInterceptor
 from .jobs import JobManager, WorkFn
+from .streams import MIN_UNARY_THREADS, StreamLimiter, StreamLimitInterceptor
 from .metrics import ServiceMetrics
 from .proto.hwcompress.v1 import service_pb2 as pb
 from .proto.hwcompress.v1 import service_pb2_grpc as pb_grpc
@@ -43,9 +46,10 @@ class ServerConfig:
 
     data_dir: str = "hwcompress-data"
     port: int = 50051                 # 0: pick a free port (see Service.port)
-    host: str = "[::]"
+    host: str = "127.0.0.1"           # loopback; another address needs auth or insecure=True
     metrics_port: int | None = 9464   # None: no /metrics endpoint
-    metrics_host: str = "0.0.0.0"
+    metrics_host: str = "127.0.0.1"
+    insecure: bool = False            # allow a non-loopback bind without auth (warns)
     ray_address: str | None = None
     concurrency: int = 1
     max_queued: int = 1000
@@ -55,6 +59,8 @@ class ServerConfig:
     max_upload_bytes: int = 100 * 1024 * 1024
     max_message_bytes: int = 4 * 1024 * 1024
     rpc_threads: int = 64
+    max_streams: int = 48             # open streams server-wide; < rpc_threads - MIN_UNARY_THREADS
+    max_streams_per_client: int = 16
     datasets: dict[str, str] = field(default_factory=dict)
     tables: dict[str, str] = field(default_factory=dict)
     quick_tables: bool = False
@@ -62,15 +68,46 @@ class ServerConfig:
     drain_jobs_s: float = 60.0
 
 
+def is_loopback(host: str) -> bool:
+    if host.strip("[]").lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def check_exposure(config: ServerConfig) -> str | None:
+    """Refuse to serve every interface unauthenticated by accident; returns the warning to
+    print when the operator opted in with ``insecure``. Raises ValueError otherwise."""
+    if is_loopback(config.host) or config.auth_token:
+        return None
+    if not config.insecure:
+        raise ValueError(f"--host {config.host}: a non-loopback address without auth lets anyone who "
+                         "can reach it run jobs; set --auth-token-file (or $HWCOMPRESS_AUTH_TOKEN), "
+                         "or pass --insecure to serve it unauthenticated anyway")
+    return (f"WARNING: serving {config.host}:{config.port} WITHOUT authentication (--insecure): "
+            "anyone who can reach this address can submit jobs and upload files")
+
+
 class Service:
     """A running server. ``work`` overrides the job's work function (tests of queueing only)."""
 
     def __init__(self, config: ServerConfig, work: WorkFn | None = None) -> None:
         self.config = config
+        warning = check_exposure(config)
+        if warning:
+            log.warning("%s", warning)
+            print(warning, file=sys.stderr, flush=True)
+        if not 1 <= config.max_streams <= config.rpc_threads - MIN_UNARY_THREADS:
+            raise ValueError(f"max_streams {config.max_streams}: must be 1..rpc_threads - "
+                             f"{MIN_UNARY_THREADS} ({config.rpc_threads - MIN_UNARY_THREADS}) so "
+                             "streams never take every RPC thread")
         data_dir = Path(config.data_dir)
         data_dir.mkdir(parents=True, exist_ok=True)
         self.metrics = ServiceMetrics()
         self.store = JobStore(data_dir / "jobs.sqlite")
+        from .work import is_transient, validated
         if work is None:
             from .work import ensure_ray, is_search_cancellation, make_search_work
             from .ray_local import reap
@@ -84,14 +121,17 @@ class Service:
             is_cancel = is_search_cancellation
         else:
             is_cancel = None
-        self.manager = JobManager(self.store, work, data_dir / "jobs", self.metrics,
-                                  config.concurrency, config.max_queued, is_cancel)
         self.catalog = Catalog(datasets=dict(config.datasets), tables=dict(config.tables),
                                table_profiles=_table_profiles(config.tables),
                                lookup_upload=self.store.get_upload)
+        self.manager = JobManager(self.store, validated(work, self.catalog.check_reachable),
+                                  data_dir / "jobs", self.metrics, config.concurrency,
+                                  config.max_queued, is_cancel, is_transient)
+        self.streams = StreamLimiter(config.max_streams, config.max_streams_per_client)
         interceptors: list[grpc.ServerInterceptor] = [MetricsInterceptor(self.metrics)]
         if config.auth_token:
             interceptors.append(BearerTokenInterceptor(config.auth_token))
+        interceptors.append(StreamLimitInterceptor(self.streams))  # after auth: refused calls hold no slot
         options = [("grpc.max_receive_message_length", config.max_message_bytes),
                    ("grpc.max_send_message_length", config.max_message_bytes),
                    ("grpc.so_reuseport", 0)]
@@ -100,12 +140,15 @@ class Service:
                                   interceptors=interceptors, options=options)
         self.servicer = CompressionServicer(self.store, self.manager, self.catalog, self.metrics,
                                             data_dir, config.max_upload_bytes,
-                                            auth_required=bool(config.auth_token))
+                                            auth_required=bool(config.auth_token),
+                                            max_streams=config.max_streams,
+                                            max_streams_per_client=self.streams.max_per_client)
         pb_grpc.add_CompressionServiceServicer_to_server(self.servicer, self.server)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), self.server)
+        names = (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME, REFLECTION_V1)
+        reflection.enable_server_reflection(names, self.server)
+        _add_reflection_v1(names, self.server)
         address = f"{config.host}:{config.port}"
         if config.tls_cert or config.tls_key:
             if not (config.tls_cert and config.tls_key):
@@ -161,6 +204,26 @@ class Service:
         self._stopped.wait()
 
 
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+
+
+def _add_reflection_v1(names: tuple[str, ...], server: grpc.Server) -> None:
+    """Serve ``grpc.reflection.v1`` beside v1alpha (newer grpcurl / Postman ask v1 first).
+
+    grpcio-reflection ships only v1alpha's servicer, and the two protocols' messages are the same
+    fields under another package name, hence the same bytes on the wire: v1alpha's servicer and
+    (de)serializers answer v1 calls unchanged."""
+    from grpc_reflection.v1alpha import reflection_pb2
+
+    servicer = reflection.ReflectionServicer(names)
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString)
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": handler}),))
+
+
 def _table_profiles(tables: dict[str, str]) -> dict[str, str]:
     """Each registered table's profile (its metadata's device), for validating JobSpecs."""
     out = {}
@@ -176,6 +239,11 @@ def _table_profiles(tables: dict[str, str]) -> dict[str, str]:
 def serve_forever(config: ServerConfig) -> int:
     """Run until SIGTERM/SIGINT, then drain. Returns the exit code."""
     faulthandler.enable()  # a native crash (Ray, gRPC core) leaves a Python traceback in the log
+    try:
+        check_exposure(config)  # before Ray starts: a refused bind should fail in a second
+    except ValueError as exc:
+        print(f"hwcompress serve: {exc}", file=sys.stderr)
+        return 2
     service = Service(config).start()
     done = threading.Event()
 

@@ -240,6 +240,12 @@ class JobStore:
         return [{"seq": r["seq"], "time": r["time"], "type": r["type"],
                  "payload": json.loads(r["payload"])} for r in rows]
 
+    def trial_indexes(self, job_id: str) -> set[int]:
+        """The trial indexes a job's stored events already hold (what a resumed search replays)."""
+        rows = self._conn().execute("SELECT json_extract(payload, '$.index') FROM events "
+                                    "WHERE job_id=? AND type='trial'", (job_id,)).fetchall()
+        return {int(r[0]) for r in rows if isinstance(r[0], int)}
+
     # -- artifacts -------------------------------------------------------------------------
     def set_artifacts(self, job_id: str, artifacts: list[dict[str, Any]]) -> None:
         with self._write_lock:

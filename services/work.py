@@ -77,9 +77,46 @@ def make_search_work(ray_address: str | None = None, quick_table: bool = False,
 
         config = spec_to_config(spec, ray_address, quick_table)
         ensure_ray(ray_address, data_dir)
-        return run_search(config, on_event=on_event, should_stop=should_stop)
+        try:
+            return run_search(config, on_event=on_event, should_stop=should_stop)
+        except BaseException as exc:
+            if is_transient(exc):  # drop the dead connection so the retry's ensure_ray reconnects
+                import ray
+                try:
+                    ray.shutdown()
+                except Exception:
+                    log.debug("ray.shutdown after a lost connection", exc_info=True)
+            raise
 
     return run_search_job
+
+
+WorkFn = Callable[[dict[str, Any], Callable[[dict[str, Any]], None], Callable[[], bool]], dict[str, Any]]
+
+
+def validated(work: WorkFn, check: Callable[[dict[str, Any]], None]) -> WorkFn:
+    """``work`` preceded by the spec checks that need the model or data (``check`` raises a
+    SpecError naming the field): they run in the job's worker, never on an RPC thread, so a
+    heavy check is bounded by the job concurrency and SubmitJob stays fast."""
+
+    def checked(spec: dict[str, Any], on_event: Callable[[dict[str, Any]], None],
+                should_stop: Callable[[], bool]) -> dict[str, Any]:
+        check(spec)
+        return work(spec, on_event, should_stop)
+
+    return checked
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A lost or restarting Ray (the job is requeued, not failed); a bug or bad input is not."""
+    if isinstance(exc, ConnectionError):
+        return True
+    try:
+        import ray.exceptions as rex
+    except ImportError:
+        return False
+    return isinstance(exc, (rex.RaySystemError, rex.LocalRayletDiedError, rex.NodeDiedError,
+                            rex.RpcError, rex.ActorUnavailableError))
 
 
 def is_search_cancellation(exc: BaseException) -> bool:

@@ -118,25 +118,57 @@ BAD_SPECS = [
      "budgets[0].value"),
     ("absurd relative budget", dict(budgets=[pb.Budget(metric=LAT, value=1e-9, relative=True)]),
      "budgets[0].value"),
-    ("unreachable size budget", dict(budgets=[pb.Budget(metric=LAT, value=0.7, relative=True),
-                                              pb.Budget(metric=SIZE, value=1e-6)]), "budgets[1].value"),
     ("unspecified metric", dict(budgets=[pb.Budget(value=0.5)]), "budgets[0].metric"),
+    ("negative metric -1", dict(budgets=[pb.Budget(metric=-1, value=0.5)]), "budgets[0].metric"),
+    ("negative metric -4", dict(budgets=[pb.Budget(metric=-4, value=0.5)]), "budgets[0].metric"),
+    ("undefined metric", dict(budgets=[pb.Budget(metric=99, value=0.5)]), "budgets[0].metric"),
+    ("too many budgets", dict(budgets=[pb.Budget(metric=LAT, value=0.5, relative=True)] * 5), "budgets"),
     ("duplicate metric", dict(budgets=[pb.Budget(metric=LAT, value=0.5, relative=True),
                                        pb.Budget(metric=LAT, value=0.6, relative=True)]),
      "budgets[1].metric"),
     ("negative fine-tune", dict(finetune_epochs=-1.0), "finetune_epochs"),
     ("NaN fine-tune", dict(finetune_epochs=math.nan), "finetune_epochs"),
-    ("bad rl mode", dict(rl_mode="everything"), "rl_mode"),
+    ("undefined rl mode", dict(rl_mode=7), "rl_mode"),
+    ("negative rl mode", dict(rl_mode=-1), "rl_mode"),
+    ("1 MB model name", dict(model="m" * (1 << 20)), "model"),
+    ("long dataset name", dict(dataset="d" * 129), "dataset"),
+    ("long strategy", dict(strategy="s" * 4096), "strategy"),
+    ("long upload id", dict(model=None, uploaded_model_id="u" * 200), "uploaded_model_id"),
+    ("huge input size", dict(dataset="digits@256"), "dataset"),
+    ("bad input size", dict(dataset="digits@big"), "dataset"),
     ("bad idempotency key", dict(idempotency_key="has spaces and / slashes"), "idempotency_key"),
 ]
 
 
 @pytest.mark.parametrize("case,fields,field", BAD_SPECS, ids=[c[0] for c in BAD_SPECS])
 def test_bad_job_spec_is_invalid_argument_naming_the_field(client, case, fields, field):
+    t0 = time.monotonic()
     with pytest.raises(grpc.RpcError) as err:
         client.submit(spec(**fields))
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, err.value.details()
-    assert err.value.details().startswith(f"{field}:"), err.value.details()
+    assert time.monotonic() - t0 < 2.0, "validation on the RPC thread must be cheap"
+    assert_invalid(err.value, f"spec.{field}")
+
+
+def assert_invalid(exc: grpc.RpcError, field: str) -> None:
+    """INVALID_ARGUMENT, the message starts with the field, a BadRequest names it, ≤ 1 KiB."""
+    from services.errors import bad_request
+
+    assert exc.code() == grpc.StatusCode.INVALID_ARGUMENT, (exc.code(), exc.details())
+    assert exc.details().startswith(f"{field}:"), exc.details()
+    assert len(exc.details().encode()) <= 1024
+    assert [f for f, _ in bad_request(exc)] == [field], bad_request(exc)
+
+
+def test_a_check_that_needs_the_model_runs_in_the_job_and_names_the_field(client):
+    """An unreachable size budget needs the model traced: SubmitJob accepts at once and the job
+    ends FAILED with the field's name (the check ran in the job worker, not the RPC thread)."""
+    t0 = time.monotonic()
+    job = client.submit(spec(budgets=[pb.Budget(metric=LAT, value=0.7, relative=True),
+                                      pb.Budget(metric=SIZE, value=1e-6)]))
+    assert time.monotonic() - t0 < 2.0
+    done = wait_state(client, job.id, {pb.JOB_STATE_FAILED, pb.JOB_STATE_SUCCEEDED})
+    assert done.state == pb.JOB_STATE_FAILED
+    assert done.reason.startswith("spec.budgets[1].value:") and "unreachable" in done.reason, done.reason
 
 
 def test_unknown_job_is_not_found_everywhere(client):
@@ -151,7 +183,7 @@ def test_unknown_job_is_not_found_everywhere(client):
     with pytest.raises(grpc.RpcError) as err:
         client.submit(spec(model=None, uploaded_model_id="upl-nope"))
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
-    assert err.value.details().startswith("uploaded_model_id:")
+    assert err.value.details().startswith("spec.uploaded_model_id:")
 
 
 def test_result_of_unfinished_job_is_failed_precondition_and_queue_full_is_exhausted(tmp_path):
@@ -194,7 +226,7 @@ def test_idempotency_key_returns_the_same_job(client, server):
     with pytest.raises(grpc.RpcError) as err:
         client.submit(spec(idempotency_key="nightly-2024-01-01", trials=7))
     assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS
-    assert err.value.details().startswith("idempotency_key:")
+    assert err.value.details().startswith("spec.idempotency_key:")
     wait_state(client, a.id, {pb.JOB_STATE_SUCCEEDED})
     assert metric_sum(scrape(server.metrics_port), "hwcompress_jobs_submitted_total") == 1
 

@@ -20,6 +20,8 @@ from typing import Any, Callable
 from google.protobuf.json_format import MessageToDict
 
 DEFAULT_SERVER = "localhost:50051"
+RL_MODES = {"prune": 1, "quantize": 2, "joint": 3}
+"""The agents' --rl-mode names (agents/env.py MODES) -> hwcompress.v1.RlMode values."""
 
 
 def _env(name: str, default: Any = None) -> Any:
@@ -57,12 +59,17 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                                    "jobs stop at a trial boundary and resume on the next start.")
     p.add_argument("--port", type=int, default=int(_env("HWCOMPRESS_PORT", 50051)),
                    help="gRPC port; 0 picks a free one [$HWCOMPRESS_PORT, 50051]")
-    p.add_argument("--host", default=_env("HWCOMPRESS_HOST", "[::]"),
-                   help="gRPC bind address [$HWCOMPRESS_HOST, [::]]")
+    p.add_argument("--host", default=_env("HWCOMPRESS_HOST", "127.0.0.1"),
+                   help="gRPC bind address; another than loopback needs auth or --insecure "
+                        "[$HWCOMPRESS_HOST, 127.0.0.1]")
+    p.add_argument("--insecure", action="store_true",
+                   default=_env("HWCOMPRESS_INSECURE", "") not in ("", "0"),
+                   help="allow a non-loopback --host without auth (prints a warning) "
+                        "[$HWCOMPRESS_INSECURE]")
     p.add_argument("--metrics-port", type=int, default=int(_env("HWCOMPRESS_METRICS_PORT", 9464)),
                    help="Prometheus /metrics port; -1 disables it [$HWCOMPRESS_METRICS_PORT, 9464]")
-    p.add_argument("--metrics-host", default=_env("HWCOMPRESS_METRICS_HOST", "0.0.0.0"),
-                   help="/metrics bind address [$HWCOMPRESS_METRICS_HOST, 0.0.0.0]")
+    p.add_argument("--metrics-host", default=_env("HWCOMPRESS_METRICS_HOST", "127.0.0.1"),
+                   help="/metrics bind address [$HWCOMPRESS_METRICS_HOST, 127.0.0.1]")
     p.add_argument("--data-dir", default=_env("HWCOMPRESS_DATA_DIR", "hwcompress-data"),
                    help="jobs database and artifacts [$HWCOMPRESS_DATA_DIR, ./hwcompress-data]")
     p.add_argument("--ray-address", default=_env("RAY_ADDRESS"),
@@ -79,6 +86,15 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tls-key", default=_env("HWCOMPRESS_TLS_KEY"), help="PEM private key [$HWCOMPRESS_TLS_KEY]")
     p.add_argument("--max-upload-mb", type=float, default=float(_env("HWCOMPRESS_MAX_UPLOAD_MB", 100)),
                    help="UploadModel size limit [$HWCOMPRESS_MAX_UPLOAD_MB, 100]")
+    p.add_argument("--rpc-threads", type=int, default=int(_env("HWCOMPRESS_RPC_THREADS", 64)),
+                   help="gRPC handler threads [$HWCOMPRESS_RPC_THREADS, 64]")
+    p.add_argument("--max-streams", type=int, default=int(_env("HWCOMPRESS_MAX_STREAMS", 48)),
+                   help="open streams (WatchJob, GetResult, UploadModel) server-wide; at most "
+                        "rpc-threads - 8, so unary calls and health always get a thread "
+                        "[$HWCOMPRESS_MAX_STREAMS, 48]")
+    p.add_argument("--max-streams-per-client", type=int,
+                   default=int(_env("HWCOMPRESS_MAX_STREAMS_PER_CLIENT", 16)),
+                   help="open streams per client address [$HWCOMPRESS_MAX_STREAMS_PER_CLIENT, 16]")
     p.add_argument("--dataset", action="append", metavar="NAME=SPEC",
                    help="register a dataset clients may name, e.g. mnist=mnist:/data/mnist.npz "
                         "(repeatable; 'digits' is built in)")
@@ -100,7 +116,9 @@ def server_config(args: argparse.Namespace) -> Any:
     return ServerConfig(
         data_dir=args.data_dir, port=args.port, host=args.host,
         metrics_port=None if args.metrics_port < 0 else args.metrics_port,
-        metrics_host=args.metrics_host, ray_address=args.ray_address or None,
+        metrics_host=args.metrics_host, insecure=args.insecure, rpc_threads=args.rpc_threads,
+        max_streams=args.max_streams, max_streams_per_client=args.max_streams_per_client,
+        ray_address=args.ray_address or None,
         concurrency=args.concurrency, max_queued=args.max_queued, auth_token=token or None,
         tls_cert=args.tls_cert, tls_key=args.tls_key,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
@@ -167,7 +185,8 @@ def _add_submit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--table", default="", help="latency table id registered on the server")
     p.add_argument("--finetune-epochs", type=float, default=None)
     p.add_argument("--epochs", type=int, default=0, help="baseline training epochs (default 10)")
-    p.add_argument("--rl-mode", default="")
+    p.add_argument("--rl-mode", default="", choices=["", *RL_MODES],
+                   help="RL agents only: what the agent decides (default: prune)")
     p.add_argument("--idempotency-key", default="")
     p.add_argument("--watch", action="store_true", help="follow the job with a progress bar")
     p.set_defaults(func=cmd_submit)
@@ -180,7 +199,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     spec = pb.JobSpec(dataset=args.data, hardware_profile=args.hardware, latency_table=args.table,
                       budgets=[parse_budget(b) for b in args.budget], strategy=args.strategy,
                       trials=args.trials, seed=args.seed, idempotency_key=args.idempotency_key,
-                      rl_mode=args.rl_mode, baseline_epochs=args.epochs)
+                      rl_mode=RL_MODES.get(args.rl_mode, 0), baseline_epochs=args.epochs)
     if args.model:
         spec.model = args.model
     else:

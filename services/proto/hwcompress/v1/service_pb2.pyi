@@ -27,6 +27,13 @@ class BudgetMetric(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     BUDGET_METRIC_SIZE_MB: _ClassVar[BudgetMetric]
     BUDGET_METRIC_MACS: _ClassVar[BudgetMetric]
 
+class RlMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    RL_MODE_UNSPECIFIED: _ClassVar[RlMode]
+    RL_MODE_PRUNE: _ClassVar[RlMode]
+    RL_MODE_QUANTIZE: _ClassVar[RlMode]
+    RL_MODE_JOINT: _ClassVar[RlMode]
+
 class WeightsFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     WEIGHTS_FORMAT_UNSPECIFIED: _ClassVar[WeightsFormat]
@@ -43,6 +50,10 @@ BUDGET_METRIC_LATENCY_MS: BudgetMetric
 BUDGET_METRIC_ENERGY_MJ: BudgetMetric
 BUDGET_METRIC_SIZE_MB: BudgetMetric
 BUDGET_METRIC_MACS: BudgetMetric
+RL_MODE_UNSPECIFIED: RlMode
+RL_MODE_PRUNE: RlMode
+RL_MODE_QUANTIZE: RlMode
+RL_MODE_JOINT: RlMode
 WEIGHTS_FORMAT_UNSPECIFIED: WeightsFormat
 WEIGHTS_FORMAT_SAFETENSORS: WeightsFormat
 WEIGHTS_FORMAT_TORCH_STATE_DICT: WeightsFormat
@@ -58,7 +69,7 @@ class Budget(_message.Message):
     def __init__(self, metric: _Optional[_Union[BudgetMetric, str]] = ..., value: _Optional[float] = ..., relative: _Optional[bool] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("model", "uploaded_model_id", "dataset", "hardware_profile", "latency_table", "budgets", "strategy", "trials", "seed", "finetune_epochs", "idempotency_key", "rl_mode", "baseline_epochs")
+    __slots__ = ("model", "uploaded_model_id", "dataset", "hardware_profile", "latency_table", "budgets", "strategy", "trials", "seed", "finetune_epochs", "idempotency_key", "baseline_epochs", "rl_mode")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     UPLOADED_MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -70,8 +81,8 @@ class JobSpec(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     FINETUNE_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
-    RL_MODE_FIELD_NUMBER: _ClassVar[int]
     BASELINE_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    RL_MODE_FIELD_NUMBER: _ClassVar[int]
     model: str
     uploaded_model_id: str
     dataset: str
@@ -83,9 +94,21 @@ class JobSpec(_message.Message):
     seed: int
     finetune_epochs: float
     idempotency_key: str
-    rl_mode: str
     baseline_epochs: int
-    def __init__(self, model: _Optional[str] = ..., uploaded_model_id: _Optional[str] = ..., dataset: _Optional[str] = ..., hardware_profile: _Optional[str] = ..., latency_table: _Optional[str] = ..., budgets: _Optional[_Iterable[_Union[Budget, _Mapping]]] = ..., strategy: _Optional[str] = ..., trials: _Optional[int] = ..., seed: _Optional[int] = ..., finetune_epochs: _Optional[float] = ..., idempotency_key: _Optional[str] = ..., rl_mode: _Optional[str] = ..., baseline_epochs: _Optional[int] = ...) -> None: ...
+    rl_mode: RlMode
+    def __init__(self, model: _Optional[str] = ..., uploaded_model_id: _Optional[str] = ..., dataset: _Optional[str] = ..., hardware_profile: _Optional[str] = ..., latency_table: _Optional[str] = ..., budgets: _Optional[_Iterable[_Union[Budget, _Mapping]]] = ..., strategy: _Optional[str] = ..., trials: _Optional[int] = ..., seed: _Optional[int] = ..., finetune_epochs: _Optional[float] = ..., idempotency_key: _Optional[str] = ..., baseline_epochs: _Optional[int] = ..., rl_mode: _Optional[_Union[RlMode, str]] = ...) -> None: ...
+
+class SubmitJobRequest(_message.Message):
+    __slots__ = ("spec",)
+    SPEC_FIELD_NUMBER: _ClassVar[int]
+    spec: JobSpec
+    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ...) -> None: ...
+
+class SubmitJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
 
 class JobProgress(_message.Message):
     __slots__ = ("trials_done", "trials_total", "best_accuracy", "best_latency_ms")
@@ -129,6 +152,12 @@ class GetJobRequest(_message.Message):
     job_id: str
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
+class GetJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
 class ListJobsRequest(_message.Message):
     __slots__ = ("states", "page_size", "page_token")
     STATES_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +184,12 @@ class CancelJobRequest(_message.Message):
     reason: str
     def __init__(self, job_id: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
 
+class CancelJobResponse(_message.Message):
+    __slots__ = ("job",)
+    JOB_FIELD_NUMBER: _ClassVar[int]
+    job: Job
+    def __init__(self, job: _Optional[_Union[Job, _Mapping]] = ...) -> None: ...
+
 class WatchJobRequest(_message.Message):
     __slots__ = ("job_id", "after_seq")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +197,12 @@ class WatchJobRequest(_message.Message):
     job_id: str
     after_seq: int
     def __init__(self, job_id: _Optional[str] = ..., after_seq: _Optional[int] = ...) -> None: ...
+
+class WatchJobResponse(_message.Message):
+    __slots__ = ("event",)
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    event: JobEvent
+    def __init__(self, event: _Optional[_Union[JobEvent, _Mapping]] = ...) -> None: ...
 
 class StateChange(_message.Message):
     __slots__ = ("state", "reason")
@@ -299,7 +340,7 @@ class ArtifactChunk(_message.Message):
     last: bool
     def __init__(self, name: _Optional[str] = ..., offset: _Optional[int] = ..., data: _Optional[bytes] = ..., last: _Optional[bool] = ...) -> None: ...
 
-class ResultChunk(_message.Message):
+class GetResultResponse(_message.Message):
     __slots__ = ("summary", "chunk")
     SUMMARY_FIELD_NUMBER: _ClassVar[int]
     CHUNK_FIELD_NUMBER: _ClassVar[int]
@@ -328,6 +369,12 @@ class UploadModelRequest(_message.Message):
     header: UploadHeader
     chunk: bytes
     def __init__(self, header: _Optional[_Union[UploadHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
+
+class UploadModelResponse(_message.Message):
+    __slots__ = ("model",)
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    model: UploadedModel
+    def __init__(self, model: _Optional[_Union[UploadedModel, _Mapping]] = ...) -> None: ...
 
 class UploadedModel(_message.Message):
     __slots__ = ("id", "architecture", "dataset", "size_bytes", "sha256", "format")
@@ -379,8 +426,14 @@ class GetServerInfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class GetServerInfoResponse(_message.Message):
+    __slots__ = ("info",)
+    INFO_FIELD_NUMBER: _ClassVar[int]
+    info: ServerInfo
+    def __init__(self, info: _Optional[_Union[ServerInfo, _Mapping]] = ...) -> None: ...
+
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "models", "datasets", "strategies", "hardware_profiles", "max_concurrent_jobs", "max_queued_jobs", "max_upload_bytes", "max_trials", "auth_required")
+    __slots__ = ("version", "models", "datasets", "strategies", "hardware_profiles", "max_concurrent_jobs", "max_queued_jobs", "max_upload_bytes", "max_trials", "auth_required", "max_streams", "max_streams_per_client")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
     DATASETS_FIELD_NUMBER: _ClassVar[int]
@@ -391,6 +444,8 @@ class ServerInfo(_message.Message):
     MAX_UPLOAD_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_TRIALS_FIELD_NUMBER: _ClassVar[int]
     AUTH_REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    MAX_STREAMS_FIELD_NUMBER: _ClassVar[int]
+    MAX_STREAMS_PER_CLIENT_FIELD_NUMBER: _ClassVar[int]
     version: str
     models: _containers.RepeatedScalarFieldContainer[str]
     datasets: _containers.RepeatedScalarFieldContainer[str]
@@ -401,4 +456,6 @@ class ServerInfo(_message.Message):
     max_upload_bytes: int
     max_trials: int
     auth_required: bool
-    def __init__(self, version: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., datasets: _Optional[_Iterable[str]] = ..., strategies: _Optional[_Iterable[str]] = ..., hardware_profiles: _Optional[_Iterable[str]] = ..., max_concurrent_jobs: _Optional[int] = ..., max_queued_jobs: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., max_trials: _Optional[int] = ..., auth_required: _Optional[bool] = ...) -> None: ...
+    max_streams: int
+    max_streams_per_client: int
+    def __init__(self, version: _Optional[str] = ..., models: _Optional[_Iterable[str]] = ..., datasets: _Optional[_Iterable[str]] = ..., strategies: _Optional[_Iterable[str]] = ..., hardware_profiles: _Optional[_Iterable[str]] = ..., max_concurrent_jobs: _Optional[int] = ..., max_queued_jobs: _Optional[int] = ..., max_upload_bytes: _Optional[int] = ..., max_trials: _Optional[int] = ..., auth_required: _Optional[bool] = ..., max_streams: _Optional[int] = ..., max_streams_per_client: _Optional[int] = ...) -> None: ...

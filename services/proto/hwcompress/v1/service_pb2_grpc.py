@@ -36,13 +36,13 @@ class CompressionServiceStub:
         """
         self.SubmitJob = channel.unary_unary(
                 '/hwcompress.v1.CompressionService/SubmitJob',
-                request_serializer=hwcompress_dot_v1_dot_service__pb2.JobSpec.SerializeToString,
-                response_deserializer=hwcompress_dot_v1_dot_service__pb2.Job.FromString,
+                request_serializer=hwcompress_dot_v1_dot_service__pb2.SubmitJobRequest.SerializeToString,
+                response_deserializer=hwcompress_dot_v1_dot_service__pb2.SubmitJobResponse.FromString,
                 _registered_method=True)
         self.GetJob = channel.unary_unary(
                 '/hwcompress.v1.CompressionService/GetJob',
                 request_serializer=hwcompress_dot_v1_dot_service__pb2.GetJobRequest.SerializeToString,
-                response_deserializer=hwcompress_dot_v1_dot_service__pb2.Job.FromString,
+                response_deserializer=hwcompress_dot_v1_dot_service__pb2.GetJobResponse.FromString,
                 _registered_method=True)
         self.ListJobs = channel.unary_unary(
                 '/hwcompress.v1.CompressionService/ListJobs',
@@ -52,22 +52,22 @@ class CompressionServiceStub:
         self.CancelJob = channel.unary_unary(
                 '/hwcompress.v1.CompressionService/CancelJob',
                 request_serializer=hwcompress_dot_v1_dot_service__pb2.CancelJobRequest.SerializeToString,
-                response_deserializer=hwcompress_dot_v1_dot_service__pb2.Job.FromString,
+                response_deserializer=hwcompress_dot_v1_dot_service__pb2.CancelJobResponse.FromString,
                 _registered_method=True)
         self.WatchJob = channel.unary_stream(
                 '/hwcompress.v1.CompressionService/WatchJob',
                 request_serializer=hwcompress_dot_v1_dot_service__pb2.WatchJobRequest.SerializeToString,
-                response_deserializer=hwcompress_dot_v1_dot_service__pb2.JobEvent.FromString,
+                response_deserializer=hwcompress_dot_v1_dot_service__pb2.WatchJobResponse.FromString,
                 _registered_method=True)
         self.GetResult = channel.unary_stream(
                 '/hwcompress.v1.CompressionService/GetResult',
                 request_serializer=hwcompress_dot_v1_dot_service__pb2.GetResultRequest.SerializeToString,
-                response_deserializer=hwcompress_dot_v1_dot_service__pb2.ResultChunk.FromString,
+                response_deserializer=hwcompress_dot_v1_dot_service__pb2.GetResultResponse.FromString,
                 _registered_method=True)
         self.UploadModel = channel.stream_unary(
                 '/hwcompress.v1.CompressionService/UploadModel',
                 request_serializer=hwcompress_dot_v1_dot_service__pb2.UploadModelRequest.SerializeToString,
-                response_deserializer=hwcompress_dot_v1_dot_service__pb2.UploadedModel.FromString,
+                response_deserializer=hwcompress_dot_v1_dot_service__pb2.UploadModelResponse.FromString,
                 _registered_method=True)
         self.ListHardwareProfiles = channel.unary_unary(
                 '/hwcompress.v1.CompressionService/ListHardwareProfiles',
@@ -77,7 +77,7 @@ class CompressionServiceStub:
         self.GetServerInfo = channel.unary_unary(
                 '/hwcompress.v1.CompressionService/GetServerInfo',
                 request_serializer=hwcompress_dot_v1_dot_service__pb2.GetServerInfoRequest.SerializeToString,
-                response_deserializer=hwcompress_dot_v1_dot_service__pb2.ServerInfo.FromString,
+                response_deserializer=hwcompress_dot_v1_dot_service__pb2.GetServerInfoResponse.FromString,
                 _registered_method=True)
 
 
@@ -87,6 +87,9 @@ class CompressionServiceServicer:
     def SubmitJob(self, request, context):
         """Validate and queue a job; returns at once. Re-submitting the same idempotency_key returns
         the job created the first time.
+        Only cheap checks run here; checks that need the model or the data (a size or MACs budget
+        no policy can reach) run when the job starts, which then ends FAILED with a reason that
+        names the field the same way.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -115,7 +118,8 @@ class CompressionServiceServicer:
 
     def WatchJob(self, request, context):
         """The job's events from after_seq on: a late watcher first gets the history, then live events.
-        The stream ends after the event that puts the job in a final state.
+        The stream ends after the event that puts the job in a final state. Events are stored
+        once: a job resumed after a restart never repeats a trial a watcher already had.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -132,7 +136,9 @@ class CompressionServiceServicer:
     def UploadModel(self, request_iterator, context):
         """First message: the header; then the file's bytes in chunks. The server checks the format
         (safetensors, or a torch state dict loaded with weights_only; nothing is unpickled) and that
-        the weights fit the architecture.
+        the weights fit the architecture. A torch zip whose members declare or unpack to more than
+        a few times the architecture's own weights is refused (INVALID_ARGUMENT, "chunk: ...")
+        before anything is loaded.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -156,13 +162,13 @@ def add_CompressionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'SubmitJob': grpc.unary_unary_rpc_method_handler(
                     servicer.SubmitJob,
-                    request_deserializer=hwcompress_dot_v1_dot_service__pb2.JobSpec.FromString,
-                    response_serializer=hwcompress_dot_v1_dot_service__pb2.Job.SerializeToString,
+                    request_deserializer=hwcompress_dot_v1_dot_service__pb2.SubmitJobRequest.FromString,
+                    response_serializer=hwcompress_dot_v1_dot_service__pb2.SubmitJobResponse.SerializeToString,
             ),
             'GetJob': grpc.unary_unary_rpc_method_handler(
                     servicer.GetJob,
                     request_deserializer=hwcompress_dot_v1_dot_service__pb2.GetJobRequest.FromString,
-                    response_serializer=hwcompress_dot_v1_dot_service__pb2.Job.SerializeToString,
+                    response_serializer=hwcompress_dot_v1_dot_service__pb2.GetJobResponse.SerializeToString,
             ),
             'ListJobs': grpc.unary_unary_rpc_method_handler(
                     servicer.ListJobs,
@@ -172,22 +178,22 @@ def add_CompressionServiceServicer_to_server(servicer, server):
             'CancelJob': grpc.unary_unary_rpc_method_handler(
                     servicer.CancelJob,
                     request_deserializer=hwcompress_dot_v1_dot_service__pb2.CancelJobRequest.FromString,
-                    response_serializer=hwcompress_dot_v1_dot_service__pb2.Job.SerializeToString,
+                    response_serializer=hwcompress_dot_v1_dot_service__pb2.CancelJobResponse.SerializeToString,
             ),
             'WatchJob': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchJob,
                     request_deserializer=hwcompress_dot_v1_dot_service__pb2.WatchJobRequest.FromString,
-                    response_serializer=hwcompress_dot_v1_dot_service__pb2.JobEvent.SerializeToString,
+                    response_serializer=hwcompress_dot_v1_dot_service__pb2.WatchJobResponse.SerializeToString,
             ),
             'GetResult': grpc.unary_stream_rpc_method_handler(
                     servicer.GetResult,
                     request_deserializer=hwcompress_dot_v1_dot_service__pb2.GetResultRequest.FromString,
-                    response_serializer=hwcompress_dot_v1_dot_service__pb2.ResultChunk.SerializeToString,
+                    response_serializer=hwcompress_dot_v1_dot_service__pb2.GetResultResponse.SerializeToString,
             ),
             'UploadModel': grpc.stream_unary_rpc_method_handler(
                     servicer.UploadModel,
                     request_deserializer=hwcompress_dot_v1_dot_service__pb2.UploadModelRequest.FromString,
-                    response_serializer=hwcompress_dot_v1_dot_service__pb2.UploadedModel.SerializeToString,
+                    response_serializer=hwcompress_dot_v1_dot_service__pb2.UploadModelResponse.SerializeToString,
             ),
             'ListHardwareProfiles': grpc.unary_unary_rpc_method_handler(
                     servicer.ListHardwareProfiles,
@@ -197,7 +203,7 @@ def add_CompressionServiceServicer_to_server(servicer, server):
             'GetServerInfo': grpc.unary_unary_rpc_method_handler(
                     servicer.GetServerInfo,
                     request_deserializer=hwcompress_dot_v1_dot_service__pb2.GetServerInfoRequest.FromString,
-                    response_serializer=hwcompress_dot_v1_dot_service__pb2.ServerInfo.SerializeToString,
+                    response_serializer=hwcompress_dot_v1_dot_service__pb2.GetServerInfoResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -225,8 +231,8 @@ class CompressionService:
             request,
             target,
             '/hwcompress.v1.CompressionService/SubmitJob',
-            hwcompress_dot_v1_dot_service__pb2.JobSpec.SerializeToString,
-            hwcompress_dot_v1_dot_service__pb2.Job.FromString,
+            hwcompress_dot_v1_dot_service__pb2.SubmitJobRequest.SerializeToString,
+            hwcompress_dot_v1_dot_service__pb2.SubmitJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -253,7 +259,7 @@ class CompressionService:
             target,
             '/hwcompress.v1.CompressionService/GetJob',
             hwcompress_dot_v1_dot_service__pb2.GetJobRequest.SerializeToString,
-            hwcompress_dot_v1_dot_service__pb2.Job.FromString,
+            hwcompress_dot_v1_dot_service__pb2.GetJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -307,7 +313,7 @@ class CompressionService:
             target,
             '/hwcompress.v1.CompressionService/CancelJob',
             hwcompress_dot_v1_dot_service__pb2.CancelJobRequest.SerializeToString,
-            hwcompress_dot_v1_dot_service__pb2.Job.FromString,
+            hwcompress_dot_v1_dot_service__pb2.CancelJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -334,7 +340,7 @@ class CompressionService:
             target,
             '/hwcompress.v1.CompressionService/WatchJob',
             hwcompress_dot_v1_dot_service__pb2.WatchJobRequest.SerializeToString,
-            hwcompress_dot_v1_dot_service__pb2.JobEvent.FromString,
+            hwcompress_dot_v1_dot_service__pb2.WatchJobResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -361,7 +367,7 @@ class CompressionService:
             target,
             '/hwcompress.v1.CompressionService/GetResult',
             hwcompress_dot_v1_dot_service__pb2.GetResultRequest.SerializeToString,
-            hwcompress_dot_v1_dot_service__pb2.ResultChunk.FromString,
+            hwcompress_dot_v1_dot_service__pb2.GetResultResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -388,7 +394,7 @@ class CompressionService:
             target,
             '/hwcompress.v1.CompressionService/UploadModel',
             hwcompress_dot_v1_dot_service__pb2.UploadModelRequest.SerializeToString,
-            hwcompress_dot_v1_dot_service__pb2.UploadedModel.FromString,
+            hwcompress_dot_v1_dot_service__pb2.UploadModelResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -442,7 +448,7 @@ class CompressionService:
             target,
             '/hwcompress.v1.CompressionService/GetServerInfo',
             hwcompress_dot_v1_dot_service__pb2.GetServerInfoRequest.SerializeToString,
-            hwcompress_dot_v1_dot_service__pb2.ServerInfo.FromString,
+            hwcompress_dot_v1_dot_service__pb2.GetServerInfoResponse.FromString,
             options,
             channel_credentials,
             insecure,
