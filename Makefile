@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow install clean
+.PHONY: demo test test-slow install clean lint-proto
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY)"; exit 1; }
@@ -25,7 +25,19 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/hwcompress demo-service
 
-test: $(STAMP)
+# buf's STANDARD lint on the API (services/proto/buf.yaml); buf comes from npm (@bufbuild/buf),
+# installed into the venv so CI needs nothing but the package registries.
+BUF_VERSION := 1.75.0
+BUF := $(VENV)/buf/node_modules/.bin/buf
+
+$(BUF): | $(BIN)/python
+	@command -v npm >/dev/null 2>&1 || { echo "need npm (for @bufbuild/buf)"; exit 1; }
+	npm install --silent --no-audit --no-fund --prefix $(VENV)/buf @bufbuild/buf@$(BUF_VERSION)
+
+lint-proto: $(BUF)
+	cd services/proto && $(CURDIR)/$(BUF) lint
+
+test: $(STAMP) lint-proto
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)
