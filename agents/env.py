@@ -10,6 +10,10 @@ with three action modes:
               part only counts on the layer that leads a prune group (later members of a group
               follow their leader, the classifier is never pruned).
 
+Where the hardware does not price per-layer precision (ORT on a CPU, where every int8↔fp32
+switch costs a quantize/dequantize), the first step's bits action sets one precision for the
+whole model and later steps decide channels only.
+
 **Budgets hold by construction**, for every budget of the problem at once (latency, energy,
 size, MACs: the problem's ``resource`` is the tightest one's cost over its limit):
 
@@ -228,7 +232,12 @@ class CompressionEnv(gym.Env):
         if self.mode == "prune":
             self._decide_keep(s, float(a[0]))
         elif self.mode == "quantize":
-            self.bits[s.layer.name] = (bits_from_action(a[0], self.choices), bits_from_action(a[1], self.choices))
+            if not self.problem.per_layer_bits:
+                if self.t == 0:
+                    self._decide_model_bits(float(a[0]))
+            else:
+                self.bits[s.layer.name] = (bits_from_action(a[0], self.choices),
+                                           bits_from_action(a[1], self.choices))
         else:
             self._decide_joint(s, a)
         self.prev_action = a.astype(np.float32)
@@ -278,9 +287,26 @@ class CompressionEnv(gym.Env):
             c = max(lowest, c - p.channel_step)
         self.keep[s.group] = 1.0 if c >= full else (c / full if c > lowest else p.min_keep_ratio)
 
+    def _decide_model_bits(self, a_bits: float) -> None:
+        """One precision for the whole model (where the hardware does not price per-layer
+        precision, e.g. ORT on a CPU: see ``CompressionProblem.per_layer_bits``): decided at
+        the first step, lowered toward the cheapest until the model at its smallest keep ratios
+        fits, and kept by every later step."""
+        b = bits_from_action(a_bits, self.choices)
+        everywhere = lambda bits: {l.name: (bits, bits) for l in self.problem.info.layers}  # noqa: E731
+        while b != self.floor_bits and not self._feasible(self._policy({}, everywhere(b), rest_min=True)):
+            b = self._toward_floor(b)
+        self.bits = everywhere(b)
+
     def _decide_joint(self, s: LayerStep, a: np.ndarray) -> None:
         """Bits first (bounded so this layer at its smallest keep ratio still leaves a feasible
         completion), then the keep ratio under AMC's wall with those bits."""
+        if not self.problem.per_layer_bits:
+            if self.t == 0:
+                self._decide_model_bits(float(a[1]))
+            if s.decides_keep:
+                self._decide_keep(s, float(a[0]), self.bits[s.layer.name])
+            return
         w, act = bits_from_action(a[1], self.choices), bits_from_action(a[2], self.choices)
         probe_keep = dict(self.keep)
         if s.decides_keep:

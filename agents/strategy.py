@@ -119,7 +119,10 @@ class RLStrategy(Strategy):
     def __init__(self, problem: CompressionProblem, options: StrategyOptions) -> None:
         super().__init__(problem, options)
         extra = options.extra or {}
-        self.mode: str = extra.get("rl_mode") or "prune"
+        self.mode: str = extra.get("rl_mode") or "joint"
+        if self.mode == "joint" and len(problem.bits_choices) < 2:
+            log.info("rl mode joint: %s offers one precision only; pruning", problem.profile.name)
+            self.mode = "prune"
         self.hp: AgentHyperParams = hyperparams(self.algo, extra.get("agent_kwargs"))
         self.env = CompressionEnv(problem, self.mode, reward=self.hp.reward)
         self.warmup = self.hp.warmup(options.trials) if self.off_policy else 0

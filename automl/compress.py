@@ -181,4 +181,4 @@ def export_deployable(model: nn.Module, policy: Policy, info: ModelInfo,
         return fp32
     calib = [b.numpy() for b in (calib_batches or [])] or \
         [np.random.default_rng(0).standard_normal((16, *input_shape)).astype(np.float32)]
-    return quantize_int8_qdq(fp32, calib, nodes_to_quantize=nodes)
+    return quantize_int8_qdq(fp32, calib, int8_compute=nodes)

@@ -56,7 +56,7 @@ def run_row(model: str, data: str, fraction: float, arm: Arm, seed: int, args: A
                           finetune_epochs=args.finetune_epochs, out_dir=str(out), epochs=args.epochs,
                           max_train=args.max_train, val_limit=args.val_limit, workers=workers,
                           quick_table=args.quick_table,
-                          finetune_steps=getattr(args, "netadapt_steps", 0) if arm.strategy == "netadapt" else 0)
+                          recovery_steps=getattr(args, "recovery_steps", 0))
     stamps: list[float] = []
     t0 = time.perf_counter()
     r = run_search(config, on_event=lambda e: stamps.append(time.perf_counter()) if e["type"] == "trial" else None)

@@ -30,7 +30,8 @@ from torch import nn
 from automl.core import FLOAT_BITS, LayerInfo, ModelInfo, Policy, kept_channels
 
 from .energy import HorowitzEnergyModel, find_meter, measure_energy_mj, precision_bits
-from .onnx_runtime import TimingStats, export_onnx, make_session, quantize_int8_qdq, time_callable
+from .onnx_runtime import (TimingStats, export_onnx, int8_kernel_graph, make_session,
+                           quantize_int8_qdq, time_callable)
 from .profile import HardwareProfile
 from .table import (LatencyTable, RemainderEntry, TableEntry, TableError, TableMetadata,
                     layer_key)
@@ -149,11 +150,14 @@ class Runner:
 
 def ort_runner(onnx_bytes: bytes, input_shape: Sequence[int], threads: int, batch: int = 1,
                sessions: int = SESSIONS) -> Runner:
-    x = np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
+    rng = np.random.default_rng(0)
     fns = []
     for _ in range(sessions):
         sess = make_session(onnx_bytes, threads)
-        feed = {sess.get_inputs()[0].name: x}
+        inp = sess.get_inputs()[0]
+        x = (rng.integers(0, 256, (batch, *input_shape), dtype=np.uint8) if inp.type == "tensor(uint8)"
+             else rng.standard_normal((batch, *input_shape)).astype(np.float32))
+        feed = {inp.name: x}
         fns.append(lambda sess=sess, feed=feed: sess.run(None, feed))
     return Runner(fns)
 
@@ -207,7 +211,7 @@ def layer_runner(profile: HardwareProfile, layer: LayerInfo, cin: int, cout: int
     if profile.runtime == "onnxruntime":
         onnx_bytes = export_onnx(module, shape, batch=profile.batch)
         if precision == "int8":
-            onnx_bytes = quantize_int8_qdq(onnx_bytes, calib_for(shape))
+            onnx_bytes = int8_kernel_graph(quantize_int8_qdq(onnx_bytes, calib_for(shape)))
         elif precision != "fp32":
             raise ValueError(f"onnxruntime on CPU runs fp32 and int8, not {precision!r}")
         return ort_runner(onnx_bytes, shape, profile.threads, profile.batch)

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Mapping
 from automl.core import LayerInfo
 
 FORMAT_NAME = "hwcompress-latency-table"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: int8 entries time the kernel uint8 -> uint8, without the lone layer's Q/DQ
 SOURCES = ("measured", "modeled", "simulated")
 
 # Metadata fields that must agree between a table and the request it is used for (and between

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from automl.core import LayerInfo, LayerPolicy, ModelInfo, Policy, policy_layer_shapes
 from latency_models.predictor import (ExtrapolationWarning, MissingEntryError, ModelPlan,
                                       Predictor, predict)
-from latency_models.table import (LatencyTable, RemainderEntry, TableEntry, TableError,
+from latency_models.table import (SCHEMA_VERSION, LatencyTable, RemainderEntry, TableEntry, TableError,
                                   TableMetadata, TableMismatchError, layer_key)
 
 
@@ -67,7 +67,7 @@ def test_round_trip(tmp_path):
     t.save(p)
     u = LatencyTable.load(p)
     assert u.to_dict() == t.to_dict()
-    assert json.loads(p.read_text())["schema_version"] == 1
+    assert json.loads(p.read_text())["schema_version"] == SCHEMA_VERSION == 2
     assert u.summary()["entries"] == len(t.entries)
 
 

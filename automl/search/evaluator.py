@@ -1,6 +1,8 @@
-"""Scoring policies: accuracy on the validation slice, without fine-tuning (as AMC does; BN
-statistics are re-estimated, which makes that a far better signal), optionally after a few
-fine-tune steps (NetAdapt's short-term fine-tune).
+"""Scoring policies: accuracy on the validation slice after a short, budgeted recovery (BN
+statistics re-estimated, then ``recovery_steps`` steps of distillation from the uncompressed
+model). AMC scores without any training; at aggressive budgets that is near chance for every
+candidate and does not predict which one recovers best, this does (bench/signal_quality.py).
+``recovery_steps=0`` scores as AMC does.
 
 ``RayEvaluator`` runs a pool of Ray actors; the model, the validation slice and the calibration
 batches go into the object store once per job and each actor reads them once, not per trial.
@@ -19,7 +21,7 @@ import torch
 
 from ..compress import apply_policy
 from ..core import ModelInfo, Policy
-from ..train import evaluate_accuracy
+from ..train import evaluate_accuracy, recover_steps
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ class EvalPayload:
     x_train: torch.Tensor
     y_train: torch.Tensor
     channel_step: int
-    finetune_steps: int = 0
+    recovery_steps: int = 0
 
 
 def score_policy(payload: EvalPayload, policy_dict: dict[str, Any]) -> dict[str, Any]:
@@ -46,26 +48,13 @@ def score_policy(payload: EvalPayload, policy_dict: dict[str, Any]) -> dict[str,
     try:
         policy = Policy.from_dict(policy_dict)
         model = apply_policy(payload.model, policy, payload.info, payload.calib, payload.channel_step)
-        if payload.finetune_steps > 0:
-            _short_finetune(model, payload)
+        recover_steps(model, payload.model, payload.x_train, payload.y_train, payload.recovery_steps)
         acc = evaluate_accuracy(model, payload.x_val, payload.y_val)
         return {"accuracy": acc, "wall_s": time.perf_counter() - t0, "error": None}
     except Exception as exc:  # noqa: BLE001 - a trial's failure is data, not a crash
         log.warning("trial failed: %s", exc)
         return {"accuracy": None, "wall_s": time.perf_counter() - t0,
                 "error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc(limit=5)}
-
-
-def _short_finetune(model: torch.nn.Module, payload: EvalPayload, batch_size: int = 64) -> None:
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    g = torch.Generator().manual_seed(0)
-    model.train()
-    for _ in range(payload.finetune_steps):
-        idx = torch.randint(0, len(payload.x_train), (batch_size,), generator=g)
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(payload.x_train[idx]), payload.y_train[idx]).backward()
-        opt.step()
-    model.eval()
 
 
 class LocalEvaluator:

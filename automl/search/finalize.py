@@ -1,4 +1,4 @@
-"""Turning the best policy of a search into the answer: apply it, fine-tune briefly, export the
+"""Turning the best policy of a search into the answer: apply it, recover it (distilled fine-tune), export the
 deployable model, measure it on the device, and draw what a person would rather look at."""
 
 from __future__ import annotations
@@ -11,10 +11,14 @@ from latency_models.onnx_runtime import export_onnx, measure_onnx_latency
 
 from ..compress import export_deployable, model_cost
 from ..core import Policy
-from ..train import evaluate_accuracy, finetune
+from ..train import evaluate_accuracy, evaluate_onnx_accuracy, finetune
 from ..workflow import LoadedModel
 from .measured_budget import MEASURE_SESSIONS, DeviceProbe, choose_within_measured_budget
 from .problem import CompressionProblem
+
+
+DEPLOYED_ACCURACY_IMAGES = 2000
+"""Test images the exported graph itself is scored on (ORT's int8 may differ from fake-quant)."""
 
 
 def measure_reference_ms(loaded: LoadedModel, threads: int = 1) -> float:
@@ -53,9 +57,14 @@ def finalize(problem: CompressionProblem, rows: list[dict[str, Any]], config, mu
     policy = Policy.from_dict(best["policy"])
     acc_before = evaluate_accuracy(model, loaded.data.x_test, loaded.data.y_test)
     if config.finetune_epochs > 0:
-        finetune(model, loaded.data, epochs=config.finetune_epochs, seed=config.seed)
+        emit({"type": "log", "message": f"fine-tuning {config.finetune_epochs:g} epoch(s), "
+              "distilled from the original model"})
+        finetune(model, loaded.data, epochs=config.finetune_epochs, seed=config.seed,
+                 teacher=loaded.model, progress=getattr(config, "progress", False))
     acc_after = evaluate_accuracy(model, loaded.data.x_test, loaded.data.y_test)
     onnx_bytes = export_deployable(model, policy, loaded.info, loaded.data.input_shape, calib)
+    acc_deployed = evaluate_onnx_accuracy(onnx_bytes, loaded.data.x_test, loaded.data.y_test,
+                                          limit=DEPLOYED_ACCURACY_IMAGES)
     (out / "compressed.onnx").write_bytes(onnx_bytes)
     # the CPU timing of the file written (the graph checked above, with fine-tuned weights);
     # ``latency_ms_measured`` stays the check the choice was made on
@@ -71,6 +80,8 @@ def finalize(problem: CompressionProblem, rows: list[dict[str, Any]], config, mu
         "accuracy_original": evaluate_accuracy(loaded.model, loaded.data.x_test, loaded.data.y_test),
         "accuracy_before_finetune": acc_before,
         "accuracy_after_finetune": acc_after,
+        "accuracy_deployed": acc_deployed,
+        "accuracy_deployed_images": min(len(loaded.data.x_test), DEPLOYED_ACCURACY_IMAGES),
         "finetune_epochs": config.finetune_epochs,
         "latency_ms_predicted": best["latency_ms"],
         "latency_ms_predicted_table": best["latency_ms"] / problem.correction_for(policy),

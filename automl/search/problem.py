@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from latency_models.predictor import Predictor
 from latency_models.profile import DEFAULT_PROFILE, HardwareProfile, get_profile
-from latency_models.table import LatencyTable
+from latency_models.table import LatencyTable, TableError
 
 from ..core import (FLOAT_BITS, Budget, BudgetError, LayerPolicy, ModelInfo, Policy,
                     policy_macs_and_size)
@@ -173,9 +173,13 @@ def load_or_build_table(model_name: str, info: ModelInfo, profile: HardwareProfi
     path = cache_dir() / "tables" / f"{profile.name}-t{profile.threads}-{safe}-{shape}{'-quick' if quick else ''}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_file():
-        table = LatencyTable.load(path)
-        if table.remainders_for(model_name, info.input_shape) or profile.kind == "simulated":
-            return table
+        try:
+            table = LatencyTable.load(path)
+        except TableError as exc:  # made by an older hwcompress: measure again
+            log.info("cached latency table %s is stale (%s); rebuilding", path.name, exc)
+        else:
+            if table.remainders_for(model_name, info.input_shape) or profile.kind == "simulated":
+                return table
     log.info("building the %s latency table for %s at %s (first use; cached at %s)",
              profile.name, model_name, list(info.input_shape), path)
     return profile_model(model_name, info.input_shape, profile, out=path, quick=quick,

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..core import Budget, Evaluation, Policy
+from ..train import DEFAULT_FINETUNE_EPOCHS, DEFAULT_RECOVERY_STEPS
 from ..workflow import load_trained
 from .base import StrategyOptions, Trial
 from .evaluator import EvalPayload, LocalEvaluator, RayEvaluator
@@ -52,11 +53,11 @@ class SearchConfig:
     seed: int = 0
     hardware: str | None = None
     table: str | None = None
-    finetune_epochs: float = 1.0
+    finetune_epochs: float = DEFAULT_FINETUNE_EPOCHS
     out_dir: str = "out/search"
     ray_address: str | None = None
     weights: str | None = None
-    rl_mode: str = "prune"
+    rl_mode: str = "joint"           # RL agents: prune, quantize or joint (channels + bits)
     agent_kwargs: dict[str, Any] = field(default_factory=dict)   # RL hyper-parameter overrides
     epochs: int = 10
     workers: int | None = None
@@ -64,13 +65,14 @@ class SearchConfig:
     use_tune: bool = True            # Optuna strategies on Ray go through Ray Tune
     quick_table: bool = False
     quantize: bool = True
-    finetune_steps: int = 0          # short-term fine-tune per evaluation (NetAdapt)
+    recovery_steps: int = DEFAULT_RECOVERY_STEPS  # distillation steps before scoring each candidate
     objective: str = "latency_ms"    # second objective of multi-objective strategies
     allow_import: bool = False       # local CLI only: model given as package.module:function
     max_train: int | None = None     # subsample the training split (benchmarks on MNIST)
     val_limit: int | None = None     # score candidates on the first N validation images
     threads: int = 1
     calibrate_latency: bool = True   # correct the table to the device near the budget first
+    progress: bool = False           # progress bars on stderr (the CLI); the service sends events
 
 
 def init_ray(address: str | None = None) -> None:
@@ -169,7 +171,7 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
     n_val = config.val_limit or len(loaded.data.x_val)
     payload = EvalPayload(loaded.model, loaded.info, loaded.data.x_val[:n_val], loaded.data.y_val[:n_val],
                           loaded.data.calibration_batches(), loaded.data.x_train,
-                          loaded.data.y_train, problem.channel_step, config.finetune_steps)
+                          loaded.data.y_train, problem.channel_step, config.recovery_steps)
     rec = _Recorder(problem, config, EvaluationLog(state_dir / "evaluations.jsonl"), emit, t0)
     if config.use_ray:
         init_ray(config.ray_address)

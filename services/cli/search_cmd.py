@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from automl.data import DEFAULT_DATASET
+from automl.train import DEFAULT_FINETUNE_EPOCHS, DEFAULT_RECOVERY_STEPS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -25,12 +26,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--hardware", default=None, help="hardware profile (default: cpu-ort, this CPU)")
     p.add_argument("--table", help="latency table file (default: built on first use and cached)")
     p.add_argument("--quick-table", action="store_true", help="build a coarse table (tests, demos)")
-    p.add_argument("--finetune-epochs", type=float, default=1.0)
-    p.add_argument("--finetune-steps", type=int, default=0,
-                   help="short fine-tune steps per evaluation (NetAdapt's short-term fine-tune)")
+    p.add_argument("--finetune-epochs", type=float, default=DEFAULT_FINETUNE_EPOCHS,
+                   help="final recovery of the answer: epochs of distillation from the original "
+                        f"[{DEFAULT_FINETUNE_EPOCHS:g}]")
+    p.add_argument("--recovery-steps", type=int, default=DEFAULT_RECOVERY_STEPS,
+                   help="distillation steps each candidate gets before it is scored; 0 scores "
+                        f"right after compression as AMC does [{DEFAULT_RECOVERY_STEPS}]")
     p.add_argument("--objective", default="latency_ms", choices=["latency_ms", "energy_mj"],
                    help="second objective of multi-objective strategies")
-    p.add_argument("--rl-mode", default="prune", choices=["prune", "quantize", "joint"])
+    p.add_argument("--rl-mode", default="joint", choices=["prune", "quantize", "joint"],
+                   help="RL agents: decide channels, bits, or both [joint]")
     p.add_argument("--agent-kwargs", type=json.loads, default={}, metavar="JSON",
                    help='RL hyper-parameter overrides, e.g. \'{"warmup_episodes": 5}\'')
     p.add_argument("--no-quantize", action="store_true", help="search channel counts only")
@@ -53,7 +58,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         finetune_epochs=args.finetune_epochs, out_dir=args.out, ray_address=args.ray_address,
         weights=args.weights, rl_mode=args.rl_mode, epochs=args.epochs, workers=args.workers,
         use_ray=not args.local, quick_table=args.quick_table, quantize=not args.no_quantize,
-        finetune_steps=args.finetune_steps, objective=args.objective, allow_import=True,
+        recovery_steps=args.recovery_steps, progress=True, objective=args.objective, allow_import=True,
         agent_kwargs=args.agent_kwargs)
     bar = tqdm(total=args.trials, desc=f"search {args.strategy}", unit="eval")
 

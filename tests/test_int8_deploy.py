@@ -1,0 +1,112 @@
+"""int8 deployment the way ONNX Runtime's own static quantization does it: every op type ORT runs
+in int8 (residual adds, activations, pooling fused), no float glue left between two int8 layers,
+and the latency table timing each int8 kernel as it then runs (uint8 in, uint8 out)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from automl.compress import apply_policy, export_deployable
+from automl.core import LayerPolicy, Policy
+from automl.models import build_model
+from automl.space import trace_model
+from latency_models.onnx_runtime import (_ArrayReader, export_onnx, int8_kernel_graph, int8_nodes,
+                                         quantize_int8_qdq)
+
+SHAPE = (1, 16, 16)
+
+
+def _ort_quantize_static(fp32: bytes, calib: np.ndarray) -> bytes:
+    """ORT's quantize_static with its defaults (every op type it quantizes): the peer."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp:
+        src, pre, dst = (os.path.join(tmp, n) for n in ("a.onnx", "b.onnx", "c.onnx"))
+        Path(src).write_bytes(fp32)
+        quant_pre_process(src, pre, skip_symbolic_shape=True)
+        quantize_static(pre, dst, _ArrayReader([calib[i:i + 1] for i in range(len(calib))]),
+                        quant_format=QuantFormat.QDQ, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        return Path(dst).read_bytes()
+
+
+def _optimized_ops(model: bytes) -> Counter:
+    """The op types ORT actually runs after its graph optimisations (QDQ fusion included)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.optimized_model_filepath = os.path.join(tmp, "opt.onnx")
+        ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+        return Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node)
+
+
+def _resnet20():
+    torch.manual_seed(0)
+    model = build_model("resnet20", 1, 10).eval()
+    return model, trace_model(model, SHAPE, "resnet20")
+
+
+def test_full_int8_is_the_graph_ort_quantize_static_makes():
+    model, info = _resnet20()
+    fp32 = export_onnx(model, SHAPE)
+    calib = np.random.default_rng(0).standard_normal((8, *SHAPE)).astype(np.float32)
+    computes = [n.name for n in onnx.load_from_string(fp32).graph.node if n.op_type in ("Conv", "Gemm")]
+    ours = onnx.load_from_string(quantize_int8_qdq(fp32, [calib], int8_compute=computes))
+    peer = onnx.load_from_string(_ort_quantize_static(fp32, calib))
+    assert Counter(n.op_type for n in ours.graph.node) == Counter(n.op_type for n in peer.graph.node)
+    # residual adds and ReLUs run inside int8 kernels: nothing float between two int8 layers
+    ran = _optimized_ops(ours.SerializeToString())
+    assert ran["QLinearAdd"] == 9 and ran["Add"] == 0 and ran["Relu"] == 0, ran
+    assert ran["QuantizeLinear"] == 1, ran  # the network input, once
+
+
+def test_mixed_policy_switches_precision_once_per_boundary():
+    """Stages 1-2 int8, stage 3 and the classifier fp32: one quantize at the input, a dequantize
+    where stage 3 starts (one per float reader of that tensor: the block's conv and its
+    shortcut), and the int8 part fully fused."""
+    model, info = _resnet20()
+    pol = Policy({l.name: LayerPolicy(1.0, 8, 8) if not l.name.startswith(("layer3", "fc", "linear"))
+                  else LayerPolicy(1.0, 32, 32) for l in info.layers})
+    calib = [torch.randn(8, *SHAPE)]
+    c = apply_policy(model, pol, info, calib)
+    ran = _optimized_ops(export_deployable(c, pol, info, calib_batches=calib))
+    assert ran["QuantizeLinear"] == 1 and ran["DequantizeLinear"] == 2, ran
+    assert ran["QLinearAdd"] == 6, ran          # the adds of stages 1 and 2
+    assert ran["QLinearConv"] == 14 and ran["Conv"] + ran["FusedConv"] == 7, ran  # stage 3 float
+
+
+def test_glue_follows_its_producers():
+    """An Add is int8 only when every input comes from int8 layers."""
+    model, info = _resnet20()
+    fp32 = onnx.load_from_string(export_onnx(model, SHAPE))
+    convs = [n.name for n in fp32.graph.node if n.op_type == "Conv"]
+    chosen = int8_nodes(fp32, convs[:1])
+    assert chosen is not None and convs[0] in chosen and convs[1] not in chosen
+    adds = [n.name for n in fp32.graph.node if n.op_type == "Add"]
+    assert not set(adds) & set(chosen)  # each add mixes in a float conv's output
+    assert int8_nodes(fp32, None) is None  # None: everything, as quantize_static does
+
+
+def test_lut_int8_kernel_runs_uint8_to_uint8():
+    from latency_models.profiler import build_layer_module
+
+    conv = [l for l in _resnet20()[1].layers if l.op == "conv"][1]
+    module = build_layer_module(conv, conv.in_channels, conv.out_channels)
+    shape = (conv.in_channels, *conv.in_hw)
+    q = quantize_int8_qdq(export_onnx(module, shape), [np.random.default_rng(0).standard_normal((4, *shape)).astype(np.float32)])
+    kernel = int8_kernel_graph(q)
+    sess = ort.InferenceSession(kernel, providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].type == "tensor(uint8)" and sess.get_outputs()[0].type == "tensor(uint8)"
+    out = sess.run(None, {sess.get_inputs()[0].name: np.zeros((1, *shape), np.uint8)})[0]
+    assert out.dtype == np.uint8 and out.shape[1] == conv.out_channels
+    ran = _optimized_ops(kernel)
+    assert ran["QLinearConv"] == 1 and ran["QuantizeLinear"] == 0 and ran["DequantizeLinear"] == 0, ran
