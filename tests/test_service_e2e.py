@@ -76,12 +76,13 @@ CLIENT_FROM_PROTO = textwrap.dedent('''
     assert not any(m.split(".")[0] in ("services", "automl", "latency_models") for m in sys.modules)
     stub = rpc.CompressionServiceStub(grpc.insecure_channel(sys.argv[2]))
     profiles = [p.name for p in stub.ListHardwareProfiles(pb.ListHardwareProfilesRequest()).profiles]
-    info = stub.GetServerInfo(pb.GetServerInfoRequest())
-    job = stub.SubmitJob(pb.JobSpec(model="lenet5", dataset="digits", strategy="random", trials=3,
-                                    seed=1, budgets=[pb.Budget(metric=pb.BUDGET_METRIC_SIZE_MB,
-                                                               value=0.5, relative=True)]))
+    info = stub.GetServerInfo(pb.GetServerInfoRequest()).info
+    job = stub.SubmitJob(pb.SubmitJobRequest(spec=pb.JobSpec(
+        model="lenet5", dataset="digits", strategy="random", trials=3, seed=1,
+        budgets=[pb.Budget(metric=pb.BUDGET_METRIC_SIZE_MB, value=0.5, relative=True)]))).job
     kinds, final = [], None
-    for ev in stub.WatchJob(pb.WatchJobRequest(job_id=job.id)):
+    for resp in stub.WatchJob(pb.WatchJobRequest(job_id=job.id)):
+        ev = resp.event
         kinds.append(ev.WhichOneof("kind"))
         if ev.WhichOneof("kind") == "state_change":
             final = pb.JobState.Name(ev.state_change.state)
@@ -226,3 +227,25 @@ def test_serve_as_a_user_starts_it_completes_a_job(tmp_path):
             proc.kill()
             proc.wait(30)
     assert proc.returncode == 0, log_path.read_text(errors="replace")[-4000:]
+
+
+def test_a_joint_rl_job_submitted_over_grpc_runs_to_a_result(server, tmp_path):
+    """RlMode JOINT reaches the agent as its own 'joint' mode (keep ratio and bit-widths per
+    layer): a tiny DDPG job (LeNet-5 on digits, 3 episodes, the simulated bit-flexible profile)."""
+    from services.store import JobStore
+
+    with Client(server.target) as c:
+        job = c.submit(pb.JobSpec(model=MODEL, dataset=DATA, strategy="ddpg", trials=3, seed=0,
+                                  rl_mode=pb.RL_MODE_JOINT, hardware_profile="bitfusion-sim",
+                                  budgets=[pb.Budget(metric=pb.BUDGET_METRIC_SIZE_MB, value=0.5,
+                                                     relative=True)]))
+        assert job.spec.rl_mode == pb.RL_MODE_JOINT
+        for _ in c.watch(job.id):
+            pass
+        final = c.get(job.id)
+        assert final.state == pb.JOB_STATE_SUCCEEDED, final.reason
+        summary = c.download_result(job.id, tmp_path / "res")
+    assert summary.policy and json.loads(summary.result_json)["strategy"] == "ddpg"
+    trials = [e["payload"] for e in JobStore(server.data_dir / "jobs.sqlite").events_after(job.id)
+              if e["type"] == "trial"]
+    assert trials and {t.get("rl_mode") for t in trials} == {"joint"}, trials[:1]

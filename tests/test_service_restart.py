@@ -91,6 +91,10 @@ def test_sigkill_then_sigterm_mid_job_and_the_job_still_finishes(tmp_path):
             final = c.get(job.id)
             assert final.state == pb.JOB_STATE_SUCCEEDED, final.reason
             assert final.attempts == 3
+            # a restart never repeats a trial a watcher had, and progress counts each trial once
+            indexes = [e.trial.index for e in events if e.WhichOneof("kind") == "trial"]
+            assert len(indexes) == len(set(indexes)), indexes
+            assert final.progress.trials_done == len(indexes), (final.progress, indexes)
             reasons = [e.state_change.reason for e in events if e.WhichOneof("kind") == "state_change"]
             assert any("server restarted" in r for r in reasons), reasons
             assert any("server shut down" in r for r in reasons), reasons
