@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,26 +21,12 @@ import torch
 
 from automl.data import load_dataset
 from automl.models import build_model
-from latency_models.onnx_runtime import (_ArrayReader, _quiet_quantizer, export_onnx,
-                                         measure_onnx_latency, quantize_int8_qdq)
+from latency_models.onnx_runtime import export_onnx, measure_onnx_latency, quantize_int8_qdq
+
+from .peers import ort_quantize_static
 
 RESULTS = Path(__file__).parent / "results" / "int8_speed.json"
 MNIST = "mnist:" + str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz")
-
-
-def ort_quantize_static(fp32: bytes, calib: np.ndarray) -> bytes:
-    """The peer: ORT's quantize_static with its default op types (QDQ, per-channel weights)."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    with tempfile.TemporaryDirectory() as tmp, _quiet_quantizer():
-        src, pre, dst = (os.path.join(tmp, n) for n in ("a.onnx", "b.onnx", "c.onnx"))
-        Path(src).write_bytes(fp32)
-        quant_pre_process(src, pre, skip_symbolic_shape=True)
-        quantize_static(pre, dst, _ArrayReader([calib[i:i + 1] for i in range(len(calib))]),
-                        quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        return Path(dst).read_bytes()
 
 
 def run(model_name: str, data_spec: str, rounds: int) -> dict:

@@ -1,0 +1,274 @@
+"""The measured accuracy–latency front: hwcompress against what a user would pick instead, in one
+run, on the same data, the same budgets and the same fine-tune.
+
+    python -m bench.pareto [--models resnet20 mobilenetv2_050] [--fractions 0.5 0.35 0.25]
+                           [--seeds 0 1 2] [--methods ...] [--table] [--plot]
+
+Methods (``--methods``):
+  optuna-tpe          our search (Optuna TPE, joint pruning + int8), its distilled fine-tune
+  ddpg-joint          our DDPG agent (AMC/HAQ-style, joint mode)
+  tp-global           Torch-Pruning MagnitudePruner, global ranking, ratio bisected to the budget
+  tp-uniform          Torch-Pruning MagnitudePruner, one ratio for every layer, bisected
+  ort-ptq             ONNX Runtime quantize_static of the unpruned model (no training)
+  tp-global+ort-ptq   tp-global bisected so that its ORT int8 graph meets the budget, then PTQ
+
+Every answer is an ONNX graph; all are judged alike: latency as the ratio to the uncompressed
+fp32 graph timed side by side in this process (the machine drifts, the ratio holds), accuracy of
+the graph itself in ONNX Runtime on the MNIST test set. Every pruned model gets the same
+recovery (``automl.train.finetune``: distilled from the original, cosine, ``--finetune-epochs``).
+
+Resumable: one row per cell (model × budget × method × seed) in ``bench/results/pareto.json``;
+a cell that has a row is skipped (``--force`` re-runs it). ``--table`` prints the Markdown of
+BENCHMARKS.md, ``--plot`` writes ``bench/results/pareto.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from automl.core import Policy
+from automl.search.runner import SearchConfig, run_search
+from automl.train import evaluate_onnx_accuracy, finetune
+from automl.workflow import LoadedModel, load_trained
+from latency_models.onnx_runtime import export_onnx, measure_onnx_pair
+
+from .peers import bisect_to_latency, ort_quantize_static, tp_prune
+from .rows import load_rows, row_key, save_row
+
+RESULTS = Path(__file__).resolve().parent / "results"
+ROWS = RESULTS / "pareto.json"
+MNIST = "mnist:" + str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz")
+METHODS = ["optuna-tpe", "ddpg-joint", "tp-global", "tp-uniform", "ort-ptq", "tp-global+ort-ptq"]
+OURS = ("optuna-tpe", "ddpg-joint")
+TOLERANCE = 1.05  # a measured ratio within +5% of the budget counts as meeting it
+
+log = logging.getLogger("bench.pareto")
+
+
+class Context:
+    """One (model, seed): the trained baseline, its fp32 graph and what every cell measures by."""
+
+    def __init__(self, model: str, seed: int, args: argparse.Namespace) -> None:
+        self.model_name, self.seed, self.args = model, seed, args
+        self.loaded: LoadedModel = load_trained(model, args.data, seed=seed, epochs=args.epochs,
+                                                max_train=args.max_train, progress=False)
+        self.shape = self.loaded.data.input_shape
+        self.fp32 = export_onnx(self.loaded.model, self.shape)
+        self.calib = torch.cat(self.loaded.data.calibration_batches()).numpy()
+        self.accuracy_original = self.accuracy(self.fp32)
+
+    def accuracy(self, onnx_bytes: bytes) -> float:
+        d = self.loaded.data
+        return evaluate_onnx_accuracy(onnx_bytes, d.x_test, d.y_test, limit=self.args.test_limit)
+
+    def latency_ratio(self, onnx_bytes: bytes) -> tuple[float, float]:
+        """(ratio to the fp32 original, this graph's ms), timed side by side."""
+        a, ref = measure_onnx_pair(onnx_bytes, self.fp32, self.shape, sessions=3)
+        return a.median_ms / ref.median_ms, a.median_ms
+
+    def recover(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The one fine-tune every pruned answer gets."""
+        return finetune(model, self.loaded.data, epochs=self.args.finetune_epochs, seed=self.seed,
+                        teacher=self.loaded.model)
+
+
+def _ours(ctx: Context, fraction: float, method: str, out: Path) -> dict[str, Any]:
+    strategy, _, mode = method.partition("-")
+    if strategy == "optuna":
+        strategy, mode = "optuna-tpe", "joint"
+    shutil.rmtree(out, ignore_errors=True)
+    a = ctx.args
+    config = SearchConfig(model=ctx.model_name, data=a.data, budgets=[f"latency_ms={fraction}x"],
+                          strategy=strategy, rl_mode=mode or "joint", trials=a.trials, seed=ctx.seed,
+                          finetune_epochs=a.finetune_epochs, out_dir=str(out), epochs=a.epochs,
+                          max_train=a.max_train, val_limit=a.val_limit, workers=a.workers,
+                          recovery_steps=a.recovery_steps)
+    r = run_search(config)
+    onnx_bytes = (out / "compressed.onnx").read_bytes()
+    bits = [lp.w_bits for lp in Policy.from_dict(r["policy"]).layers.values()]
+    return {"onnx": onnx_bytes, "int8_layer_share": sum(b <= 8 for b in bits) / max(1, len(bits)),
+            "search_accuracy_after_finetune_torch": r["accuracy_after_finetune"],
+            "search_latency_ms_measured": r["latency_ms_measured"],
+            "search_within_budget": r["latency_within_budget_measured"],
+            "evaluations": r["evaluations"]}
+
+
+def _tp(ctx: Context, fraction: float, global_pruning: bool, int8: bool) -> dict[str, Any]:
+    model = ctx.loaded.model
+
+    def graph(ratio: float) -> bytes:
+        fp32 = export_onnx(tp_prune(model, ctx.shape, ratio, global_pruning), ctx.shape)
+        return ort_quantize_static(fp32, ctx.calib) if int8 else fp32
+
+    ratio, _ = bisect_to_latency(lambda r: ctx.latency_ratio(graph(r))[0], fraction)
+    pruned = ctx.recover(tp_prune(model, ctx.shape, ratio, global_pruning))
+    fp32 = export_onnx(pruned, ctx.shape)
+    return {"onnx": ort_quantize_static(fp32, ctx.calib) if int8 else fp32, "pruning_ratio": ratio,
+            "int8_layer_share": 1.0 if int8 else 0.0}
+
+
+def _ort_ptq(ctx: Context, fraction: float) -> dict[str, Any]:
+    return {"onnx": ort_quantize_static(ctx.fp32, ctx.calib), "int8_layer_share": 1.0}
+
+
+RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
+    "tp-global": lambda ctx, f, out: _tp(ctx, f, True, False),
+    "tp-uniform": lambda ctx, f, out: _tp(ctx, f, False, False),
+    "tp-global+ort-ptq": lambda ctx, f, out: _tp(ctx, f, True, True),
+    "ort-ptq": lambda ctx, f, out: _ort_ptq(ctx, f),
+    "optuna-tpe": lambda ctx, f, out: _ours(ctx, f, "optuna-tpe", out),
+    "ddpg-joint": lambda ctx, f, out: _ours(ctx, f, "ddpg-joint", out),
+}
+
+
+def run_cell(ctx: Context, fraction: float, method: str) -> dict[str, Any]:
+    out = RESULTS / "pareto" / f"{ctx.model_name}-{fraction}-{method}-s{ctx.seed}"
+    t0 = time.perf_counter()
+    row: dict[str, Any] = {"model": ctx.model_name, "budget_fraction": fraction, "strategy": method,
+                           "seed": ctx.seed, "accuracy_original": ctx.accuracy_original,
+                           "finetune_epochs": ctx.args.finetune_epochs, "epochs": ctx.args.epochs,
+                           "max_train": ctx.args.max_train, "trials": ctx.args.trials}
+    try:
+        got = RUNNERS[method](ctx, fraction, out)
+    except Exception as exc:  # noqa: BLE001 - an unreachable budget is a result too
+        log.exception("%s %s %s s%d", ctx.model_name, fraction, method, ctx.seed)
+        return {**row, "error": f"{type(exc).__name__}: {exc}"[:500], "wall_s": time.perf_counter() - t0}
+    wall = time.perf_counter() - t0
+    onnx_bytes = got.pop("onnx")
+    ratio, ms = ctx.latency_ratio(onnx_bytes)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "answer.onnx").write_bytes(onnx_bytes)
+    row.update(got)
+    row.update({"accuracy": ctx.accuracy(onnx_bytes), "latency_ratio_measured": ratio,
+                "latency_ms_measured": ms, "within_budget": ratio <= fraction * TOLERANCE,
+                "wall_s": wall})
+    return row
+
+
+# ---- reporting -------------------------------------------------------------------------------
+def _mean_std(values: list[float]) -> str:
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.fmean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Per (model, budget, method): mean/std of accuracy over seeds, mean latency ratio."""
+    cells: dict[tuple, list[dict]] = {}
+    for r in rows:
+        cells.setdefault((r["model"], r["budget_fraction"], r["strategy"]), []).append(r)
+    out = []
+    for (model, frac, method), rs in sorted(cells.items(), key=lambda kv: (kv[0][0], -kv[0][1], kv[0][2])):
+        ok = [r for r in rs if not r.get("error")]
+        out.append({"model": model, "budget_fraction": frac, "strategy": method, "seeds": len(ok),
+                    "errors": [r["error"] for r in rs if r.get("error")],
+                    "accuracy": [r["accuracy"] for r in ok],
+                    "accuracy_original": [r["accuracy_original"] for r in rs],
+                    "latency_ratio": [r["latency_ratio_measured"] for r in ok],
+                    "within": sum(bool(r["within_budget"]) for r in ok),
+                    "wall_s": [r["wall_s"] for r in ok]})
+    return out
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = ["| model | budget | method | seeds | accuracy (ONNX, test) | Δ vs unpruned | "
+             "latency ratio measured | within budget | wall s |", "|---|---|---|---|---|---|---|---|---|"]
+    for s in summarize(rows):
+        if not s["seeds"]:
+            lines.append(f"| {s['model']} | {s['budget_fraction']}x | {s['strategy']} | 0 | "
+                         f"{'; '.join(s['errors'])[:160]} | | | | |")
+            continue
+        delta = statistics.fmean(s["accuracy"]) - statistics.fmean(s["accuracy_original"])
+        lines.append(f"| {s['model']} | {s['budget_fraction']}x | {s['strategy']} | {s['seeds']} | "
+                     f"{_mean_std(s['accuracy'])} | {delta * 100:+.2f} pt | "
+                     f"{statistics.fmean(s['latency_ratio']):.3f} | {s['within']}/{s['seeds']} | "
+                     f"{statistics.fmean(s['wall_s']):.0f} |")
+    return "\n".join(lines)
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = sorted({r["model"] for r in rows})
+    fig, axes = plt.subplots(1, len(models), figsize=(6 * len(models), 4.5), squeeze=False)
+    for ax, model in zip(axes[0], models):
+        summ = [s for s in summarize([r for r in rows if r["model"] == model]) if s["seeds"]]
+        for method in METHODS:
+            pts = sorted((statistics.fmean(s["latency_ratio"]), statistics.fmean(s["accuracy"]))
+                         for s in summ if s["strategy"] == method)
+            if pts:
+                ax.plot(*zip(*pts), marker="o" if method in OURS else "s",
+                        linestyle="-" if method in OURS else "--", label=method)
+        orig = [r["accuracy_original"] for r in rows if r["model"] == model]
+        ax.axhline(statistics.fmean(orig), color="grey", linewidth=0.8, label="unpruned fp32")
+        for frac in sorted({r["budget_fraction"] for r in rows}):
+            ax.axvline(frac, color="grey", linestyle=":", linewidth=0.6)
+        ax.set_title(f"{model} on MNIST")
+        ax.set_xlabel("measured latency / unpruned fp32 (ORT, 1 thread)")
+        ax.set_ylabel("test accuracy (deployed ONNX)")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", nargs="+", default=["mobilenetv2_050", "resnet20"])
+    ap.add_argument("--fractions", nargs="+", type=float, default=[0.5, 0.35, 0.25])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    ap.add_argument("--data", default=MNIST)
+    ap.add_argument("--epochs", type=int, default=2, help="baseline training epochs")
+    ap.add_argument("--max-train", type=int, default=10000)
+    ap.add_argument("--val-limit", type=int, default=1000)
+    ap.add_argument("--test-limit", type=int, default=None, help="test images scored (all: 10000)")
+    ap.add_argument("--trials", type=int, default=20)
+    ap.add_argument("--finetune-epochs", type=float, default=3.0)
+    ap.add_argument("--recovery-steps", type=int, default=200)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--force", action="store_true")
+    ap.add_argument("--table", action="store_true", help="print the recorded table and stop")
+    ap.add_argument("--plot", action="store_true", help="write bench/results/pareto.png and stop")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    if args.table or args.plot:
+        rows = load_rows(ROWS)
+        if args.plot:
+            plot(rows, RESULTS / "pareto.png")
+            print(f"wrote {RESULTS / 'pareto.png'}")
+        if args.table:
+            print(markdown_table(rows))
+        return 0
+    done = {row_key(r) for r in load_rows(ROWS)}
+    for seed in args.seeds:
+        for model in args.models:
+            todo = [(f, m) for f in args.fractions for m in args.methods
+                    if args.force or (model, f, m, seed) not in done]
+            if not todo:
+                continue
+            ctx = Context(model, seed, args)
+            for fraction, method in todo:
+                log.info("cell %s %sx %s seed %d", model, fraction, method, seed)
+                row = run_cell(ctx, fraction, method)
+                save_row(ROWS, row)
+                log.info("-> %s", json.dumps({k: row.get(k) for k in (
+                    "accuracy", "latency_ratio_measured", "within_budget", "wall_s", "error")}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
