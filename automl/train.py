@@ -55,15 +55,25 @@ def distillation_loss(logits: torch.Tensor, teacher: nn.Module, xb: torch.Tensor
 
 def train_epochs(model: nn.Module, data: DatasetSplits, epochs: float, lr: float = 0.05,
                  optimizer: str = "sgd", batch_size: int = 64, seed: int = 0,
-                 progress: bool = True, desc: str = "train", teacher: nn.Module | None = None,
-                 temperature: float = 4.0, kd_weight: float = 0.9,
-                 max_steps: int | None = None) -> nn.Module:
-    """Train in place with cosine LR; ``epochs`` may be fractional (short fine-tunes).
+                 progress: bool = True, desc: str = "train",
+                 teacher: nn.Module | None = None) -> nn.Module:
+    """Train in place on ``data``'s training split for ``epochs`` (fractional allowed)."""
+    steps_per_epoch = max(1, (len(data.x_train) + batch_size - 1) // batch_size)
+    return train_steps(model, data.x_train, data.y_train, int(round(epochs * steps_per_epoch)),
+                       lr=lr, optimizer=optimizer, batch_size=batch_size, seed=seed,
+                       progress=progress, desc=desc, teacher=teacher)
+
+
+def train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float = 0.05,
+                optimizer: str = "sgd", batch_size: int = 64, seed: int = 0,
+                progress: bool = True, desc: str = "train", teacher: nn.Module | None = None,
+                temperature: float = 4.0, kd_weight: float = 0.9) -> nn.Module:
+    """``steps`` optimizer steps over shuffled epochs of (x, y), cosine LR, in place.
 
     With a ``teacher`` the loss is knowledge distillation (Hinton et al.): ``kd_weight`` × the
     KL divergence to the teacher's softened outputs (× T², so its gradients keep their scale)
-    + the rest × cross-entropy on the labels. A compressed model recovers faster from its
-    original's outputs than from labels alone. ``max_steps`` caps the optimizer steps."""
+    + the rest × cross-entropy on the labels: a compressed model recovers faster from its
+    original's outputs than from labels alone."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -74,10 +84,7 @@ def train_epochs(model: nn.Module, data: DatasetSplits, epochs: float, lr: float
         opt = torch.optim.Adam(params, lr=lr)
     else:
         raise ValueError(f"optimizer {optimizer!r}: expected 'sgd' or 'adam'")
-    steps_per_epoch = max(1, (len(data.x_train) + batch_size - 1) // batch_size)
-    total = max(1, int(round(epochs * steps_per_epoch)))
-    if max_steps is not None:
-        total = max(1, min(total, int(max_steps)))
+    total = max(1, int(steps))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
     loss_fn = nn.CrossEntropyLoss()
     if teacher is not None:
@@ -86,7 +93,7 @@ def train_epochs(model: nn.Module, data: DatasetSplits, epochs: float, lr: float
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
     step = 0
     while step < total:
-        for xb, yb in _batches(data.x_train, data.y_train, batch_size, gen):
+        for xb, yb in _batches(x, y, batch_size, gen):
             opt.zero_grad(set_to_none=True)
             logits = model(xb)
             loss = loss_fn(logits, yb)
@@ -106,8 +113,9 @@ def train_epochs(model: nn.Module, data: DatasetSplits, epochs: float, lr: float
 
 
 DEFAULT_FINETUNE_EPOCHS = 3.0
-"""The final recovery's default length: enough to recover a 4x-pruned MobileNetV2 on MNIST
-(0.3 epoch, the old default, left 2-8 points on the table at 25% latency)."""
+"""The final recovery's default length. The old 0.3 epoch left searched MobileNetV2-0.5 policies
+at 25% latency below plain uniform pruning (issue 12); whether 3 recovers them is what
+bench/pareto.py measures (not yet run for our arms)."""
 
 
 DEFAULT_RECOVERY_STEPS = 200
@@ -116,64 +124,24 @@ DEFAULT_RECOVERY_STEPS = 200
 
 def finetune(model: nn.Module, data: DatasetSplits, epochs: float = DEFAULT_FINETUNE_EPOCHS,
              lr: float = 0.01, seed: int = 0, progress: bool = False,
-             teacher: nn.Module | None = None, max_steps: int | None = None) -> nn.Module:
+             teacher: nn.Module | None = None) -> nn.Module:
     """Recovery of a compressed model: cosine-scheduled SGD, distilled from ``teacher`` (the
-    uncompressed original) when given; fake-quant layers train through their STE."""
-    reestimate_batchnorm(model, data.x_train)
+    uncompressed original) when given; fake-quant layers train through their STE. BN
+    statistics are the caller's (``apply_policy`` re-estimates them)."""
     return train_epochs(model, data, epochs, lr=lr, seed=seed, progress=progress,
                         desc="fine-tune" + (" (distilled)" if teacher is not None else ""),
-                        teacher=teacher, max_steps=max_steps)
+                        teacher=teacher)
 
 
 def recover_steps(model: nn.Module, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                  steps: int, lr: float = 0.01, batch_size: int = 64, seed: int = 0) -> nn.Module:
-    """A short, budgeted recovery for scoring a search candidate: ``steps`` SGD steps of
-    distillation from ``teacher`` on random training batches, cosine LR. Accuracy right after
-    pruning is near chance at aggressive budgets for every candidate and does not rank them;
-    after this it ranks them as the final fine-tune would (bench/signal_quality.py)."""
+                  steps: int, lr: float = 0.01, seed: int = 0) -> nn.Module:
+    """A short, budgeted recovery before a search candidate is scored: ``steps`` steps of
+    distillation from ``teacher``. Accuracy right after pruning is near chance at aggressive
+    budgets for every candidate, so it cannot rank them; whether this ranks them as the final
+    fine-tune does (issue 12's Spearman target) is not measured yet."""
     if steps <= 0:
         return model
-    gen = torch.Generator().manual_seed(seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    teacher.eval()
-    model.train()
-    for _ in range(steps):
-        idx = torch.randint(0, len(x), (batch_size,), generator=gen)
-        xb, yb = x[idx], y[idx]
-        opt.zero_grad(set_to_none=True)
-        logits = model(xb)
-        distillation_loss(logits, teacher, xb, nn.functional.cross_entropy(logits, yb)).backward()
-        opt.step()
-        sched.step()
-    model.eval()
-    return model
-
-
-@torch.no_grad()
-def reestimate_batchnorm(model: nn.Module, x: torch.Tensor, batches: int = 8,
-                         batch_size: int = 128) -> nn.Module:
-    """Recompute every BatchNorm's running statistics on ``x`` (cumulative average over
-    ``batches`` batches). Pruning changes what each BN sees; stale statistics alone cost a
-    pruned net much of its accuracy before any training (cheap: forward passes only)."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return model
-    was_training = model.training
-    saved = [(m, m.momentum) for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average
-    model.train()
-    gen = torch.Generator().manual_seed(0)
-    order = torch.randperm(len(x), generator=gen)[:batches * batch_size]
-    for i in range(0, len(order), batch_size):
-        model(x[order[i:i + batch_size]])
-    for m, momentum in saved:
-        m.momentum = momentum
-    model.train(was_training)
-    return model
+    return train_steps(model, x, y, steps, lr=lr, seed=seed, progress=False, teacher=teacher)
 
 
 def evaluate_onnx_accuracy(onnx_model: bytes, x: torch.Tensor, y: torch.Tensor,

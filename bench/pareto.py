@@ -35,6 +35,7 @@ from typing import Any, Callable
 
 import torch
 
+from automl.compress import recalibrate_batchnorm
 from automl.core import Policy
 from automl.search.runner import SearchConfig, run_search
 from automl.train import evaluate_onnx_accuracy, finetune
@@ -76,7 +77,9 @@ class Context:
         return a.median_ms / ref.median_ms, a.median_ms
 
     def recover(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The one fine-tune every pruned answer gets."""
+        """The one recovery every pruned answer gets: BN statistics re-estimated (as
+        ``apply_policy`` does for ours), then the same distilled fine-tune."""
+        recalibrate_batchnorm(model, self.loaded.data.calibration_batches())
         return finetune(model, self.loaded.data, epochs=self.args.finetune_epochs, seed=self.seed,
                         teacher=self.loaded.model)
 

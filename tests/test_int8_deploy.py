@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import tempfile
 from collections import Counter
-from pathlib import Path
 
 import numpy as np
 import onnx
@@ -18,25 +17,10 @@ from automl.compress import apply_policy, export_deployable
 from automl.core import LayerPolicy, Policy
 from automl.models import build_model
 from automl.space import trace_model
-from latency_models.onnx_runtime import (_ArrayReader, export_onnx, int8_kernel_graph, int8_nodes,
-                                         quantize_int8_qdq)
+from bench.peers import ort_quantize_static
+from latency_models.onnx_runtime import export_onnx, int8_kernel_graph, int8_nodes, quantize_int8_qdq
 
 SHAPE = (1, 16, 16)
-
-
-def _ort_quantize_static(fp32: bytes, calib: np.ndarray) -> bytes:
-    """ORT's quantize_static with its defaults (every op type it quantizes): the peer."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    with tempfile.TemporaryDirectory() as tmp:
-        src, pre, dst = (os.path.join(tmp, n) for n in ("a.onnx", "b.onnx", "c.onnx"))
-        Path(src).write_bytes(fp32)
-        quant_pre_process(src, pre, skip_symbolic_shape=True)
-        quantize_static(pre, dst, _ArrayReader([calib[i:i + 1] for i in range(len(calib))]),
-                        quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-        return Path(dst).read_bytes()
 
 
 def _optimized_ops(model: bytes) -> Counter:
@@ -61,7 +45,7 @@ def test_full_int8_is_the_graph_ort_quantize_static_makes():
     calib = np.random.default_rng(0).standard_normal((8, *SHAPE)).astype(np.float32)
     computes = [n.name for n in onnx.load_from_string(fp32).graph.node if n.op_type in ("Conv", "Gemm")]
     ours = onnx.load_from_string(quantize_int8_qdq(fp32, [calib], int8_compute=computes))
-    peer = onnx.load_from_string(_ort_quantize_static(fp32, calib))
+    peer = onnx.load_from_string(ort_quantize_static(fp32, calib))
     assert Counter(n.op_type for n in ours.graph.node) == Counter(n.op_type for n in peer.graph.node)
     # residual adds and ReLUs run inside int8 kernels: nothing float between two int8 layers
     ran = _optimized_ops(ours.SerializeToString())

@@ -1,8 +1,7 @@
 """Scoring policies: accuracy on the validation slice after a short, budgeted recovery (BN
-statistics re-estimated, then ``recovery_steps`` steps of distillation from the uncompressed
-model). AMC scores without any training; at aggressive budgets that is near chance for every
-candidate and does not predict which one recovers best, this does (bench/signal_quality.py).
-``recovery_steps=0`` scores as AMC does.
+statistics re-estimated by ``apply_policy``, then ``recovery_steps`` steps of distillation from
+the uncompressed model). AMC scores without any training, which at aggressive budgets is near
+chance for every candidate; ``recovery_steps=0`` scores as AMC does.
 
 ``RayEvaluator`` runs a pool of Ray actors; the model, the validation slice and the calibration
 batches go into the object store once per job and each actor reads them once, not per trial.

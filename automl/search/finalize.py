@@ -60,7 +60,7 @@ def finalize(problem: CompressionProblem, rows: list[dict[str, Any]], config, mu
         emit({"type": "log", "message": f"fine-tuning {config.finetune_epochs:g} epoch(s), "
               "distilled from the original model"})
         finetune(model, loaded.data, epochs=config.finetune_epochs, seed=config.seed,
-                 teacher=loaded.model, progress=getattr(config, "progress", False))
+                 teacher=loaded.model, progress=config.progress)
     acc_after = evaluate_accuracy(model, loaded.data.x_test, loaded.data.y_test)
     onnx_bytes = export_deployable(model, policy, loaded.info, loaded.data.input_shape, calib)
     acc_deployed = evaluate_onnx_accuracy(onnx_bytes, loaded.data.x_test, loaded.data.y_test,
