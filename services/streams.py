@@ -11,7 +11,8 @@ the port); past either, the stream is refused at once with RESOURCE_EXHAUSTED.
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 import grpc
 
@@ -85,27 +86,26 @@ class StreamLimitInterceptor(grpc.ServerInterceptor):
                 abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
                       f"streams: {why}; close a stream or retry later")
 
-            if kind in ("server_stream", "bidi_stream"):
-                def stream(request_or_iter: Any, context: grpc.ServicerContext):
-                    client = client_key(context.peer())
-                    why = limiter.acquire(client)
-                    if why is not None:
-                        refuse(context, why)
-                    try:
-                        yield from behavior(request_or_iter, context)
-                    finally:
-                        limiter.release(client)
-                return stream
-
-            def unary_out(request_iter: Any, context: grpc.ServicerContext):
+            @contextmanager
+            def slot(context: grpc.ServicerContext) -> Iterator[None]:
                 client = client_key(context.peer())
                 why = limiter.acquire(client)
                 if why is not None:
-                    refuse(context, why)
+                    refuse(context, why)  # raises: nothing was acquired
                 try:
-                    return behavior(request_iter, context)
+                    yield
                 finally:
                     limiter.release(client)
+
+            if kind in ("server_stream", "bidi_stream"):
+                def stream(request_or_iter: Any, context: grpc.ServicerContext):
+                    with slot(context):
+                        yield from behavior(request_or_iter, context)
+                return stream
+
+            def unary_out(request_iter: Any, context: grpc.ServicerContext):
+                with slot(context):
+                    return behavior(request_iter, context)
             return unary_out
 
         return _wrap_handler(handler, wrapper)

@@ -22,7 +22,8 @@ from services.proto.hwcompress.v1 import service_pb2 as pb
 from services.server import ServerConfig, Service, check_exposure
 from services.testing import metric_sum, scrape
 
-from .test_service_api import Gate, _service, assert_invalid, instant_work_for_tests, spec, wait_state
+from .test_service_api import (Gate, _service, assert_invalid, client, instant_work_for_tests,  # noqa: F401 - fixtures
+                               server, spec, wait_state)
 
 
 @pytest.mark.parametrize("threads,limit,per_client,expect_open", [
@@ -300,17 +301,6 @@ def test_reflection_v1_and_v1alpha(server):
                     "grpc.reflection.v1alpha.ServerReflection"} <= names, (version, names)
 
 
-@pytest.fixture()
-def server(tmp_path):
-    svc = _service(tmp_path, instant_work_for_tests, max_upload_bytes=200_000)
-    yield svc
-    svc.stop()
-
-
-@pytest.fixture()
-def client(server):
-    with Client(f"127.0.0.1:{server.port}") as c:
-        yield c
 
 
 def test_upload_header_format_and_size_are_verified(client, server, tmp_path):
