@@ -232,3 +232,25 @@ def test_prediction_is_fast():
     for _ in range(1000):
         predict(info, pol, t)
     assert (time.perf_counter() - t0) / 1000 < 200e-6   # generous: tens of µs in practice
+
+
+def test_a_cached_table_of_an_older_schema_is_rebuilt_not_failed(tmp_path, monkeypatch):
+    """Upgrading hwcompress must not fail every job on the tables it cached before."""
+    import json as _json
+
+    from automl.models import build_model
+    from automl.search.problem import load_or_build_table
+    from automl.space import trace_model
+    from latency_models.profile import get_profile
+
+    monkeypatch.setenv("HWCOMPRESS_CACHE", str(tmp_path))
+    info = trace_model(build_model("lenet5", 1, 10), (1, 16, 16), "lenet5")
+    profile = get_profile("cpu-ort", 1)
+    fresh = load_or_build_table("lenet5", info, profile, quick=True)
+    path = next((tmp_path / "tables").glob("*.json"))
+    stale = _json.loads(path.read_text())
+    stale["schema_version"] = SCHEMA_VERSION - 1
+    path.write_text(_json.dumps(stale))
+    rebuilt = load_or_build_table("lenet5", info, profile, quick=True)
+    assert _json.loads(path.read_text())["schema_version"] == SCHEMA_VERSION
+    assert rebuilt.remainders_for("lenet5", info.input_shape) and len(rebuilt.entries) == len(fresh.entries)

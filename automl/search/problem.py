@@ -175,8 +175,9 @@ def load_or_build_table(model_name: str, info: ModelInfo, profile: HardwareProfi
     if path.is_file():
         try:
             table = LatencyTable.load(path)
-        except TableError as exc:  # made by an older hwcompress: measure again
+        except TableError as exc:  # made by an older hwcompress: our cache, so measure afresh
             log.info("cached latency table %s is stale (%s); rebuilding", path.name, exc)
+            path.unlink()  # else the profiler would try to resume it and refuse it the same way
         else:
             if table.remainders_for(model_name, info.input_shape) or profile.kind == "simulated":
                 return table
