@@ -5,10 +5,12 @@ current. (No container engine or cluster here: nothing is applied or run.)"""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -118,3 +120,61 @@ def test_compose_file():
         assert services[name]["build"]["dockerfile"] == "deploy/Dockerfile"
     dockerfile = (DEPLOY / "Dockerfile").read_text()
     assert "torch==2.13.0" in dockerfile and 'CMD ["hwcompress", "serve"' in dockerfile
+
+
+def _serve_config(argv: list[str], env: dict[str, str], monkeypatch):
+    """``hwcompress serve`` ARGV under ENV, parsed by the real CLI into the server's config."""
+    from services.cli.main import build_parser
+    from services.cli.service_cmds import server_config
+
+    for name in [k for k in os.environ if k.startswith("HWCOMPRESS_")]:
+        monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    args = build_parser().parse_args(argv)  # flag defaults read the environment at build time
+    assert args.command == "serve"
+    return server_config(args)
+
+
+def _assert_reachable_and_authenticated(config) -> None:
+    from services.server import check_exposure
+
+    assert config.host == "0.0.0.0" and config.metrics_host == "0.0.0.0", (config.host, config.metrics_host)
+    assert not config.insecure and config.auth_token
+    assert check_exposure(config) is None  # starts, with no --insecure warning
+
+
+def test_containers_serve_every_interface_with_auth(tmp_path, monkeypatch):
+    """The server binds loopback by default, which nothing outside a container reaches: every
+    manifest binds 0.0.0.0 and wires the bearer token (never --insecure)."""
+    token = tmp_path / "token"
+    token.write_text("s3cret\n")
+    # Kubernetes: the token file is the mounted hwcompress-auth secret
+    dep = {(d["kind"], d["metadata"]["name"]): d for d in _docs("hwcompress.yaml")}[("Deployment", "hwcompress")]
+    pod = dep["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert "--insecure" not in c["args"]
+    env = {e["name"]: e["value"] for e in c["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    secret_volumes = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
+    assert any(env["HWCOMPRESS_AUTH_TOKEN_FILE"].startswith(mounts[v] + "/") for v in secret_volumes)
+    env["HWCOMPRESS_AUTH_TOKEN_FILE"] = str(token)
+    cfg = _serve_config(c["args"][1:], env, monkeypatch)
+    _assert_reachable_and_authenticated(cfg)
+    assert cfg.auth_token == "s3cret"
+    # docker compose: the token comes from the caller's environment, required (${VAR:?...})
+    hw = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]["hwcompress"]
+    argv = hw["command"].split()
+    assert argv[0] == "hwcompress" and "--insecure" not in argv
+    assert hw["environment"]["HWCOMPRESS_AUTH_TOKEN"].startswith("${HWCOMPRESS_AUTH_TOKEN:?")
+    compose_env = {k: str(v) for k, v in hw["environment"].items()} | {"HWCOMPRESS_AUTH_TOKEN": "s3cret"}
+    _assert_reachable_and_authenticated(_serve_config(argv[1:], compose_env, monkeypatch))
+    # the image's default command: all interfaces, so it starts only when given a token
+    text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")
+    cmd = json.loads(next(line for line in text.splitlines() if line.startswith("CMD "))[4:])
+    assert "--insecure" not in cmd
+    _assert_reachable_and_authenticated(_serve_config(cmd[1:], {"HWCOMPRESS_AUTH_TOKEN_FILE": str(token)},
+                                                      monkeypatch))
+    from services.server import check_exposure
+    with pytest.raises(ValueError, match="--insecure"):
+        check_exposure(_serve_config(cmd[1:], {}, monkeypatch))
