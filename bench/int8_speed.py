@@ -23,7 +23,7 @@ from automl.data import load_dataset
 from automl.models import build_model
 from latency_models.onnx_runtime import export_onnx, measure_onnx_latency, quantize_int8_qdq
 
-from .peers import ort_quantize_static
+from automl.peers import ort_quantize_static
 
 RESULTS = Path(__file__).parent / "results" / "int8_speed.json"
 MNIST = "mnist:" + str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz")

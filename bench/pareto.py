@@ -33,55 +33,38 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
-
-from automl.compress import recalibrate_batchnorm
 from automl.core import Policy
+from automl.peers import BUDGET_TOLERANCE as TOLERANCE
+from automl.peers import PEER_METHODS, PeerRunner
 from automl.search.runner import SearchConfig, run_search
-from automl.train import evaluate_onnx_accuracy, finetune
 from automl.workflow import LoadedModel, load_trained
-from latency_models.onnx_runtime import export_onnx, measure_onnx_pair
+from latency_models.onnx_runtime import measure_onnx_pair
 
-from .peers import bisect_to_latency, ort_quantize_static, tp_prune
 from .rows import load_rows, row_key, save_row
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROWS = RESULTS / "pareto.json"
 MNIST = "mnist:" + str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz")
-METHODS = ["optuna-tpe", "ddpg-joint", "tp-global", "tp-uniform", "ort-ptq", "tp-global+ort-ptq"]
+METHODS = ["optuna-tpe", "ddpg-joint", *PEER_METHODS]
 OURS = ("optuna-tpe", "ddpg-joint")
-TOLERANCE = 1.05  # a measured ratio within +5% of the budget counts as meeting it
 
 log = logging.getLogger("bench.pareto")
 
 
 class Context:
-    """One (model, seed): the trained baseline, its fp32 graph and what every cell measures by."""
+    """One (model, seed): the trained baseline and the peers' runner every cell measures by."""
 
     def __init__(self, model: str, seed: int, args: argparse.Namespace) -> None:
         self.model_name, self.seed, self.args = model, seed, args
         self.loaded: LoadedModel = load_trained(model, args.data, seed=seed, epochs=args.epochs,
                                                 max_train=args.max_train, progress=False)
-        self.shape = self.loaded.data.input_shape
-        self.fp32 = export_onnx(self.loaded.model, self.shape)
-        self.calib = torch.cat(self.loaded.data.calibration_batches()).numpy()
-        self.accuracy_original = self.accuracy(self.fp32)
-
-    def accuracy(self, onnx_bytes: bytes) -> float:
-        d = self.loaded.data
-        return evaluate_onnx_accuracy(onnx_bytes, d.x_test, d.y_test, limit=self.args.test_limit)
+        self.peers = PeerRunner(self.loaded, args.finetune_epochs, seed=seed, test_limit=args.test_limit)
+        self.accuracy_original = self.peers.accuracy(self.peers.fp32)
 
     def latency_ratio(self, onnx_bytes: bytes) -> tuple[float, float]:
         """(ratio to the fp32 original, this graph's ms), timed side by side."""
-        a, ref = measure_onnx_pair(onnx_bytes, self.fp32, self.shape, sessions=3)
+        a, ref = measure_onnx_pair(onnx_bytes, self.peers.fp32, self.peers.shape, sessions=3)
         return a.median_ms / ref.median_ms, a.median_ms
-
-    def recover(self, model: torch.nn.Module) -> torch.nn.Module:
-        """The one recovery every pruned answer gets: BN statistics re-estimated (as
-        ``apply_policy`` does for ours), then the same distilled fine-tune."""
-        recalibrate_batchnorm(model, self.loaded.data.calibration_batches())
-        return finetune(model, self.loaded.data, epochs=self.args.finetune_epochs, seed=self.seed,
-                        teacher=self.loaded.model)
 
 
 def _ours(ctx: Context, fraction: float, method: str, out: Path) -> dict[str, Any]:
@@ -105,29 +88,14 @@ def _ours(ctx: Context, fraction: float, method: str, out: Path) -> dict[str, An
             "evaluations": r["evaluations"]}
 
 
-def _tp(ctx: Context, fraction: float, global_pruning: bool, int8: bool) -> dict[str, Any]:
-    model = ctx.loaded.model
-
-    def graph(ratio: float) -> bytes:
-        fp32 = export_onnx(tp_prune(model, ctx.shape, ratio, global_pruning), ctx.shape)
-        return ort_quantize_static(fp32, ctx.calib) if int8 else fp32
-
-    ratio, _ = bisect_to_latency(lambda r: ctx.latency_ratio(graph(r))[0], fraction)
-    pruned = ctx.recover(tp_prune(model, ctx.shape, ratio, global_pruning))
-    fp32 = export_onnx(pruned, ctx.shape)
-    return {"onnx": ort_quantize_static(fp32, ctx.calib) if int8 else fp32, "pruning_ratio": ratio,
-            "int8_layer_share": 1.0 if int8 else 0.0}
-
-
-def _ort_ptq(ctx: Context, fraction: float) -> dict[str, Any]:
-    return {"onnx": ort_quantize_static(ctx.fp32, ctx.calib), "int8_layer_share": 1.0}
+def _peer(ctx: Context, fraction: float, method: str) -> dict[str, Any]:
+    onnx_bytes, ratio = ctx.peers.graph(method, fraction)
+    return {"onnx": onnx_bytes, "pruning_ratio": ratio,
+            "int8_layer_share": 1.0 if method.endswith("ort-ptq") else 0.0}
 
 
 RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
-    "tp-global": lambda ctx, f, out: _tp(ctx, f, True, False),
-    "tp-uniform": lambda ctx, f, out: _tp(ctx, f, False, False),
-    "tp-global+ort-ptq": lambda ctx, f, out: _tp(ctx, f, True, True),
-    "ort-ptq": lambda ctx, f, out: _ort_ptq(ctx, f),
+    **{m: (lambda ctx, f, out, m=m: _peer(ctx, f, m)) for m in PEER_METHODS},
     "optuna-tpe": lambda ctx, f, out: _ours(ctx, f, "optuna-tpe", out),
     "ddpg-joint": lambda ctx, f, out: _ours(ctx, f, "ddpg-joint", out),
 }
@@ -151,7 +119,7 @@ def run_cell(ctx: Context, fraction: float, method: str) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     (out / "answer.onnx").write_bytes(onnx_bytes)
     row.update(got)
-    row.update({"accuracy": ctx.accuracy(onnx_bytes), "latency_ratio_measured": ratio,
+    row.update({"accuracy": ctx.peers.accuracy(onnx_bytes), "latency_ratio_measured": ratio,
                 "latency_ms_measured": ms, "within_budget": ratio <= fraction * TOLERANCE,
                 "wall_s": wall})
     return row

@@ -44,7 +44,7 @@ def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | Path |
     return data
 
 
-class _ArrayReader:
+class ArrayCalibrationReader:
     """Feeds calibration arrays to ORT's static quantizer."""
 
     def __init__(self, batches: Iterable[np.ndarray], input_name: str = "input") -> None:
@@ -118,15 +118,15 @@ def quantize_int8_qdq(fp32_onnx: bytes, calibration: Iterable[np.ndarray],
                 raise ValueError(f"int8 layers not in the graph: {sorted(missing)[:5]}")
         nodes = int8_nodes(graph, int8_compute)
         batches = [b[i:i + 1] for b in calibration for i in range(len(b))]
-        with _quiet_quantizer():
-            quantize_static(pre, dst, _ArrayReader(batches), quant_format=QuantFormat.QDQ,
+        with quiet_quantizer():
+            quantize_static(pre, dst, ArrayCalibrationReader(batches), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
                             nodes_to_quantize=nodes)
         return Path(dst).read_bytes()
 
 
-class _quiet_quantizer:
+class quiet_quantizer:
     """ORT's quantizer logs a line per bias it copies ("Created a copy of bias input ...") and
     warns about pre-processing through the root logger: keep that out of the user's terminal."""
 

@@ -17,7 +17,7 @@ from automl.compress import apply_policy, export_deployable
 from automl.core import LayerPolicy, Policy
 from automl.models import build_model
 from automl.space import trace_model
-from bench.peers import ort_quantize_static
+from automl.peers import ort_quantize_static
 from latency_models.onnx_runtime import export_onnx, int8_kernel_graph, int8_nodes, quantize_int8_qdq
 
 SHAPE = (1, 16, 16)
