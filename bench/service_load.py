@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -35,6 +36,9 @@ from services.testing import ServerProcess
 SERVER_ARGS = ["--concurrency", "1", "--rpc-threads", "160", "--max-streams", "140",
                "--max-streams-per-client", "128", "--max-queued", "1000"]
 """Room for 100 watchers from one address (the defaults allow 16 per client, 48 in all)."""
+
+
+FINAL = ("JOB_STATE_SUCCEEDED", "JOB_STATE_FAILED", "JOB_STATE_CANCELLED")
 
 
 def _spec(i: int) -> pb.JobSpec:
@@ -65,7 +69,9 @@ def run(submits: int, watchers: int, seconds: float, data_dir: Path) -> dict:
     errors: dict[str, int] = {}
     ids: list[str] = []
     events_seen = [0] * watchers
+    watching = [0, 0]  # streams open now (a first event arrived, not ended), the most at once
     lock = threading.Lock()
+    load_before = os.getloadavg()
     t_start = time.monotonic()
     deadline = t_start + seconds
 
@@ -102,14 +108,24 @@ def run(submits: int, watchers: int, seconds: float, data_dir: Path) -> dict:
                 call = c.stub.WatchJob(pb.WatchJobRequest(job_id=job_id))
                 canceller = threading.Thread(target=lambda: (stop.wait(), call.cancel()), daemon=True)
                 canceller.start()
+                counted = False
                 try:
                     for _ in call:
                         events_seen[w] += 1
+                        if not counted:
+                            counted = True
+                            with lock:
+                                watching[0] += 1
+                                watching[1] = max(watching[1], watching[0])
                     return  # the job ended: its stream is complete
                 except grpc.RpcError as exc:
                     if exc.code() != grpc.StatusCode.CANCELLED:
                         note_error("WatchJob", exc)
                         time.sleep(0.5)
+                finally:
+                    if counted:
+                        with lock:
+                            watching[0] -= 1
 
     def prober() -> None:
         with Client(srv.target, timeout=10) as c, grpc.insecure_channel(srv.target) as ch:
@@ -140,6 +156,7 @@ def run(submits: int, watchers: int, seconds: float, data_dir: Path) -> dict:
         stop.set()
     for t in threads:
         t.join(30)
+    load_during = os.getloadavg()
     with Client(srv.target) as c:
         states_before = {j: pb.JobState.Name(c.get(j).state) for j in ids}
     drain_t0 = time.monotonic()
@@ -175,8 +192,12 @@ def run(submits: int, watchers: int, seconds: float, data_dir: Path) -> dict:
         "submit": _summary(submit_lat), "get_job": _summary(get_lat), "health": _summary(health_lat),
         "watch_events_received": sum(events_seen),
         "watchers_with_events": sum(1 for n in events_seen if n),
+        "watch_streams_open_max": watching[1],
+        "loadavg_before": load_before, "loadavg_at_stop": load_during,
         "errors": errors, "states_at_stop": count(states_before), "states_after_restart": count(states_after),
         "drain_exit_code": rc, "drain_s": drain_s, "jobs_lost": len(lost),
+        "final_states_changed_by_restart": sum(1 for j, s in states_before.items()
+                                               if s in FINAL and states_after.get(j) != s),
         "jobs_failed": list(states_after.values()).count("JOB_STATE_FAILED"),
     }
 
@@ -192,14 +213,18 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("bounded load only: submits 1..1000, watchers 0..128, seconds up to 600")
     with tempfile.TemporaryDirectory(prefix="hwc-load-") as tmp:
         out = run(args.submits, args.watchers, args.seconds, Path(tmp) / "data")
+    out["command"] = "python -m bench.service_load " + " ".join(sys.argv[1:] if argv is None else argv)
     print(json.dumps(out, indent=2))
     for name in ("submit", "get_job", "health"):
         s = out[name]
         print(f"{name:8} n={s['n']:4}  p50 {s['p50_ms']:7.1f} ms  p99 {s['p99_ms']:7.1f} ms  max {s['max_ms']:7.1f} ms")
+    print(f"watch streams open at once: up to {out['watch_streams_open_max']} of {out['watchers']}; "
+          f"load average {out['loadavg_before'][0]:.1f} before, {out['loadavg_at_stop'][0]:.1f} at stop")
     print(f"jobs lost: {out['jobs_lost']} of {out['submits_ok']} submitted; errors: {out['errors'] or 'none'}")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
-    ok = out["jobs_lost"] == 0 and out["jobs_failed"] == 0 and out["submits_ok"] == args.submits
+    ok = (out["jobs_lost"] == 0 and out["jobs_failed"] == 0 and out["submits_ok"] == args.submits
+          and out["final_states_changed_by_restart"] == 0)
     return 0 if ok else 1
 
 
