@@ -10,6 +10,8 @@ from automl.data import DEFAULT_DATASET
 from automl.space import policy_template
 from automl.workflow import compress_with_policy, format_comparison, load_trained
 
+from .service_cmds import DEMO_BUDGET, DEMO_DATA, DEMO_MODEL, print_peers, relative_latency_fraction
+
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True,
@@ -41,11 +43,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.set_defaults(func=cmd_policy_template)
 
     d = sub.add_parser("demo", help="the main job end to end on the embedded defaults")
-    d.add_argument("--model", default="resnet20")
-    d.add_argument("--data", default=DEFAULT_DATASET)
-    d.add_argument("--budget", default="latency_ms=0.6x")
+    d.add_argument("--model", default=DEMO_MODEL)
+    d.add_argument("--data", default=DEMO_DATA)
+    d.add_argument("--budget", default=DEMO_BUDGET)
     d.add_argument("--strategy", default="optuna-tpe")
     d.add_argument("--trials", type=int, default=16)
+    d.add_argument("--no-peers", action="store_true",
+                   help="skip the side-by-side with Torch-Pruning and ORT int8 at the same budget")
     d.add_argument("--out", default="out/demo")
     d.set_defaults(func=cmd_demo)
 
@@ -82,7 +86,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     config = SearchConfig(model=args.model, data=args.data, budgets=[args.budget],
                           strategy=args.strategy, trials=args.trials, out_dir=args.out,
-                          finetune_epochs=1.0)
+                          progress=True)
     print(f"searching {args.model} on {args.data}: budget {args.budget} (of the measured "
           f"uncompressed latency), strategy {args.strategy}, {args.trials} evaluations on Ray")
     bar = tqdm(total=args.trials, desc=f"search {args.strategy}", unit="eval")
@@ -109,4 +113,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for a, b, c in rows:
         print(f"{a:{w}}  {b:>10}  {c}")
     print(f"wrote {args.out}/result.json, trace.json, search.png and compressed.onnx")
+    fraction = relative_latency_fraction([args.budget])
+    if not args.no_peers and fraction is not None:
+        print_peers(args.model, args.data, fraction, r, str(Path(args.out) / "compressed.onnx"))
     return 0
