@@ -19,7 +19,8 @@ HERE = Path(__file__).resolve().parent
 DASHBOARD = HERE / "grafana" / "dashboards" / "hwcompress.json"
 CONFIGMAP = HERE / "k8s" / "grafana-dashboard.yaml"
 PROM_CONFIGMAP = HERE / "k8s" / "prometheus-config.yaml"
-DS = {"type": "prometheus", "uid": "prometheus"}   # defined in grafana/provisioning/datasources
+DS = {"type": "prometheus", "uid": "${datasource}"}  # the dashboard's datasource variable
+DEFAULT_DS = "prometheus"   # its default: the uid grafana/provisioning/datasources defines
 RI = "$__rate_interval"
 SVC = 'grpc_service="hwcompress.v1.CompressionService"'
 JOB = 'job_id=~"$job_id"'
@@ -69,17 +70,23 @@ ROWS: list[tuple[str, list[tuple[str, str, str, str, list[dict], int]]]] = [
         ("Best accuracy of running jobs", "timeseries", "percentunit",
          "Best feasible accuracy found so far by each running job (only running jobs have a series).",
          [q(f"hwcompress_running_job_best_accuracy{{{JOB}}}", "{{job_id}} {{model}} {{strategy}}")], 8),
-        ("Best policy's latency against the budget", "timeseries", "short",
-         "Predicted latency (ms) of each running job's best feasible policy, and its budgets "
-         "(absolute, in each metric's unit, once the search resolved relative budgets).",
-         [q(f"hwcompress_running_job_best_latency_ms{{{JOB}}}", "{{job_id}} best latency_ms"),
-          q(f"hwcompress_running_job_budget{{{JOB}}}", "{{job_id}} budget {{metric}}")], 8),
+        ("Best policy's latency against the budget", "timeseries", "s",
+         "Predicted latency of each running job's best feasible policy, and its latency budget "
+         "(absolute; a relative budget appears once the search resolved it).",
+         [q(f"hwcompress_running_job_best_latency_seconds{{{JOB}}}", "{{job_id}} best"),
+          q(f"hwcompress_running_job_budget_seconds{{{JOB}}}", "{{job_id}} budget")], 8),
         ("Progress", "bargauge", "percentunit",
          "Trials done / trials planned, and seconds since the job's last event (stuck jobs grow).",
          [q(f"hwcompress_running_job_trials_done{{{JOB}}} / hwcompress_running_job_trials_target{{{JOB}}}", "{{job_id}}")], 4),
         ("Seconds since last progress", "stat", "s",
          "Time since each running job's last trial or start; the HwcompressJobNoProgress alert fires past 15 min.",
          [q(f"time() - hwcompress_running_job_last_progress_timestamp_seconds{{{JOB}}}", "{{job_id}}")], 4),
+        ("Size budget of running jobs", "stat", "decbytes",
+         "Each running job's model-size budget (absolute; relative budgets once resolved).",
+         [q(f"hwcompress_running_job_budget_bytes{{{JOB}}}", "{{job_id}}")], 12),
+        ("Relative budgets as submitted", "stat", "percentunit",
+         "Budgets given as a fraction of the uncompressed model, per metric.",
+         [q(f"hwcompress_running_job_budget_ratio{{{JOB}}}", "{{job_id}} {{metric}}")], 12),
     ]),
     ("gRPC", [
         ("Requests per second by method", "timeseries", "reqps",
@@ -100,6 +107,13 @@ ROWS: list[tuple[str, list[tuple[str, str, str, str, list[dict], int]]]] = [
          [q("sum by (kind) (hwcompress_ray_cpus)", "{{kind}}")], 12),
         ("Ray nodes", "stat", "short", "Alive nodes in the Ray cluster.",
          [q("max(hwcompress_ray_nodes)", "nodes")], 12),
+    ]),
+    ("Build", [
+        ("Versions serving", "table", "short",
+         "hwcompress_build_info: the hwcompress, Python, torch, Ray and ONNX Runtime versions of "
+         "each scraped server (a mixed fleet shows several rows).",
+         [q("count by (version, python_version, torch_version, ray_version, onnxruntime_version) "
+            "(hwcompress_build_info)", "{{version}}")], 24),
     ]),
 ]
 
@@ -128,6 +142,10 @@ def build() -> dict:
         "refresh": "30s", "time": {"from": "now-6h", "to": "now"},
         "annotations": {"list": []}, "links": [],
         "templating": {"list": [{
+            "name": "datasource", "label": "Prometheus", "type": "datasource",
+            "query": "prometheus", "refresh": 1, "regex": "", "hide": 0, "multi": False,
+            "includeAll": False, "options": [],
+            "current": {"selected": True, "text": DEFAULT_DS, "value": DEFAULT_DS}}, {
             "name": "job_id", "label": "running job", "type": "query", "datasource": DS,
             "query": {"query": "label_values(hwcompress_running_job_best_accuracy, job_id)",
                       "refId": "job_id"},

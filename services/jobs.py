@@ -378,7 +378,7 @@ class JobManager:
                     state["best"] = best
                     m.running_best_accuracy.labels(*labels).set(best)
                 if state["best_latency"] is not None:
-                    m.running_best_latency.labels(*labels).set(state["best_latency"])
+                    m.running_best_latency.labels(*labels).set(state["best_latency"] / 1000.0)
                 m.running_trials_done.labels(*labels).set(state["done"])
                 m.running_last_progress.labels(*labels).set(now)
                 total = int(event.get("total") or spec.get("trials", 0))

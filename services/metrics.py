@@ -31,6 +31,24 @@ EVAL_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60,
 
 RUNNING_JOB_LABELS = ("job_id", "model", "strategy")
 
+BUDGET_UNITS: dict[str, tuple[str, float]] = {
+    "latency_ms": ("seconds", 1e-3), "energy_mj": ("joules", 1e-3), "size_mb": ("bytes", 1e6),
+    "macs": ("macs", 1.0)}
+"""Budget metric (automl.core.BUDGET_METRICS) -> (base-unit suffix of its gauge, factor from the
+budget's unit to it). size_mb counts decimal megabytes (automl.core: bits / 8 / 1e6)."""
+
+
+def _build_info() -> dict[str, str]:
+    import platform
+
+    from .version import VERSION, dist_version as v
+    return {"version": VERSION, "python_version": platform.python_version(),
+            "torch_version": v("torch"), "ray_version": v("ray"),
+            "onnxruntime_version": v("onnxruntime")}
+
+
+BUILD_INFO = _build_info()
+
 
 class _StateCollector(Collector):
     """``hwcompress_jobs{state}`` read from the database at scrape time, so the gauge is right
@@ -128,14 +146,26 @@ class ServiceMetrics:
             "Best feasible accuracy so far of each running job (only running jobs have a series).",
             RUNNING_JOB_LABELS, registry=r)
         self.running_best_latency = Gauge(
-            "hwcompress_running_job_best_latency_ms",
-            "Predicted latency (ms) of each running job's best feasible policy.",
+            "hwcompress_running_job_best_latency_seconds",
+            "Predicted latency (seconds) of each running job's best feasible policy.",
             RUNNING_JOB_LABELS, registry=r)
-        self.running_budget = Gauge(
-            "hwcompress_running_job_budget",
-            "Each running job's budget limits in the metric's unit (absolute once the search "
-            "resolved relative budgets; until then the relative fraction, relative=\"true\").",
-            [*RUNNING_JOB_LABELS, "metric", "relative"], registry=r)
+        # one series per unit (Prometheus: one unit per metric, base units): an absolute limit
+        # appears as soon as it is known (submitted absolute, or resolved by the search)
+        self.running_budget_abs = {
+            metric: Gauge(f"hwcompress_running_job_budget_{unit}",
+                          f"Each running job's absolute {metric} budget, in {unit} (a relative "
+                          f"budget appears here once the search resolved it).",
+                          RUNNING_JOB_LABELS, registry=r)
+            for metric, (unit, _) in BUDGET_UNITS.items()}
+        self.running_budget_ratio = Gauge(
+            "hwcompress_running_job_budget_ratio",
+            "Each running job's relative budgets as submitted: a fraction of the uncompressed "
+            "model's value of that metric.", [*RUNNING_JOB_LABELS, "metric"], registry=r)
+        self.build_info = Gauge(
+            "hwcompress_build_info",
+            "Always 1; the labels say which hwcompress (and which runtimes) serve these metrics.",
+            list(BUILD_INFO), registry=r)
+        self.build_info.labels(*BUILD_INFO.values()).set(1)
         self.running_trials_done = Gauge(
             "hwcompress_running_job_trials_done", "Trials/episodes each running job has finished.",
             RUNNING_JOB_LABELS, registry=r)
@@ -154,7 +184,7 @@ class ServiceMetrics:
         self._running_gauges = (self.running_best_accuracy, self.running_best_latency,
                                 self.running_trials_done, self.running_trials_target,
                                 self.running_last_progress)
-        self._budget_labels: dict[str, list[tuple[str, ...]]] = {}
+        self._budget_series: dict[str, set[tuple[Gauge, tuple[str, ...]]]] = {}
         for state in ("SUCCEEDED", "FAILED", "CANCELLED"):
             # export zeros from the start: rate()/increase() cannot see a series' first increment
             self.jobs_finished.labels(state)
@@ -168,20 +198,17 @@ class ServiceMetrics:
     # -- per running job -------------------------------------------------------------------
     def set_budget(self, labels: tuple[str, str, str], metric: str, value: float,
                    relative: bool) -> None:
-        """Replace the job's budget series for ``metric`` (relative -> absolute once resolved)."""
-        job_id = labels[0]
-        keep = []
-        for old in self._budget_labels.get(job_id, []):
-            if old[3] == metric:
-                try:
-                    self.running_budget.remove(*old)
-                except KeyError:
-                    pass
-            else:
-                keep.append(old)
-        new = (*labels, metric, "true" if relative else "false")
-        self.running_budget.labels(*new).set(value)
-        self._budget_labels[job_id] = [*keep, new]
+        """Set the job's ``metric`` budget: a relative fraction as submitted, or an absolute limit
+        in the budget's own unit (``latency_ms``...), exported in base units."""
+        if relative:
+            gauge, key, v = self.running_budget_ratio, (*labels, metric), value
+        elif metric in BUDGET_UNITS:
+            gauge, key = self.running_budget_abs[metric], tuple(labels)
+            v = value * BUDGET_UNITS[metric][1]
+        else:
+            return
+        gauge.labels(*key).set(v)
+        self._budget_series.setdefault(labels[0], set()).add((gauge, key))
 
     def forget_job(self, labels: tuple[str, str, str]) -> None:
         """Drop a job's running-job series once it leaves RUNNING (bounded cardinality)."""
@@ -190,9 +217,9 @@ class ServiceMetrics:
                 gauge.remove(*labels)
             except KeyError:
                 pass
-        for old in self._budget_labels.pop(labels[0], []):
+        for gauge, key in self._budget_series.pop(labels[0], set()):
             try:
-                self.running_budget.remove(*old)
+                gauge.remove(*key)
             except KeyError:
                 pass
 

@@ -31,6 +31,7 @@ from .proto.hwcompress.v1 import service_pb2 as pb
 from .proto.hwcompress.v1 import service_pb2_grpc as pb_grpc
 from .store import FINAL_STATES, SUCCEEDED, IdempotencyConflict, JobStore, new_id
 from .uploads import Header, UploadError, UploadTooLarge, receive
+from .version import VERSION
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,6 @@ JOB_ID_RE = re.compile(r"^job-[0-9a-f]{16}$")
 WATCH_POLL_S = 1.0
 UPLOAD_CHECK_SLOTS = 2         # uploads built and loaded at once (each builds a model on data)
 UPLOAD_CHECK_WAIT_S = 30.0
-VERSION = "0.1.0"
 
 
 def _spec_error(context: grpc.ServicerContext, exc: SpecError, prefix: str = "spec.") -> NoReturn:

@@ -41,22 +41,29 @@ def test_dashboard_structure():
     assert len(ids) == len(set(ids)), "panel ids must be unique"
     provisioned = yaml.safe_load((DEPLOY / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text())
     uids = {d["uid"]: d["type"] for d in provisioned["datasources"]}
-    variables = {v["name"] for v in DASHBOARD["templating"]["list"]}
+    variables = {v["name"]: v for v in DASHBOARD["templating"]["list"]}
+    # the datasource is a variable (any Prometheus), defaulting to the provisioned one
+    ds_var = variables["datasource"]
+    assert ds_var["type"] == "datasource" and ds_var["query"] == "prometheus"
+    assert uids.get(ds_var["current"]["value"]) == "prometheus"
+    var_ds = {"type": "prometheus", "uid": "${datasource}"}
     for v in DASHBOARD["templating"]["list"]:
-        assert uids.get(v["datasource"]["uid"]) == v["datasource"]["type"]
+        assert v.get("datasource", var_ds) == var_ds, v["name"]
     for p in _panels():
         assert p["title"] and p["description"] and p["targets"], p["title"]
         g = p["gridPos"]
         assert 0 <= g["x"] and g["x"] + g["w"] <= 24 and g["h"] > 0
         for ds in [p["datasource"], *(t["datasource"] for t in p["targets"])]:
-            assert uids.get(ds["uid"]) == ds["type"], (p["title"], ds)
+            assert ds == var_ds, (p["title"], ds)
         refs = [t["refId"] for t in p["targets"]]
         assert len(refs) == len(set(refs))
         for t in p["targets"]:
             used = set(re.findall(r"\$(\w+)", t["expr"])) - {"__rate_interval"}
-            assert used <= variables, (p["title"], used)
+            assert used <= set(variables), (p["title"], used)
+    assert "prometheus" not in json.dumps(_panels()).replace('"type": "prometheus"', ""), \
+        "a panel names a datasource uid instead of $datasource"
     titles = " ".join(p["title"].lower() for p in _panels())
-    for needed in ("jobs by state", "per minute", "queue wait", "job duration", "trials per second",
+    for needed in ("versions serving", "size budget", "jobs by state", "per minute", "queue wait", "job duration", "trials per second",
                    "best accuracy", "evaluation duration", "requests per second", "error ratio",
                    "predictions", "ray cpus", "ray nodes"):
         assert needed in titles, needed
@@ -106,6 +113,7 @@ class Prometheus:
 
 SPEC = dict(model="lenet5", dataset="digits",
             budgets=[pb.Budget(metric=pb.BUDGET_METRIC_SIZE_MB, value=0.5, relative=True)])
+LATENCY_BUDGET = pb.Budget(metric=pb.BUDGET_METRIC_LATENCY_MS, value=50.0)
 
 
 def test_every_panel_query_returns_sane_data_from_a_real_prometheus(tmp_path):
@@ -122,7 +130,9 @@ def test_every_panel_query_returns_sane_data_from_a_real_prometheus(tmp_path):
             for _ in c.watch(done.id):
                 pass
             assert c.get(done.id).state == pb.JOB_STATE_SUCCEEDED
-            running = c.submit(pb.JobSpec(**SPEC, strategy="random", trials=400, seed=5))
+            # the running job also has an absolute latency budget, so every budget panel has a series
+            running = c.submit(pb.JobSpec(**{**SPEC, "budgets": [*SPEC["budgets"], LATENCY_BUDGET]},
+                                          strategy="random", trials=400, seed=5))
             seen = 0
             for event in c.watch(running.id):
                 seen += event.WhichOneof("kind") == "trial"
@@ -130,6 +140,10 @@ def test_every_panel_query_returns_sane_data_from_a_real_prometheus(tmp_path):
                     break
             time.sleep(4)  # a few more scrapes with the job running
             exported = set(scrape(srv.metrics_port))
+            raw = urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}/metrics", timeout=10).read()
+            check = subprocess.run([require("promtool"), "check", "metrics"], input=raw,
+                                   capture_output=True, timeout=60)
+            assert check.returncode == 0, (check.stdout + check.stderr).decode()
             bad: list[str] = []
             for panel in _panels():
                 for target in panel["targets"]:
