@@ -75,6 +75,10 @@ class SearchConfig:
     progress: bool = False           # progress bars on stderr (the CLI); the service sends events
 
 
+WORKER_NICENESS_ENV = "RAY_worker_niceness"
+"""Ray's setting (read when the embedded raylet starts) for its workers' ``nice`` value."""
+
+
 def init_ray(address: str | None = None) -> None:
     """Embedded local Ray by default; an existing cluster with ``address`` or ``RAY_ADDRESS``."""
     import ray
@@ -87,9 +91,35 @@ def init_ray(address: str | None = None) -> None:
     if address:
         ray.init(address=address, **kwargs)
     else:
+        # Ray nices its workers to 15 by default: on a busy machine any other process (a test
+        # run, a second job's driver) then starves the trials; the demo's trials took 550 s
+        # instead of 110 s here. The search *is* this process's work, so its workers run at the
+        # driver's priority (what Ray's own job supervisor does with the same variable).
+        os.environ.setdefault(WORKER_NICENESS_ENV, "0")
         # "local", not None: with no address Ray would join the last cluster `ray start` left
         # recorded on this machine (even a dead one) instead of starting its own.
         ray.init(address="local", include_dashboard=False, **kwargs)
+
+
+class _Ticking:
+    """``fn`` ticking a progress bar (rate and estimate) per call; the bar appears on the first
+    call, so a phase that does no work shows none."""
+
+    def __init__(self, fn: Callable[..., Any], total: int, desc: str) -> None:
+        self.fn, self.total, self.desc, self.bar = fn, total, desc, None
+
+    def __call__(self, *a: Any, **kw: Any) -> Any:
+        if self.bar is None:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=self.total, desc=self.desc, unit="probe", leave=False)
+        try:
+            return self.fn(*a, **kw)
+        finally:
+            self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _policy_key(policy: Policy) -> str:
@@ -143,7 +173,7 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
     emit({"type": "log", "message": f"loading {config.model} on {config.data}"})
     loaded = load_trained(config.model, config.data, seed=config.seed, epochs=config.epochs,
                           weights=config.weights, allow_import=config.allow_import,
-                          progress=False, max_train=config.max_train)
+                          progress=config.progress, max_train=config.max_train)
     profile_kind = get_profile(config.hardware or DEFAULT_PROFILE).kind
     # relative latency budgets mean "of what this device measures"; a simulated accelerator's
     # own figures come from its table, so there the table's prediction is the reference
@@ -156,7 +186,12 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
     probe = DeviceProbe(problem, config.threads, config.val_limit)
     calibration: list[dict[str, Any]] = []
     if config.calibrate_latency and problem.profile.kind != "simulated":  # a simulator needs none
-        calibration = calibrate_latency(problem, probe.build, probe.measure, seed=config.seed)
+        measure = _Ticking(probe.measure, len(problem.bits_choices) * 5, "calibrate latency")
+        try:
+            calibration = calibrate_latency(problem, probe.build,
+                                            measure if config.progress else probe.measure, seed=config.seed)
+        finally:
+            measure.close()
         if calibration:
             emit({"type": "log", "message": "latency table corrected to this device near the budget: "
                   + ", ".join(f"{k} x{f:.3f}" for k, f in problem.latency_correction.items())})
