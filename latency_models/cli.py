@@ -34,8 +34,22 @@ def _input_shape(args: argparse.Namespace) -> tuple[tuple[int, int, int], int]:
             raise ValueError(f"--input-shape {args.input_shape!r}: expected C,H,W such as 1,32,32") from None
         return (c, h, w), args.num_classes
     from automl.data import load_dataset
-    data = load_dataset(args.dataset)
+    data = load_dataset(args.data)
     return data.input_shape, data.num_classes
+
+
+def _alias(p: argparse.ArgumentParser, old: str, new: str, dest: str) -> None:
+    """``old`` still accepted (hidden from --help; says ``new`` replaces it)."""
+    class Warn(argparse.Action):
+        def __call__(self, parser, namespace, values, option_string=None):
+            print(f"hwcompress: {old} is deprecated; use {new}", file=sys.stderr)
+            setattr(namespace, self.dest, values)
+    p.add_argument(old, dest=dest, action=Warn, help=argparse.SUPPRESS)
+
+
+def _json_flag(p: argparse.ArgumentParser, always: bool = False) -> None:
+    p.add_argument("--json", action="store_true",
+                   help="print the result as JSON on stdout" + (" (it always does)" if always else ""))
 
 
 def _err(msg: str) -> int:
@@ -47,7 +61,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from .profiler import profile_model, table_stats
 
     try:
-        profile = get_profile(args.device, args.threads)
+        profile = get_profile(args.hardware, args.threads)
         shape, num_classes = _input_shape(args)
         table = profile_model(args.model, shape, profile, args.out, num_classes=num_classes,
                               quick=args.quick, points=args.grid_points, resume=not args.fresh,
@@ -71,6 +85,17 @@ def _table_files(paths: list[str]) -> list[Path]:
 
 def cmd_list(args: argparse.Namespace) -> int:
     files = _table_files(args.paths)
+    if args.json:
+        rows = []
+        for f in files:
+            try:
+                t = LatencyTable.load(f)
+            except TableError as exc:
+                rows.append({"file": str(f), "error": str(exc)})
+                continue
+            rows.append({"file": str(f), "metadata": t.metadata.to_dict(), "entries": len(t.entries)})
+        print(json.dumps(rows, indent=1))
+        return 0
     if not files:
         print(f"no latency tables (looked in {', '.join(args.paths) or tables_dir()})")
         return 0
@@ -110,7 +135,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
         merged.save(args.out)
     except TableError as exc:
         return _err(str(exc))
-    print(f"merged {len(tables)} tables into {args.out}: {len(merged.entries)} entries")
+    if args.json:
+        print(json.dumps({"out": str(args.out), "inputs": len(tables), "entries": len(merged.entries)}))
+    else:
+        print(f"merged {len(tables)} tables into {args.out}: {len(merged.entries)} entries")
     return 0
 
 
@@ -121,13 +149,16 @@ def cmd_validate(args: argparse.Namespace) -> int:
         table = LatencyTable.load(args.table)
         shape = None
         num_classes = args.num_classes
-        if args.input_shape or args.dataset:
-            if args.dataset is None:
-                args.dataset = DEFAULT_DATASET
+        if args.input_shape or args.data:
+            if args.data is None:
+                args.data = DEFAULT_DATASET
             shape, num_classes = _input_shape(args)
-        png = args.png or (str(Path(args.json).with_suffix(".png")) if args.json else None)
+        if isinstance(args.json, str):
+            print("hwcompress: lut validate --json FILE is deprecated; use --out FILE", file=sys.stderr)
+            args.out = args.out or args.json
+        png = args.png or (str(Path(args.out).with_suffix(".png")) if args.out else None)
         report = validate(args.model, table, args.samples, args.seed, threads=args.threads,
-                          input_shape=shape, num_classes=num_classes, json_out=args.json,
+                          input_shape=shape, num_classes=num_classes, json_out=args.out,
                           png_out=png, progress=not args.no_progress)
     except (TableError, ValueError) as exc:
         return _err(str(exc))
@@ -144,40 +175,50 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="table file (JSON); an existing one is resumed")
     p.add_argument("--quick", action="store_true", help="coarse grid (3 points per axis), 2 widths")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1)")
-    p.add_argument("--device", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
+    p.add_argument("--hardware", default=DEFAULT_PROFILE, choices=sorted(PROFILES),
                    help="hardware profile (bitfusion-sim: simulated bit-flexible accelerator)")
-    p.add_argument("--dataset", default=DEFAULT_DATASET, help="input shape from this dataset")
-    p.add_argument("--input-shape", default=None, help="C,H,W (overrides --dataset)")
+    _alias(p, "--device", "--hardware", "hardware")
+    p.add_argument("--data", default=DEFAULT_DATASET, help="input shape from this dataset")
+    _alias(p, "--dataset", "--data", "data")
+    p.add_argument("--input-shape", default=None, help="C,H,W (overrides --data)")
     p.add_argument("--num-classes", type=int, default=10, help="with --input-shape")
     p.add_argument("--grid-points", type=int, default=None, help="points per channel axis")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming --out")
     p.add_argument("--no-progress", action="store_true")
+    _json_flag(p, always=True)
     p.set_defaults(func=cmd_profile)
 
     lut = subparsers.add_parser("lut", help="list, inspect, merge and validate latency tables")
     sub = lut.add_subparsers(dest="lut_command", required=True)
     ls = sub.add_parser("list", help="tables in the given paths or in the cache's tables/")
     ls.add_argument("paths", nargs="*")
+    _json_flag(ls)
     ls.set_defaults(func=cmd_list)
     sh = sub.add_parser("show", help="metadata, summary and remainders of a table")
     sh.add_argument("table")
     sh.add_argument("--entries", action="store_true", help="also print every entry")
     sh.add_argument("--key", default=None, help="only entries whose layer key contains this")
+    _json_flag(sh, always=True)
     sh.set_defaults(func=cmd_show)
     mg = sub.add_parser("merge", help="merge tables taken under the same conditions")
     mg.add_argument("out")
     mg.add_argument("inputs", nargs="+")
     mg.add_argument("--prefer", choices=("tighter", "other"), default="tighter")
+    _json_flag(mg)
     mg.set_defaults(func=cmd_merge)
     va = sub.add_parser("validate", help="predicted vs measured latency on random policies")
     va.add_argument("--model", required=True)
     va.add_argument("--table", required=True)
     va.add_argument("--samples", type=int, default=100)
-    va.add_argument("--json", default=None, help="write the report here")
-    va.add_argument("--png", default=None, help="scatter plot (default: next to --json)")
+    va.add_argument("--out", default=None, help="write the full report (JSON) here")
+    # --json alone: the grammar's flag (the summary is JSON anyway); --json FILE: the old --out
+    va.add_argument("--json", nargs="?", const=True, default=False, metavar="",
+                    help="print the summary as JSON on stdout (it always does)")
+    va.add_argument("--png", default=None, help="scatter plot (default: next to --out)")
     va.add_argument("--seed", type=int, default=0)
     va.add_argument("--threads", type=int, default=None, help="default: the table's")
-    va.add_argument("--dataset", default=None, help="default: the input size the table was profiled at")
+    va.add_argument("--data", default=None, help="default: the input size the table was profiled at")
+    _alias(va, "--dataset", "--data", "data")
     va.add_argument("--input-shape", default=None)
     va.add_argument("--num-classes", type=int, default=10)
     va.add_argument("--no-progress", action="store_true")

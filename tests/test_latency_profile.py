@@ -90,7 +90,7 @@ def test_lut_list_show_merge(lenet_table, tmp_path, capsys):
 def test_lut_validate_writes_the_report(lenet_table, tmp_path):
     out = tmp_path / "v.json"
     rc = cli.main(["lut", "validate", "--model", "lenet5", "--table", str(lenet_table),
-                   "--samples", "3", "--json", str(out), "--no-progress"])
+                   "--samples", "3", "--out", str(out), "--no-progress"])
     assert rc == 0
     rep = json.loads(out.read_text())
     for k in ("n", "mape", "rmse_ms", "within_5pct", "within_10pct", "spearman",
@@ -119,7 +119,7 @@ def test_grid_contains_every_full_layer():
 
 def test_simulated_bitfusion_table(tmp_path):
     out = tmp_path / "sim.json"
-    rc = cli.main(["profile", "--model", "lenet5", "--out", str(out), "--quick", "--device",
+    rc = cli.main(["profile", "--model", "lenet5", "--out", str(out), "--quick", "--hardware",
                    "bitfusion-sim", "--input-shape", SHAPE, "--no-progress"])
     assert rc == 0
     table = LatencyTable.load(out)

@@ -10,6 +10,7 @@ from automl.data import DEFAULT_DATASET
 from automl.space import policy_template
 from automl.workflow import compress_with_policy, format_comparison, load_trained
 
+from .common import add_json_flag, print_json
 from .service_cmds import DEMO_BUDGET, DEMO_DATA, DEMO_MODEL, print_peers, relative_latency_fraction
 
 
@@ -33,6 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--channel-step", type=int, default=1, help="round kept channels to this multiple")
     p.add_argument("--finetune-epochs", type=float, default=0.0)
     p.add_argument("--threads", type=int, default=1, help="ORT threads when measuring latency")
+    add_json_flag(p, "result.json")
     p.set_defaults(func=cmd_compress)
 
     pp = sub.add_parser("policy", help="policy helpers")
@@ -40,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     t = psub.add_parser("template", help="print a valid full-size policy JSON to edit")
     t.add_argument("--model", required=True)
     t.add_argument("--data", default=DEFAULT_DATASET, help="input shape comes from the data")
+    add_json_flag(t, "the policy (it always does)")
     t.set_defaults(func=cmd_policy_template)
 
     d = sub.add_parser("demo", help="the main job end to end on the embedded defaults")
@@ -61,6 +64,9 @@ def cmd_compress(args: argparse.Namespace) -> int:
     result = compress_with_policy(loaded, policy, args.out, channel_step=args.channel_step,
                                   finetune_epochs=args.finetune_epochs, seed=args.seed,
                                   threads=args.threads)
+    if args.json:
+        print_json(result)
+        return 0
     print(format_comparison(result))
     print(f"wrote {Path(args.out) / 'result.json'} and {Path(args.out) / 'compressed.onnx'}")
     return 0

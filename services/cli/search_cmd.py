@@ -9,6 +9,8 @@ from pathlib import Path
 from automl.data import DEFAULT_DATASET
 from automl.train import DEFAULT_FINETUNE_EPOCHS, DEFAULT_RECOVERY_STEPS
 
+from .common import add_json_flag
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from automl.search.registry import strategy_names
@@ -44,10 +46,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--workers", type=int, default=None, help="parallel evaluators (default: CPUs)")
     p.add_argument("--local", action="store_true", help="evaluate in-process without Ray (debugging)")
     p.add_argument("--out", required=True)
+    add_json_flag(p, "result.json (instead of the summary and the policy)")
     p.set_defaults(func=cmd_search)
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    """Each phase shows its own bar with a rate and an estimate, on stderr: baseline training
+    (first use of a model/data/seed/epochs), latency-table profiling (first use of a
+    model/shape/profile), calibration near a latency budget, the trials, the final fine-tune."""
+    import sys
+
     from tqdm.auto import tqdm
 
     from automl.search.runner import SearchConfig, run_search
@@ -60,25 +68,37 @@ def cmd_search(args: argparse.Namespace) -> int:
         use_ray=not args.local, quick_table=args.quick_table, quantize=not args.no_quantize,
         recovery_steps=args.recovery_steps, progress=True, objective=args.objective, allow_import=True,
         agent_kwargs=args.agent_kwargs)
-    bar = tqdm(total=args.trials, desc=f"search {args.strategy}", unit="eval")
+    bar = None  # the trials' bar: from the search's start, not while earlier phases run
 
     def on_event(event: dict) -> None:
-        if event["type"] == "trial" and event.get("accuracy") is not None and not event.get("cached"):
+        nonlocal bar
+        kind = event["type"]
+        if kind == "started" and bar is None:
+            bar = tqdm(total=args.trials, desc=f"search {args.strategy}", unit="eval")
+        elif kind == "trial" and bar is not None and event.get("accuracy") is not None \
+                and not event.get("cached"):
             bar.update(1)
             best = event.get("best_accuracy")
             bar.set_postfix(best=f"{best:.4f}" if best is not None else "-",
                             lat_ms=f"{event['latency_ms']:.4f}")
-        elif event["type"] == "log":
-            bar.write(event["message"])
+        elif kind == "log":
+            if bar is not None and bar.n >= (bar.total or 0):
+                bar.close()  # the trials are over: the final phases get their own bars
+            (bar.write if bar is not None and not bar.disable else
+             (lambda m: print(m, file=sys.stderr, flush=True)))(event["message"])
 
     try:
         result = run_search(config, on_event)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
+    out = Path(args.out)
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
     shown = {k: v for k, v in result.items() if k not in ("policy", "pareto")}
     print(json.dumps(shown, indent=2))
     print("best policy:")
     print(json.dumps(result["policy"], indent=1))
-    out = Path(args.out)
     print(f"wrote {out / 'result.json'}, {out / 'trace.json'}, {out / 'search.png'}, {out / 'compressed.onnx'}")
     return 0

@@ -4,8 +4,8 @@ runs: a server with embedded Ray, one job over gRPC, watched, its result printed
 
 Every flag of ``serve`` also reads an environment variable (named in its help) so containers can
 be configured without rewriting the command line. Client commands find the server with
-``--server`` or $HWCOMPRESS_SERVER. Exit codes: 0 ok / job succeeded, 1 job failed or
-cancelled, 2 bad usage or an RPC error (the status code and message are printed).
+``--server`` or $HWCOMPRESS_SERVER. Exit codes (services/cli/main.py): 0 ok / job succeeded,
+1 job failed or cancelled or the server refused the call, 2 bad usage, 3 server unreachable.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from functools import wraps
 from typing import Any, Callable
 
 from google.protobuf.json_format import MessageToDict
+
+from .common import (EXIT_FAILURE, EXIT_UNREACHABLE, add_json_flag, deprecated_alias, env_default,
+                     env_flag, print_json, resolve_env_defaults)
 
 DEFAULT_SERVER = "localhost:50051"
 RL_MODES = {"prune": 1, "quantize": 2, "joint": 3}
@@ -39,15 +42,21 @@ def _pairs(values: list[str] | None, flag: str) -> dict[str, str]:
 
 
 def _rpc_errors(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
-    """Print gRPC errors as 'CODE: message' and exit 2 instead of a traceback."""
+    """Print gRPC errors as 'CODE: message' instead of a traceback: exit 3 when the server
+    cannot be reached (UNAVAILABLE), 1 when it answered with an error."""
     @wraps(func)
     def run(args: argparse.Namespace) -> int:
         import grpc
         try:
             return func(args)
         except grpc.RpcError as exc:
-            print(f"hwcompress {args.command}: {exc.code().name}: {exc.details()}", file=sys.stderr)
-            return 2
+            code = exc.code()
+            if code == grpc.StatusCode.UNAVAILABLE:
+                print(f"hwcompress {args.command}: cannot reach the server at {args.server} "
+                      f"(UNAVAILABLE: {exc.details()})", file=sys.stderr)
+                return EXIT_UNREACHABLE
+            print(f"hwcompress {args.command}: {code.name}: {exc.details()}", file=sys.stderr)
+            return EXIT_FAILURE
     return run
 
 
@@ -57,16 +66,17 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                        description="Serve hwcompress.v1.CompressionService (with gRPC health and "
                                    "reflection) and Prometheus /metrics. SIGTERM drains: running "
                                    "jobs stop at a trial boundary and resume on the next start.")
-    p.add_argument("--port", type=int, default=int(_env("HWCOMPRESS_PORT", 50051)),
+    p.add_argument("--port", type=int, default=env_default("HWCOMPRESS_PORT", 50051, int, "--port"),
                    help="gRPC port; 0 picks a free one [$HWCOMPRESS_PORT, 50051]")
     p.add_argument("--host", default=_env("HWCOMPRESS_HOST", "127.0.0.1"),
                    help="gRPC bind address; another than loopback needs auth or --insecure "
                         "[$HWCOMPRESS_HOST, 127.0.0.1]")
     p.add_argument("--insecure", action="store_true",
-                   default=_env("HWCOMPRESS_INSECURE", "") not in ("", "0"),
+                   default=env_flag("HWCOMPRESS_INSECURE"),
                    help="allow a non-loopback --host without auth (prints a warning) "
                         "[$HWCOMPRESS_INSECURE]")
-    p.add_argument("--metrics-port", type=int, default=int(_env("HWCOMPRESS_METRICS_PORT", 9464)),
+    p.add_argument("--metrics-port", type=int,
+                   default=env_default("HWCOMPRESS_METRICS_PORT", 9464, int, "--metrics-port"),
                    help="Prometheus /metrics port; -1 disables it [$HWCOMPRESS_METRICS_PORT, 9464]")
     p.add_argument("--metrics-host", default=_env("HWCOMPRESS_METRICS_HOST", "127.0.0.1"),
                    help="/metrics bind address [$HWCOMPRESS_METRICS_HOST, 127.0.0.1]")
@@ -74,9 +84,11 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                    help="jobs database and artifacts [$HWCOMPRESS_DATA_DIR, ./hwcompress-data]")
     p.add_argument("--ray-address", default=_env("RAY_ADDRESS"),
                    help="Ray cluster to run searches on; unset: embedded local Ray [$RAY_ADDRESS]")
-    p.add_argument("--concurrency", type=int, default=int(_env("HWCOMPRESS_CONCURRENCY", 1)),
+    p.add_argument("--concurrency", type=int,
+                   default=env_default("HWCOMPRESS_CONCURRENCY", 1, int, "--concurrency"),
                    help="jobs running at once; the rest queue [$HWCOMPRESS_CONCURRENCY, 1]")
-    p.add_argument("--max-queued", type=int, default=int(_env("HWCOMPRESS_MAX_QUEUED", 1000)),
+    p.add_argument("--max-queued", type=int,
+                   default=env_default("HWCOMPRESS_MAX_QUEUED", 1000, int, "--max-queued"),
                    help="queued jobs before SubmitJob answers RESOURCE_EXHAUSTED "
                         "[$HWCOMPRESS_MAX_QUEUED, 1000]")
     p.add_argument("--auth-token-file", default=_env("HWCOMPRESS_AUTH_TOKEN_FILE"),
@@ -84,26 +96,33 @@ def _add_serve(sub: argparse._SubParsersAction) -> None:
                         "[$HWCOMPRESS_AUTH_TOKEN_FILE; or the token itself in $HWCOMPRESS_AUTH_TOKEN]")
     p.add_argument("--tls-cert", default=_env("HWCOMPRESS_TLS_CERT"), help="PEM certificate [$HWCOMPRESS_TLS_CERT]")
     p.add_argument("--tls-key", default=_env("HWCOMPRESS_TLS_KEY"), help="PEM private key [$HWCOMPRESS_TLS_KEY]")
-    p.add_argument("--max-upload-mb", type=float, default=float(_env("HWCOMPRESS_MAX_UPLOAD_MB", 100)),
+    p.add_argument("--max-upload-mb", type=float,
+                   default=env_default("HWCOMPRESS_MAX_UPLOAD_MB", 100.0, float, "--max-upload-mb"),
                    help="UploadModel size limit [$HWCOMPRESS_MAX_UPLOAD_MB, 100]")
-    p.add_argument("--rpc-threads", type=int, default=int(_env("HWCOMPRESS_RPC_THREADS", 64)),
+    p.add_argument("--rpc-threads", type=int,
+                   default=env_default("HWCOMPRESS_RPC_THREADS", 64, int, "--rpc-threads"),
                    help="gRPC handler threads [$HWCOMPRESS_RPC_THREADS, 64]")
-    p.add_argument("--max-streams", type=int, default=int(_env("HWCOMPRESS_MAX_STREAMS", 48)),
+    p.add_argument("--max-streams", type=int,
+                   default=env_default("HWCOMPRESS_MAX_STREAMS", 48, int, "--max-streams"),
                    help="open streams (WatchJob, GetResult, UploadModel) server-wide; at most "
                         "rpc-threads - 8, so unary calls and health always get a thread "
                         "[$HWCOMPRESS_MAX_STREAMS, 48]")
     p.add_argument("--max-streams-per-client", type=int,
-                   default=int(_env("HWCOMPRESS_MAX_STREAMS_PER_CLIENT", 16)),
+                   default=env_default("HWCOMPRESS_MAX_STREAMS_PER_CLIENT", 16, int,
+                                       "--max-streams-per-client"),
                    help="open streams per client address [$HWCOMPRESS_MAX_STREAMS_PER_CLIENT, 16]")
-    p.add_argument("--dataset", action="append", metavar="NAME=SPEC",
+    p.add_argument("--data", action="append", metavar="NAME=SPEC",
                    help="register a dataset clients may name, e.g. mnist=mnist:/data/mnist.npz "
                         "(repeatable; 'digits' is built in)")
-    p.add_argument("--latency-table", action="append", metavar="ID=PATH",
+    deprecated_alias(p, "--dataset", "--data", "data", action="append")
+    p.add_argument("--table", action="append", metavar="ID=PATH",
                    help="register a latency table clients may name (repeatable)")
+    deprecated_alias(p, "--latency-table", "--table", "table", action="append")
     p.add_argument("--quick-tables", action="store_true",
-                   default=_env("HWCOMPRESS_QUICK_TABLES", "") not in ("", "0"),
+                   default=env_flag("HWCOMPRESS_QUICK_TABLES"),
                    help="build missing latency tables with the quick grid [$HWCOMPRESS_QUICK_TABLES]")
-    p.add_argument("--drain-timeout", type=float, default=float(_env("HWCOMPRESS_DRAIN_TIMEOUT", 60)),
+    p.add_argument("--drain-timeout", type=float,
+                   default=env_default("HWCOMPRESS_DRAIN_TIMEOUT", 60.0, float, "--drain-timeout"),
                    help="seconds SIGTERM waits for running jobs to reach a trial boundary [60]")
     p.set_defaults(func=cmd_serve)
 
@@ -112,6 +131,7 @@ def server_config(args: argparse.Namespace) -> Any:
     from services.client import TOKEN_ENV, read_token
     from services.server import ServerConfig
 
+    resolve_env_defaults(args)
     token = read_token(args.auth_token_file) if args.auth_token_file else os.environ.get(TOKEN_ENV)
     return ServerConfig(
         data_dir=args.data_dir, port=args.port, host=args.host,
@@ -122,7 +142,7 @@ def server_config(args: argparse.Namespace) -> Any:
         concurrency=args.concurrency, max_queued=args.max_queued, auth_token=token or None,
         tls_cert=args.tls_cert, tls_key=args.tls_key,
         max_upload_bytes=int(args.max_upload_mb * 1024 * 1024),
-        datasets=_pairs(args.dataset, "--dataset"), tables=_pairs(args.latency_table, "--latency-table"),
+        datasets=_pairs(args.data, "--data"), tables=_pairs(args.table, "--table"),
         quick_tables=args.quick_tables, drain_jobs_s=args.drain_timeout)
 
 
@@ -169,49 +189,109 @@ def parse_budget(text: str):
 
 
 def _add_submit(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("submit", help="submit a compression job; prints its id")
+    p = sub.add_parser("submit", help="submit a compression job; prints its id",
+                       description="Submit a job from flags, or from a JobSpec file (--spec, YAML "
+                                   "or JSON in hwcompress.v1's JSON form; budgets may also be "
+                                   "written 'latency_ms=0.5x'); flags given beside --spec "
+                                   "override its fields.")
     _add_client_args(p)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", help="model name (see `hwcompress profiles --info`)")
     src.add_argument("--upload-id", help="an id printed by `hwcompress upload`")
-    p.add_argument("--data", default="", help="dataset name registered on the server (default: digits)")
-    p.add_argument("--budget", action="append", default=[], metavar="METRIC=VALUE[x]",
+    src.add_argument("--spec", metavar="FILE", help="a JobSpec as YAML or JSON")
+    p.add_argument("--data", default=None, help="dataset name registered on the server (default: digits)")
+    p.add_argument("--budget", action="append", default=None, metavar="METRIC=VALUE[x]",
                    help="latency_ms, energy_mj, size_mb or macs; 'x' = fraction of the "
                         "uncompressed model (repeatable, at least one)")
-    p.add_argument("--strategy", default="uniform")
-    p.add_argument("--trials", type=int, default=20, help="trials (episodes for RL agents)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--hardware", default="", help="hardware profile (default: the server's)")
-    p.add_argument("--table", default="", help="latency table id registered on the server")
+    p.add_argument("--strategy", default=None, help="search strategy [uniform]")
+    p.add_argument("--trials", type=int, default=None, help="trials (episodes for RL agents) [20]")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--hardware", default=None, help="hardware profile (default: the server's)")
+    p.add_argument("--table", default=None, help="latency table id registered on the server")
     p.add_argument("--finetune-epochs", type=float, default=None)
-    p.add_argument("--epochs", type=int, default=0, help="baseline training epochs (default 10)")
-    p.add_argument("--rl-mode", default="", choices=["", *RL_MODES],
+    p.add_argument("--epochs", type=int, default=None, help="baseline training epochs (default 10)")
+    p.add_argument("--rl-mode", default=None, choices=list(RL_MODES),
                    help="RL agents only: what the agent decides (default: prune)")
-    p.add_argument("--idempotency-key", default="")
+    p.add_argument("--idempotency-key", default=None)
     p.add_argument("--watch", action="store_true", help="follow the job with a progress bar")
+    add_json_flag(p, "the submitted job")
     p.set_defaults(func=cmd_submit)
+
+
+SUBMIT_DEFAULTS = {"strategy": "uniform", "trials": 20}
+
+
+def load_spec(path: str):
+    """A JobSpec from a YAML or JSON file (protobuf's JSON mapping: snake_case or camelCase
+    names, enum names or numbers); a budget may also be a string such as ``latency_ms=0.5x``."""
+    import yaml
+    from google.protobuf.json_format import ParseDict, ParseError
+
+    from services.proto.hwcompress.v1 import service_pb2 as pb
+
+    text = open(path).read()  # FileNotFoundError: exit 2 naming the file
+    try:
+        doc = yaml.safe_load(text)  # JSON is YAML
+    except yaml.YAMLError as exc:
+        raise ValueError(f"--spec {path}: not YAML or JSON ({str(exc).splitlines()[0]})") from None
+    if not isinstance(doc, dict):
+        raise ValueError(f"--spec {path}: expected a mapping of JobSpec fields")
+    budgets = [parse_budget(b) if isinstance(b, str) else b for b in doc.pop("budgets", []) or []]
+    try:
+        spec = ParseDict(doc, pb.JobSpec())
+        for b in budgets:
+            spec.budgets.append(b if isinstance(b, pb.Budget) else ParseDict(b, pb.Budget()))
+    except ParseError as exc:
+        raise ValueError(f"--spec {path}: {' '.join(str(exc).split())}") from None
+    return spec
+
+
+def build_spec(args: argparse.Namespace):
+    """The JobSpec of ``submit``: the --spec file's, then every flag given on top."""
+    from services.proto.hwcompress.v1 import service_pb2 as pb
+
+    spec = load_spec(args.spec) if args.spec else pb.JobSpec(**SUBMIT_DEFAULTS)
+    if args.model:
+        spec.model = args.model
+    elif args.upload_id:
+        spec.uploaded_model_id = args.upload_id
+    simple = {"data": "dataset", "hardware": "hardware_profile", "table": "latency_table",
+              "strategy": "strategy", "trials": "trials", "seed": "seed",
+              "idempotency_key": "idempotency_key", "epochs": "baseline_epochs",
+              "finetune_epochs": "finetune_epochs"}
+    for flag, field in simple.items():
+        value = getattr(args, flag)
+        if value is not None:
+            setattr(spec, field, value)
+    if args.rl_mode is not None:
+        spec.rl_mode = RL_MODES[args.rl_mode]
+    if args.budget is not None:
+        del spec.budgets[:]
+        spec.budgets.extend(parse_budget(b) for b in args.budget)
+    return spec
 
 
 @_rpc_errors
 def cmd_submit(args: argparse.Namespace) -> int:
-    from services.proto.hwcompress.v1 import service_pb2 as pb
-
-    spec = pb.JobSpec(dataset=args.data, hardware_profile=args.hardware, latency_table=args.table,
-                      budgets=[parse_budget(b) for b in args.budget], strategy=args.strategy,
-                      trials=args.trials, seed=args.seed, idempotency_key=args.idempotency_key,
-                      rl_mode=RL_MODES.get(args.rl_mode, 0), baseline_epochs=args.epochs)
-    if args.model:
-        spec.model = args.model
-    else:
-        spec.uploaded_model_id = args.upload_id
-    if args.finetune_epochs is not None:
-        spec.finetune_epochs = args.finetune_epochs
+    spec = build_spec(args)
     with _client(args) as client:
         job = client.submit(spec)
-        print(job.id, flush=True)
+        print(json.dumps(_job_dict(job)) if args.json else job.id, flush=True)
         if not args.watch:
             return 0
-        return follow(client, job.id)
+        return follow_json(client, job.id) if args.json else follow(client, job.id)
+
+
+def follow_json(client: Any, job_id: str, reconnect_s: float = 300.0) -> int:
+    """Watch ``job_id`` printing each event as one JSON line on stdout; 0 if it succeeds."""
+    from services.proto.hwcompress.v1 import service_pb2 as pb
+
+    final = client.get(job_id).state
+    for event in client.watch(job_id, reconnect_s=reconnect_s):
+        print(json.dumps(MessageToDict(event, preserving_proto_field_name=True)), flush=True)
+        if event.WhichOneof("kind") == "state_change":
+            final = event.state_change.state
+    return 0 if final == pb.JOB_STATE_SUCCEEDED else EXIT_FAILURE
 
 
 def follow(client: Any, job_id: str, out=sys.stderr, reconnect_s: float = 300.0) -> int:
@@ -255,6 +335,8 @@ def _add_job_cmd(sub: argparse._SubParsersAction, name: str, help_: str,
     p = sub.add_parser(name, help=help_)
     _add_client_args(p)
     p.add_argument("job_id")
+    add_json_flag(p, {"watch": "each event as one JSON line", "result": "result.json",
+                      "get": "the job (it always does)"}.get(name, "the job"))
     p.set_defaults(func=func)
     return p
 
@@ -262,12 +344,12 @@ def _add_job_cmd(sub: argparse._SubParsersAction, name: str, help_: str,
 @_rpc_errors
 def cmd_watch(args: argparse.Namespace) -> int:
     with _client(args) as client:
-        return follow(client, args.job_id)
+        return follow_json(client, args.job_id) if args.json else follow(client, args.job_id)
 
 
 @_rpc_errors
 def cmd_get(args: argparse.Namespace) -> int:
-    with _client(args) as client:
+    with _client(args) as client:  # always JSON (--json accepted for one grammar)
         print(json.dumps(_job_dict(client.get(args.job_id)), indent=2))
     return 0
 
@@ -277,6 +359,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     from services.proto.hwcompress.v1 import service_pb2 as pb
     with _client(args) as client:
         job = client.cancel(args.job_id, args.reason)
+    if args.json:
+        print_json(_job_dict(job))
+    else:
         print(f"{job.id} {pb.JobState.Name(job.state).removeprefix('JOB_STATE_')} {job.reason}")
     return 0
 
@@ -287,7 +372,10 @@ def cmd_result(args: argparse.Namespace) -> int:
         summary = client.download_result(args.job_id, args.out, args.artifact)
     names = ["result.json", *[a.name for a in summary.artifacts if a.name != "result.json"
                               and (not args.artifact or a.name in args.artifact)]]
-    print(f"wrote {', '.join(names)} to {args.out}")
+    if args.json:
+        print_json(json.loads(summary.result_json))
+    else:
+        print(f"wrote {', '.join(names)} to {args.out}")
     return 0
 
 
@@ -297,7 +385,7 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--state", action="append", default=[],
                    choices=["QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"])
     p.add_argument("--limit", type=int, default=50, help="jobs to show (pages through the API)")
-    p.add_argument("--json", action="store_true")
+    add_json_flag(p, "the jobs")
     p.set_defaults(func=cmd_list)
 
 
@@ -331,12 +419,19 @@ def _add_profiles(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("profiles", help="hardware profiles (and with --info, what the server accepts)")
     _add_client_args(p)
     p.add_argument("--info", action="store_true", help="also models, datasets, strategies, limits")
+    add_json_flag(p, "the profiles (and with --info the server's info)")
     p.set_defaults(func=cmd_profiles)
 
 
 @_rpc_errors
 def cmd_profiles(args: argparse.Namespace) -> int:
     with _client(args) as client:
+        if args.json:
+            out: dict[str, Any] = MessageToDict(client.profiles(), preserving_proto_field_name=True)
+            if args.info:
+                out["info"] = MessageToDict(client.info(), preserving_proto_field_name=True)
+            print_json(out)
+            return 0
         for prof in client.profiles().profiles:
             print(f"{prof.name:14} {'(default) ' if prof.is_default else ''}{prof.kind:9} "
                   f"{prof.runtime:14} step={prof.channel_step:<3} {','.join(prof.precisions[:6])}"
@@ -353,6 +448,7 @@ def _add_upload(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="the architecture (a model name)")
     p.add_argument("--data", default="digits", help="dataset the weights were trained for")
     p.add_argument("file")
+    add_json_flag(p, "the uploaded model's record")
     p.set_defaults(func=cmd_upload)
 
 
@@ -360,7 +456,10 @@ def _add_upload(sub: argparse._SubParsersAction) -> None:
 def cmd_upload(args: argparse.Namespace) -> int:
     with _client(args) as client:
         up = client.upload(args.file, args.model, args.data)
-    print(up.id)
+    if args.json:
+        print_json(MessageToDict(up, preserving_proto_field_name=True))
+    else:
+        print(up.id)
     return 0
 
 
