@@ -11,6 +11,7 @@ trials once through ``tune.with_parameters`` (the object store), not once per tr
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Callable
@@ -138,10 +139,12 @@ def run_tune(problem: CompressionProblem, strategy: _OptunaStrategy, payload: Ev
     searcher = ConcurrencyLimiter(ConstrainedOptunaSearch(strategy, remaining), max_concurrent=workers)
     stopper = _StopWhen(should_stop)
     trainable = tune.with_resources(tune.with_parameters(_evaluate_trial, payload=payload), {"cpu": 1})
+    # Tune's new console output prints its experiment banner even at verbose=0; the CLI's bar
+    # and the service's events are this search's progress, so Tune stays silent
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     tuner = tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=remaining,
-                                    max_concurrent_trials=workers, reuse_actors=True),
+        tune_config=tune.TuneConfig(search_alg=searcher, num_samples=remaining, reuse_actors=True),
         run_config=tune.RunConfig(name=f"tune-{int(time.time())}", storage_path=str((state_dir / "tune").resolve()),
                                   callbacks=[_Events(on_row)], stop=stopper, verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
