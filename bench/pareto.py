@@ -71,8 +71,9 @@ def _ours(ctx: Context, fraction: float, method: str, out: Path) -> dict[str, An
     strategy, _, mode = method.partition("-")
     if strategy == "optuna":
         strategy, mode = "optuna-tpe", "joint"
-    shutil.rmtree(out, ignore_errors=True)
     a = ctx.args
+    if a.force:  # otherwise a cell cut short resumes from its evaluation log and Optuna study
+        shutil.rmtree(out, ignore_errors=True)
     config = SearchConfig(model=ctx.model_name, data=a.data, budgets=[f"latency_ms={fraction}x"],
                           strategy=strategy, rl_mode=mode or "joint", trials=a.trials, seed=ctx.seed,
                           finetune_epochs=a.finetune_epochs, out_dir=str(out), epochs=a.epochs,
