@@ -51,8 +51,10 @@ ScoreFn = Callable[[torch.nn.Module], float]
 
 
 def _raw_figures(measure: MeasureFn) -> dict[str, float]:
-    """The raw timing behind ``measure``'s latest answer when it is a DeviceProbe's method."""
-    return dict(getattr(getattr(measure, "__self__", None), "last", {}))
+    """The raw timing behind ``measure``'s latest answer when it is a DeviceProbe's method (or
+    one wrapped, as the CLI's progress bar wraps it, in an object keeping it as ``fn``)."""
+    bound = getattr(measure, "fn", measure)
+    return dict(getattr(getattr(bound, "__self__", None), "last", {}))
 
 
 MEASURE_SESSIONS = 3
