@@ -1,5 +1,10 @@
 """Conversions between the store's plain dicts and ``hwcompress.v1`` messages (one direction
-each, no logic), so the servicer reads as the API's behaviour and not as field copying."""
+each, no logic), so the servicer reads as the API's behaviour and not as field copying.
+
+Field copying is protobuf's own ``json_format.ParseDict`` (:func:`from_dict`): a dict whose keys
+are the message's field names becomes the message, with protobuf's type checks; what is left here
+is only where the store's names or forms differ from the API's (budgets stored as text, the
+spec's ``hardware``/``epochs``, timestamps as Unix seconds)."""
 
 from __future__ import annotations
 
@@ -8,6 +13,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.json_format import ParseDict
+from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from automl.core import BUDGET_METRICS
@@ -26,6 +33,15 @@ FORMAT_TO_PB = {"safetensors": pb.WEIGHTS_FORMAT_SAFETENSORS,
                 "torch_state_dict": pb.WEIGHTS_FORMAT_TORCH_STATE_DICT}
 
 
+def from_dict(d: dict[str, Any], msg: Message) -> Message:
+    """Fill ``msg`` from the entries of ``d`` named like its fields (others ignored), leaving
+    unset what is None or a non-finite number (NaN is no accuracy); returns ``msg``."""
+    fields = msg.DESCRIPTOR.fields_by_name
+    clean = {k: v for k, v in d.items() if k in fields and v is not None
+             and not (isinstance(v, float) and not math.isfinite(v))}
+    return ParseDict(clean, msg, ignore_unknown_fields=True)
+
+
 def timestamp(seconds: float | None) -> Timestamp | None:
     if seconds is None:
         return None
@@ -41,28 +57,26 @@ def parse_budget_text(text: str) -> pb.Budget:
     return pb.Budget(metric=METRIC_TO_PB[metric], value=float(raw.rstrip("x")), relative=relative)
 
 
+SPEC_RENAMES = {"hardware": "hardware_profile", "epochs": "baseline_epochs"}
+"""The stored (validated) spec's names that differ from JobSpec's."""
+
+
 def spec_to_pb(spec: dict[str, Any], idempotency_key: str | None) -> pb.JobSpec:
-    msg = pb.JobSpec(dataset=spec.get("dataset", ""), hardware_profile=spec.get("hardware") or "",
-                     latency_table=spec.get("latency_table") or "", strategy=spec["strategy"],
-                     trials=int(spec["trials"]), seed=int(spec["seed"]),
-                     finetune_epochs=float(spec["finetune_epochs"]),
-                     idempotency_key=idempotency_key or "", rl_mode=RL_MODE_TO_PB.get(spec.get("rl_mode", ""), 0),
-                     baseline_epochs=int(spec.get("epochs", 10)),
-                     budgets=[parse_budget_text(b) for b in spec["budgets"]])
-    if spec.get("uploaded_model_id"):
-        msg.uploaded_model_id = spec["uploaded_model_id"]
+    fields = {SPEC_RENAMES.get(k, k): v for k, v in spec.items() if k not in ("budgets", "rl_mode")}
+    if fields.get("uploaded_model_id"):
+        fields.pop("model", None)  # one of the model_source oneof
     else:
-        msg.model = spec["model"]
+        fields.pop("uploaded_model_id", None)
+    fields.setdefault("baseline_epochs", 10)
+    msg = from_dict({**fields, "idempotency_key": idempotency_key}, pb.JobSpec())
+    msg.rl_mode = RL_MODE_TO_PB.get(spec.get("rl_mode", ""), 0)
+    msg.budgets.extend(parse_budget_text(b) for b in spec["budgets"])
     return msg
 
 
 def job_to_pb(job: dict[str, Any], queue_position: int = 0) -> pb.Job:
-    progress = pb.JobProgress(trials_done=int(job["trials_done"]),
-                              trials_total=int(job["trials_total"] or job["spec"].get("trials", 0)))
-    if job["best_accuracy"] is not None:
-        progress.best_accuracy = job["best_accuracy"]
-    if job["best_latency_ms"] is not None:
-        progress.best_latency_ms = job["best_latency_ms"]
+    progress = from_dict({**job, "trials_total": job["trials_total"] or job["spec"].get("trials", 0)},
+                         pb.JobProgress())
     msg = pb.Job(id=job["id"], spec=spec_to_pb(job["spec"], job["idempotency_key"]),
                  state=STATE_TO_PB[job["state"]], reason=sanitize(job["reason"] or ""),
                  created_at=timestamp(job["created_at"]), progress=progress,
@@ -85,8 +99,7 @@ def summary_to_pb(result: dict[str, Any], artifacts: list[dict[str, Any]],
                            else json.dumps(result, indent=2))
     layers = (result.get("policy") or {}).get("layers", {})
     for name, lp in layers.items():
-        msg.policy.add(layer=name, keep_ratio=float(lp.get("keep_ratio", 1.0)),
-                       w_bits=int(lp.get("w_bits", 32)), a_bits=int(lp.get("a_bits", 32)))
+        from_dict({"keep_ratio": 1.0, "w_bits": 32, "a_bits": 32, **lp, "layer": name}, msg.policy.add())
     for key, value in result.items():
         if _finite(value):
             msg.metrics[key] = float(value)
@@ -96,8 +109,7 @@ def summary_to_pb(result: dict[str, Any], artifacts: list[dict[str, Any]],
             if _finite(value):
                 p.metrics[key] = float(value)
     for a in artifacts:
-        msg.artifacts.add(name=a["name"], size_bytes=int(a["size_bytes"]), sha256=a["sha256"],
-                          content_type=a["content_type"])
+        from_dict(a, msg.artifacts.add())
     return msg
 
 
@@ -113,20 +125,8 @@ def event_to_pb(job_id: str, event: dict[str, Any], out_dir: Path | None = None)
         msg.state_change.state = STATE_TO_PB[payload["state"]]
         msg.state_change.reason = sanitize(payload.get("reason", ""))
     elif kind == "trial":
-        t = msg.trial
-        t.index = int(payload.get("index", 0))
-        t.total = int(payload.get("total", 0))
-        if _finite(payload.get("accuracy")):
-            t.accuracy = float(payload["accuracy"])
-        if _finite(payload.get("latency_ms")):
-            t.latency_ms = float(payload["latency_ms"])
-        t.feasible = bool(payload.get("feasible"))
-        t.error = sanitize(str(payload.get("error") or ""))
-        if _finite(payload.get("best_accuracy")):
-            t.best_accuracy = float(payload["best_accuracy"])
-        t.strategy = str(payload.get("strategy", ""))
-        if _finite(payload.get("wall_s")):
-            t.wall_s = float(payload["wall_s"])
+        from_dict({**payload, "feasible": bool(payload.get("feasible")),
+                   "error": sanitize(str(payload.get("error") or ""))}, msg.trial)
     elif kind == "result":
         text = read_result_json(out_dir) if out_dir is not None else None
         msg.result.CopyFrom(summary_to_pb(payload.get("result") or {}, payload.get("artifacts") or [],
