@@ -13,6 +13,9 @@ networks, buffers and ``train()`` and drives the loop itself:
   episode's last transition. When the batch is complete its transitions go into the replay
   buffer (off-policy) or rollout buffer (PPO, every ``episodes_per_update`` episodes), SB3's
   ``train`` runs, the agent is checkpointed and the learning curve is written.
+* SB3's logger writes TensorBoard event files to ``OUT/tensorboard/<algo>/`` (the job's output
+  folder): per episode its reward, accuracy, best so far and exploration sigma, and SB3's own
+  ``train/*`` losses; ``tensorboard --logdir OUT/tensorboard`` shows them.
 
 A policy scored before (an episode can repeat one, especially with coarse channel steps) is
 answered from memory without a trial: repeats do not consume the evaluation budget, but the
@@ -30,7 +33,7 @@ from typing import Any, ClassVar
 import numpy as np
 import torch as th
 from stable_baselines3 import DDPG, PPO, SAC, TD3
-from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.logger import Logger, configure
 
 from automl.core import Evaluation, Policy
 from automl.search.base import Strategy, StrategyOptions, Trial
@@ -146,7 +149,30 @@ class RLStrategy(Strategy):
             self._restore()
         else:
             self.model = self._make_model()
-        self.model.set_logger(Logger(None, []))
+        self.model.set_logger(self._logger())
+
+    def _logger(self) -> Logger:
+        """SB3's logger writing TensorBoard events into the job's output folder (nothing when the
+        strategy runs without one, as in unit tests)."""
+        if self.options.state_dir is None:
+            return Logger(None, [])
+        folder = self.options.state_dir.parent / "tensorboard" / self.algo
+        try:
+            return configure(str(folder), ["tensorboard"])
+        except ImportError:  # tensorboard missing: the curve JSON still has every number
+            log.warning("tensorboard is not installed; no TensorBoard logs in %s", folder)
+            return Logger(None, [])
+
+    def _log_episodes(self, episodes: list[Episode]) -> None:
+        """One TensorBoard step per finished episode (its number), then SB3's train/* values."""
+        by_number = {e["episode"]: e for e in self.curve}
+        logger = self.model.logger
+        for ep in episodes:
+            row = by_number.get(ep.number, {})
+            for key in ("reward", "accuracy", "best_reward", "best_accuracy", "sigma", "resource"):
+                if isinstance(row.get(key), (int, float)):
+                    logger.record(f"episode/{key}", float(row[key]))
+            logger.dump(step=ep.number)
 
     # --- per-algorithm hooks --------------------------------------------------------------
     def _make_model(self):
@@ -275,6 +301,7 @@ class RLStrategy(Strategy):
             ep.reward_adjusted = ep.reward - baseline  # type: ignore[attr-defined]
         with single_thread():
             self._learn(done)
+        self._log_episodes(done)
         self._save()
 
     def _learn(self, episodes: list[Episode]) -> None:

@@ -222,6 +222,19 @@ def test_checkpoint_and_resume_continue_the_episode_count(problems, tmp_path):
     assert numbers == list(range(len(numbers))) and numbers[-1] >= 9
     curve = json.loads((tmp_path / "learning_curve.json").read_text())
     assert len(curve["episodes"]) == len(numbers) and (tmp_path / "learning_curve.png").stat().st_size > 0
+    # SB3's logger wrote TensorBoard events into the job's folder: one step per episode, train losses
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    runs = sorted((tmp_path / "tensorboard" / "ddpg").iterdir())
+    assert runs, "no TensorBoard run"
+    steps: set[int] = set()
+    tags: set[str] = set()
+    for run in runs:
+        acc = EventAccumulator(str(run))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+        steps |= {e.step for e in acc.Scalars("episode/reward")}
+    assert {"episode/reward", "episode/best_accuracy", "train/critic_loss"} <= tags, tags
+    assert steps == set(numbers)
 
 
 def test_a_batch_cut_by_a_crash_is_rolled_out_again_identically(problems, tmp_path):
