@@ -73,3 +73,23 @@ def test_user_factory_and_safe_weights(tmp_path, monkeypatch):
         load_weights(build_model("tiny", 1, 10), tmp_path / "evil.pt")
     with pytest.raises(ValueError, match="does not match"):
         load_weights(build_model("lenet5", 1, 10), tmp_path / "w.pt")
+
+
+def test_lenet5_pool_matches_adaptive_where_it_divides_and_exports_at_28x28():
+    """LeNet-5's 4×4 pool equals AdaptiveAvgPool2d(4) on 8×8/16×16 features (so cached baselines
+    keep their numbers) and, unlike it, exports to ONNX at MNIST's 28×28 (14×14 features)."""
+    import onnxruntime as ort
+
+    from automl.models.zoo import BinsAvgPool2d
+    from latency_models.onnx_runtime import export_onnx
+
+    pool, adaptive = BinsAvgPool2d(4), torch.nn.AdaptiveAvgPool2d(4)
+    for size in (4, 8, 16):
+        x = torch.randn(2, 3, size, size)
+        assert torch.allclose(pool(x), adaptive(x))
+    assert pool(torch.randn(1, 3, 14, 14)).shape[-2:] == (4, 4)
+    model = build_model("lenet5", 1, 10).eval()
+    session = ort.InferenceSession(export_onnx(model, (1, 28, 28)))
+    x = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)
+    out = session.run(None, {session.get_inputs()[0].name: x})[0]
+    assert np.allclose(out, model(torch.from_numpy(x)).detach().numpy(), atol=1e-5)

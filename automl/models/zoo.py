@@ -4,6 +4,7 @@ reasonable size, so they run on digits (16×16), MNIST (28×28) or CIFAR-like (3
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -13,8 +14,28 @@ def _conv_bn_relu(cin: int, cout: int, kernel: int = 3, stride: int = 1, groups:
             nn.BatchNorm2d(cout), act(inplace=True)]
 
 
+class BinsAvgPool2d(nn.Module):
+    """Average pooling to ``size``×``size`` bins for any input ≥ ``size``, as a plain AvgPool
+    (stride ⌊H/size⌋, kernel H − (size−1)·stride) that every ONNX exporter and runtime knows.
+    Identical to ``AdaptiveAvgPool2d(size)`` when ``size`` divides the input; otherwise its
+    windows overlap a little where the adaptive ones would (ONNX has no adaptive pooling, so
+    ``AdaptiveAvgPool2d(4)`` at 14×14, LeNet-5 on 28×28 MNIST, failed to export)."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = int(x.shape[-2]), int(x.shape[-1])
+        sh, sw = h // self.size, w // self.size
+        return F.avg_pool2d(x, (h - (self.size - 1) * sh, w - (self.size - 1) * sw), (sh, sw))
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}"
+
+
 class LeNet5(nn.Module):
-    """LeNet-5 with 'same' padding and an adaptive pool, so any input size ≥ 8 works."""
+    """LeNet-5 with 'same' padding and a pool to 4×4 bins, so any input size ≥ 8 works."""
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10) -> None:
         super().__init__()
@@ -22,7 +43,7 @@ class LeNet5(nn.Module):
             nn.Conv2d(in_channels, 6, 5, padding=2), nn.BatchNorm2d(6), nn.ReLU(inplace=True),
             nn.MaxPool2d(2),
             nn.Conv2d(6, 16, 5, padding=2), nn.BatchNorm2d(16), nn.ReLU(inplace=True),
-            nn.AdaptiveAvgPool2d(4),
+            BinsAvgPool2d(4),
         )
         self.classifier = nn.Sequential(
             nn.Flatten(), nn.Linear(16 * 4 * 4, 120), nn.ReLU(inplace=True),
