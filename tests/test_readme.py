@@ -104,7 +104,7 @@ def test_python_version_is_stated_and_matches_the_makefile():
 
 
 def _make_n(target: str) -> str:
-    return subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run(["make", "--no-print-directory", "-n", target], cwd=ROOT, capture_output=True, text=True,
                           timeout=60).stdout
 
 
