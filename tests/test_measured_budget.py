@@ -174,3 +174,19 @@ def test_side_by_side_timing_orders_a_pruned_graph_below_its_original(vgg_digits
                          vgg_digits.data.calibration_batches(), problem.channel_step)
     small_t, full_t = measure_onnx_pair(export_onnx(small, shape), export_onnx(vgg_digits.model, shape), shape)
     assert 0 < small_t.median_ms < full_t.median_ms
+
+
+def test_a_probe_ticks_its_listener_and_keeps_its_raw_timing_per_measurement(problem):
+    """The CLI's calibration bar listens on the probe; the raw figures the calibration records
+    still come from the probe itself (a wrapper around ``measure`` used to hide them)."""
+    from automl.search.measured_budget import DeviceProbe, _raw_figures
+
+    probe = DeviceProbe(problem)
+    ticks: list[int] = []
+    probe.on_measure = lambda: ticks.append(1)
+    policy = problem.uniform_policy(0.5)
+    probe.last = {"latency_ms_raw": 1.0}
+    probe.measure(policy, probe.build(policy))
+    probe.measure(policy, probe.build(policy))
+    assert len(ticks) == 2
+    assert _raw_figures(probe.measure) == probe.last

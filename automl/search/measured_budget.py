@@ -51,10 +51,8 @@ ScoreFn = Callable[[torch.nn.Module], float]
 
 
 def _raw_figures(measure: MeasureFn) -> dict[str, float]:
-    """The raw timing behind ``measure``'s latest answer when it is a DeviceProbe's method (or
-    one wrapped, as the CLI's progress bar wraps it, in an object keeping it as ``fn``)."""
-    bound = getattr(measure, "fn", measure)
-    return dict(getattr(getattr(bound, "__self__", None), "last", {}))
+    """The raw timing behind ``measure``'s latest answer when it is a DeviceProbe's method."""
+    return dict(getattr(getattr(measure, "__self__", None), "last", {}))
 
 
 MEASURE_SESSIONS = 3
@@ -84,6 +82,7 @@ class DeviceProbe:
         self.reference_ms = problem.reference.get("latency_ms") if relative and not self.simulated else None
         self._reference_onnx: bytes | None = None
         self.last: dict[str, float] = {}
+        self.on_measure: Callable[[], None] | None = None  # ticks a progress bar per device timing
 
     def build(self, policy: Policy) -> torch.nn.Module:
         loaded = self.problem.loaded
@@ -92,6 +91,13 @@ class DeviceProbe:
     def measure(self, policy: Policy, model: torch.nn.Module) -> float:
         """Latency on the device (drift-corrected against the uncompressed model for relative
         budgets); on a simulated accelerator the simulator is the device."""
+        try:
+            return self._measure(policy, model)
+        finally:
+            if self.on_measure is not None:
+                self.on_measure()
+
+    def _measure(self, policy: Policy, model: torch.nn.Module) -> float:
         if self.simulated:
             return self.problem.costs(policy)["latency_ms"]
         from latency_models.onnx_runtime import export_onnx, measure_onnx_latency, measure_onnx_pair

@@ -101,27 +101,6 @@ def init_ray(address: str | None = None) -> None:
         ray.init(address="local", include_dashboard=False, **kwargs)
 
 
-class _Ticking:
-    """``fn`` ticking a progress bar (rate and estimate) per call; the bar appears on the first
-    call, so a phase that does no work shows none."""
-
-    def __init__(self, fn: Callable[..., Any], total: int, desc: str) -> None:
-        self.fn, self.total, self.desc, self.bar = fn, total, desc, None
-
-    def __call__(self, *a: Any, **kw: Any) -> Any:
-        if self.bar is None:
-            from tqdm.auto import tqdm
-            self.bar = tqdm(total=self.total, desc=self.desc, unit="probe", leave=False)
-        try:
-            return self.fn(*a, **kw)
-        finally:
-            self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def _policy_key(policy: Policy) -> str:
     return json.dumps(policy.to_dict(), sort_keys=True)
 
@@ -186,12 +165,17 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
     probe = DeviceProbe(problem, config.threads, config.val_limit)
     calibration: list[dict[str, Any]] = []
     if config.calibrate_latency and problem.profile.kind != "simulated":  # a simulator needs none
-        measure = _Ticking(probe.measure, len(problem.bits_choices) * 5, "calibrate latency")
+        from tqdm.auto import tqdm
+
+        # each calibration probe is a graph built, exported and timed: seconds each, so a bar
+        bar = tqdm(total=len(problem.bits_choices) * 5, desc="calibrate latency", unit="probe",
+                   leave=False, disable=not config.progress)
+        probe.on_measure = lambda: bar.update(1)
         try:
-            calibration = calibrate_latency(problem, probe.build,
-                                            measure if config.progress else probe.measure, seed=config.seed)
+            calibration = calibrate_latency(problem, probe.build, probe.measure, seed=config.seed)
         finally:
-            measure.close()
+            probe.on_measure = None
+            bar.close()
         if calibration:
             emit({"type": "log", "message": "latency table corrected to this device near the budget: "
                   + ", ".join(f"{k} x{f:.3f}" for k, f in problem.latency_correction.items())})
