@@ -144,3 +144,12 @@ def test_submit_spec_yaml_and_json_with_flag_overrides_and_json_output(tmp_path,
     proc = _cli("submit", "--spec", str(tmp_path / "bad.yaml"))
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "bogus" in proc.stderr
+
+
+def test_a_spec_file_past_its_cap_is_refused_before_parsing(tmp_path):
+    from services.cli.service_cmds import MAX_SPEC_BYTES, load_spec
+
+    big = tmp_path / "model.bin"
+    big.write_bytes(b"a: 1\n" * (MAX_SPEC_BYTES // 5 + 1))
+    with pytest.raises(ValueError, match="larger than 1024 KiB"):
+        load_spec(str(big))

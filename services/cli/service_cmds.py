@@ -219,6 +219,9 @@ def _add_submit(sub: argparse._SubParsersAction) -> None:
 
 
 SUBMIT_DEFAULTS = {"strategy": "uniform", "trials": 20}
+MAX_SPEC_BYTES = 1024 * 1024
+"""A --spec file larger than this is refused before YAML parses it (the server bounds every
+field anyway; this keeps a wrong path, say a model file, from being read whole)."""
 
 
 def load_spec(path: str):
@@ -229,7 +232,12 @@ def load_spec(path: str):
 
     from services.proto.hwcompress.v1 import service_pb2 as pb
 
-    text = open(path).read()  # FileNotFoundError: exit 2 naming the file
+    with open(path, "rb") as f:  # FileNotFoundError: exit 2 naming the file
+        raw = f.read(MAX_SPEC_BYTES + 1)
+    if len(raw) > MAX_SPEC_BYTES:
+        raise ValueError(f"--spec {path}: larger than {MAX_SPEC_BYTES // 1024} KiB; a JobSpec is a "
+                         "few hundred bytes")
+    text = raw.decode("utf-8", errors="replace")
     try:
         doc = yaml.safe_load(text)  # JSON is YAML
     except yaml.YAMLError as exc:
@@ -523,11 +531,10 @@ def cmd_demo_service(args: argparse.Namespace) -> int:
 
 def relative_latency_fraction(budgets: list[str]) -> float | None:
     """The fraction of a relative latency budget (``latency_ms=0.35x`` -> 0.35), if one is set."""
-    for b in budgets:
-        metric, _, value = b.partition("=")
-        if metric.strip() == "latency_ms" and value.strip().endswith("x"):
-            return float(value.strip()[:-1])
-    return None
+    from automl.core import Budget
+
+    return next((t.value for t in Budget.parse(budgets).terms
+                 if t.metric == "latency_ms" and t.relative), None)
 
 
 def print_peers(model: str, data: str, fraction: float, result: dict[str, Any], onnx_path: str) -> None:
