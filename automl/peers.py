@@ -11,7 +11,7 @@ import copy
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -106,9 +106,6 @@ class PeerAnswer:
     wall_s: float
     error: str | None = None
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 class PeerRunner:
     """Runs the peers for one trained model: each answer is an ONNX graph, judged alike (latency
@@ -128,9 +125,13 @@ class PeerRunner:
         return evaluate_onnx_accuracy(onnx_bytes, d.x_test, d.y_test, limit=self.test_limit,
                                       threads=self.threads)
 
-    def latency_ratio(self, onnx_bytes: bytes) -> float:
+    def timed(self, onnx_bytes: bytes) -> tuple[float, float]:
+        """(latency ratio to the unpruned fp32 graph, this graph's ms), timed side by side."""
         a, ref = measure_onnx_pair(onnx_bytes, self.fp32, self.shape, threads=self.threads, sessions=3)
-        return a.median_ms / ref.median_ms
+        return a.median_ms / ref.median_ms, a.median_ms
+
+    def latency_ratio(self, onnx_bytes: bytes) -> float:
+        return self.timed(onnx_bytes)[0]
 
     def recover(self, model: nn.Module) -> nn.Module:
         """BN statistics re-estimated (as ``apply_policy`` does for ours), then the same

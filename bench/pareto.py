@@ -38,7 +38,6 @@ from automl.peers import BUDGET_TOLERANCE as TOLERANCE
 from automl.peers import PEER_METHODS, PeerRunner
 from automl.search.runner import SearchConfig, run_search
 from automl.workflow import LoadedModel, load_trained
-from latency_models.onnx_runtime import measure_onnx_pair
 
 from .rows import load_rows, row_key, save_row
 
@@ -60,11 +59,6 @@ class Context:
                                                 max_train=args.max_train, progress=False)
         self.peers = PeerRunner(self.loaded, args.finetune_epochs, seed=seed, test_limit=args.test_limit)
         self.accuracy_original = self.peers.accuracy(self.peers.fp32)
-
-    def latency_ratio(self, onnx_bytes: bytes) -> tuple[float, float]:
-        """(ratio to the fp32 original, this graph's ms), timed side by side."""
-        a, ref = measure_onnx_pair(onnx_bytes, self.peers.fp32, self.peers.shape, sessions=3)
-        return a.median_ms / ref.median_ms, a.median_ms
 
 
 def _ours(ctx: Context, fraction: float, method: str, out: Path) -> dict[str, Any]:
@@ -116,7 +110,7 @@ def run_cell(ctx: Context, fraction: float, method: str) -> dict[str, Any]:
         return {**row, "error": f"{type(exc).__name__}: {exc}"[:500], "wall_s": time.perf_counter() - t0}
     wall = time.perf_counter() - t0
     onnx_bytes = got.pop("onnx")
-    ratio, ms = ctx.latency_ratio(onnx_bytes)
+    ratio, ms = ctx.peers.timed(onnx_bytes)
     out.mkdir(parents=True, exist_ok=True)
     (out / "answer.onnx").write_bytes(onnx_bytes)
     row.update(got)

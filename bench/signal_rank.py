@@ -24,20 +24,21 @@ Resumable: one row per (model, budget, policy index, seed) in ``bench/results/si
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import statistics
 import time
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 from scipy.stats import spearmanr
 
 from automl.compress import apply_policy
+from automl.search.base import StrategyOptions
+from automl.search.evaluator import EvalPayload, score_policy
 from automl.search.finalize import measure_reference_ms
 from automl.search.problem import build_problem
-from automl.search.strategies.random_search import budget_bounded_policy
-from automl.train import evaluate_accuracy, finetune, recover_steps
+from automl.search.strategies.random_search import RandomStrategy
+from automl.train import evaluate_accuracy, finetune
 from automl.workflow import load_trained
 
 from .pareto import MNIST
@@ -50,31 +51,26 @@ log = logging.getLogger("bench.signal_rank")
 
 
 def draw_policies(problem, n: int, seed: int) -> list:
-    """``n`` random policies at the budget (as random search draws them), reproducibly."""
-    rng = np.random.default_rng(seed)
-    out = []
-    while len(out) < n:
-        bits = problem.bits_for(lambda _name: int(rng.choice(problem.bits_choices)))
-        drawn = budget_bounded_policy(problem, rng, bits)
-        if drawn is not None:
-            out.append(drawn[0])
-    return out
+    """Up to ``n`` random policies at the budget, drawn by random search itself, reproducibly."""
+    search = RandomStrategy(problem, StrategyOptions(trials=n, seed=seed))
+    return [t.policy for t in search.ask(n)]
 
 
 def score_three_ways(loaded, problem, policy, args) -> dict:
+    """The search's own scorer (``score_policy``) without and with its recovery steps, then the
+    final recovery every answer gets, on a fresh copy as ``finalize`` does it."""
     data = loaded.data
     n_val = args.val_limit or len(data.x_val)
-    x_val, y_val = data.x_val[:n_val], data.y_val[:n_val]
     calib = data.calibration_batches()
+    payload = EvalPayload(loaded.model, loaded.info, data.x_val[:n_val], data.y_val[:n_val], calib,
+                          data.x_train, data.y_train, problem.channel_step, args.recovery_steps)
     t0 = time.perf_counter()
-    pruned = apply_policy(loaded.model, policy, loaded.info, calib, problem.channel_step)
-    old = evaluate_accuracy(pruned, x_val, y_val)
-    recovered = recover_steps(copy.deepcopy(pruned), loaded.model, data.x_train, data.y_train,
-                              args.recovery_steps)
-    new = evaluate_accuracy(recovered, x_val, y_val)
+    old = score_policy(replace(payload, recovery_steps=0), policy.to_dict())["accuracy"]
+    new = score_policy(payload, policy.to_dict())["accuracy"]
     t_signal = time.perf_counter() - t0
-    finetune(pruned, data, epochs=args.finetune_epochs, seed=args.seed, teacher=loaded.model)
-    final = evaluate_accuracy(pruned, data.x_test, data.y_test)
+    model = apply_policy(loaded.model, policy, loaded.info, calib, problem.channel_step)
+    finetune(model, data, epochs=args.finetune_epochs, seed=args.seed, teacher=loaded.model)
+    final = evaluate_accuracy(model, data.x_test, data.y_test)
     return {"signal_old": old, "signal_new": new, "accuracy_final": final,
             "signal_wall_s": t_signal, "wall_s": time.perf_counter() - t0}
 
