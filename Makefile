@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow install clean lint-proto
+.PHONY: demo test test-slow install clean lint-proto lint-imports
 
 $(BIN)/python:
 	@command -v $(PY) >/dev/null 2>&1 || { echo "need $(PY)"; exit 1; }
@@ -37,7 +37,11 @@ $(BUF): | $(BIN)/python
 lint-proto: $(BUF)
 	cd services/proto && $(CURDIR)/$(BUF) lint
 
-test: $(STAMP) lint-proto
+# layers point one way (services -> agents -> automl -> latency_models -> automl.core), no cycles
+lint-imports: $(STAMP)
+	$(BIN)/lint-imports --no-cache .importlinter
+
+test: $(STAMP) lint-proto lint-imports
 	$(BIN)/python -m pytest -q
 
 test-slow: $(STAMP)

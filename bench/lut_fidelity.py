@@ -28,8 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from latency_models.profile import get_profile
-    from latency_models.profiler import profile_model
-    from latency_models.validate import validate
+    from automl.profiling import profile_model, validate_model as validate
 
     models = ["lenet5"] if args.quick else args.models.split(",")
     samples = 10 if args.quick else args.samples

@@ -1,16 +1,11 @@
-"""Building a latency table by measurement (``hwcompress profile``).
+"""Measuring a latency table's entries on the device (the leaf of ``hwcompress profile``).
 
 For every distinct layer shape of a model (see :func:`latency_models.table.layer_key`) it times
 the layer alone, as the runtime executes it (conv with its BN folded and its activation fused;
 int8 through the same export + QDQ quantization the deployed model goes through), at a grid of
-(in, out) channel counts on the profile's channel step and at every precision the device runs.
-Then it times the whole model at a few uniform widths and both precisions, and stores what the
-kernels do not explain as the model's *remainder* (pooling, residual adds, quantize/dequantize
-boundaries, input handling), so that prediction = overhead + Σ kernels + remainder.
-
-Importing this module imports only ``automl.core`` of ours; the model zoo, tracing and
-``automl.compress`` (to build each pruned whole model exactly as it is deployed) are imported
-inside :func:`profile_model` and :func:`measure_remainders`, which are orchestration.
+(in, out) channel counts (:mod:`latency_models.grid`) at every precision the device runs.
+Whole-model work (remainders, building a pruned model, the model zoo) needs the engine and lives
+one layer up in :mod:`automl.profiling`; this module imports only ``automl.core`` of ours.
 """
 
 from __future__ import annotations
@@ -27,42 +22,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from automl.core import FLOAT_BITS, LayerInfo, ModelInfo, Policy, kept_channels
+from automl.core import LayerInfo, ModelInfo
 
-from .energy import HorowitzEnergyModel, find_meter, measure_energy_mj, precision_bits
+from .energy import HorowitzEnergyModel, find_meter, measure_energy_mj
+from .grid import DEFAULT_POINTS, layer_energy_mj, plan_grid
 from .onnx_runtime import (TimingStats, export_onnx, int8_kernel_graph, make_session,
                            quantize_int8_qdq, time_callable)
 from .profile import HardwareProfile
-from .table import (LatencyTable, RemainderEntry, TableEntry, TableError, TableMetadata,
-                    layer_key)
+from .table import LatencyTable, TableEntry, TableError, TableMetadata
 
 log = logging.getLogger(__name__)
 
-QUICK_POINTS = 3
-DEFAULT_POINTS = 12   # per channel axis; every step multiple when there are no more
-QUICK_WIDTHS = (1.0, 0.5)
-DEFAULT_WIDTHS = (1.0, 0.75, 0.5, 0.25)
 SAVE_EVERY = 25
 
 
 # ---- one layer at given channels -----------------------------------------------------------
-def layer_at(layer: LayerInfo, cin: int, cout: int) -> LayerInfo:
-    """``layer`` with other channel counts (and its MACs/params recomputed)."""
-    if layer.op == "depthwise":
-        cin = cout
-    groups = cout if layer.op == "depthwise" else 1
-    if layer.op == "linear":
-        macs, params = cin * cout, cin * cout + cout
-    else:
-        k2 = layer.kernel * layer.kernel
-        macs = layer.out_hw[0] * layer.out_hw[1] * cout * (cin // groups) * k2
-        params = cout * (cin // groups) * k2
-    return LayerInfo(name=layer.name, op=layer.op, in_channels=cin, out_channels=cout,
-                     kernel=layer.kernel, stride=layer.stride, padding=layer.padding, groups=groups,
-                     in_hw=layer.in_hw, out_hw=layer.out_hw, macs=macs, params=params,
-                     has_bn=layer.has_bn, activation=layer.activation)
-
-
 def layer_input_shape(layer: LayerInfo, cin: int) -> tuple[int, ...]:
     return (cin,) if layer.op == "linear" else (cin, *layer.in_hw)
 
@@ -88,15 +62,6 @@ def build_layer_module(layer: LayerInfo, cin: int, cout: int) -> nn.Module:
     elif layer.activation == "relu6":
         mods.append(nn.ReLU6())
     return nn.Sequential(*mods).eval()
-
-
-def layer_energy_mj(model: HorowitzEnergyModel, layer: LayerInfo, cin: int, cout: int,
-                    precision: str) -> float:
-    at = layer_at(layer, cin, cout)
-    w, a = precision_bits(precision)
-    in_elems = at.in_channels * (1 if at.op == "linear" else at.in_hw[0] * at.in_hw[1])
-    out_elems = at.out_channels * (1 if at.op == "linear" else at.out_hw[0] * at.out_hw[1])
-    return model.layer_energy_mj(at.macs, at.weight_count, in_elems, out_elems, w, a)
 
 
 # ---- timing backends ----------------------------------------------------------------------
@@ -236,70 +201,6 @@ def measure_overhead_ms(profile: HardwareProfile) -> float:
     return min(runner.time().median_ms for _ in range(3))
 
 
-# ---- the grid ------------------------------------------------------------------------------
-def _spread(candidates: Sequence[int], n: int) -> list[int]:
-    """``n`` values spread evenly over sorted ``candidates`` (always the first and last)."""
-    cands = sorted(set(candidates))
-    if len(cands) <= n:
-        return cands
-    idx = np.unique(np.round(np.linspace(0, len(cands) - 1, n)).astype(int))
-    return [cands[i] for i in idx]
-
-
-def channel_choices(channels: int, step: int) -> list[int]:
-    """Every channel count a policy can keep of ``channels`` (see :func:`kept_channels`)."""
-    step = max(1, step)
-    out = {kept_channels(channels, k * step / channels, step) for k in range(1, channels // step + 2)}
-    out.add(channels)
-    return sorted(out)
-
-
-@dataclass
-class GridPlan:
-    """The (in, out) points to measure for one layer key."""
-
-    key: str
-    layer: LayerInfo          # a representative layer (shape fields only matter)
-    in_values: list[int]
-    out_values: list[int]
-
-    def points(self) -> list[tuple[int, int]]:
-        if self.layer.op == "depthwise":
-            return [(c, c) for c in self.out_values]
-        return [(i, o) for i in self.in_values for o in self.out_values]
-
-
-def plan_grid(info: ModelInfo, channel_step: int, points: int = DEFAULT_POINTS) -> list[GridPlan]:
-    """One grid per distinct layer key; each member layer's full (in, out) is on its grid."""
-    by_key: dict[str, list[LayerInfo]] = {}
-    for layer in info.layers:
-        by_key.setdefault(layer_key(layer), []).append(layer)
-    group_channels = {layer.prune_group: layer.out_channels for layer in info.layers
-                      if layer.prune_group is not None}
-    plans = []
-    for key, members in by_key.items():
-        ins: set[int] = set()
-        outs: set[int] = set()
-        in_full: set[int] = set()
-        out_full: set[int] = set()
-        for layer in members:
-            out_full.add(layer.out_channels)
-            if layer.prunable and layer.prune_group is not None:
-                outs.update(channel_choices(layer.out_channels, channel_step))
-            else:
-                outs.add(layer.out_channels)
-            in_full.add(layer.in_channels)
-            if layer.input_group is not None and layer.input_group in group_channels:
-                m = layer.in_channel_multiplier
-                ins.update(c * m for c in channel_choices(group_channels[layer.input_group], channel_step))
-            else:
-                ins.add(layer.in_channels)
-        out_values = sorted(set(_spread(sorted(outs), points)) | out_full)
-        in_values = sorted(set(_spread(sorted(ins), points)) | in_full)
-        plans.append(GridPlan(key, members[0], in_values, out_values))
-    return plans
-
-
 # ---- metadata ----------------------------------------------------------------------------
 def hwcompress_version() -> str:
     try:
@@ -375,108 +276,6 @@ def profile_layers(table: LatencyTable, info: ModelInfo, profile: HardwareProfil
         if out is not None and done:
             table.save(out)
     return done
-
-
-def uniform_policy(info: ModelInfo, keep_ratio: float, precision: str,
-                   profile: HardwareProfile) -> Policy:
-    bits = 8 if precision == "int8" else FLOAT_BITS
-    return Policy.uniform(info, keep_ratio, bits, bits)
-
-
-def measure_model_ms(model: nn.Module, policy: Policy, info: ModelInfo, profile: HardwareProfile,
-                     calib: list[torch.Tensor]) -> tuple[float, float]:
-    """(median latency, IQR) of the compressed model as deployed: built with
-    ``automl.compress.apply_policy`` and, on ONNX Runtime, ``export_deployable``."""
-    from automl.compress import apply_policy, export_deployable
-
-    compressed = apply_policy(model, policy, info, calib, channel_step=profile.channel_step)
-    if profile.runtime == "onnxruntime":
-        onnx_bytes = export_deployable(compressed, policy, info, info.input_shape, calib)
-        runner = ort_runner(onnx_bytes, info.input_shape, profile.threads, profile.batch)
-    else:
-        device = "cuda" if profile.kind == "cuda" else "cpu"
-        runner = torch_runner(compressed, info.input_shape, profile.threads, profile.batch, device)
-    stats = runner.time()
-    return stats.median_ms, stats.iqr_ms
-
-
-def mixed_policy(info: ModelInfo, keep_ratio: float, phase: int) -> Policy:
-    """Every other layer 8-bit (starting at ``phase``): the most int8/fp32 boundaries."""
-    from automl.core import LayerPolicy
-
-    return Policy({layer.name: LayerPolicy(keep_ratio if layer.prunable else 1.0,
-                                           *((8, 8) if (i + phase) % 2 == 0 else (FLOAT_BITS, FLOAT_BITS)))
-                   for i, layer in enumerate(info.layers)})
-
-
-def measure_remainders(table: LatencyTable, model: nn.Module, info: ModelInfo,
-                       profile: HardwareProfile, calib: list[torch.Tensor],
-                       widths: Sequence[float] = DEFAULT_WIDTHS, progress: bool = True) -> None:
-    """Time the whole model at uniform widths × precisions (and, with int8, two alternating
-    mixed-precision models per width for the boundary cost); store whole − overhead − kernels."""
-    from tqdm.auto import tqdm
-
-    from .predictor import Predictor, policy_features
-
-    points = [uniform_policy(info, w, prec, profile) for w in widths for prec in profile.precisions]
-    if "int8" in profile.precisions and "fp32" in profile.precisions:
-        # pruned widths only: at full width ORT sometimes leaves the fp32 convs of a mixed
-        # ResNet-20 off its NCHWc path (0.5 ms slower), which is not a boundary cost
-        mixed_widths = [w for w in widths if w < 1.0][:2] or list(widths[:1])
-        points += [mixed_policy(info, w, phase) for w in mixed_widths for phase in (0, 1)]
-    rows: list[RemainderEntry] = []
-    pred = Predictor(table, profile, warn=False)
-    for policy in tqdm(points, desc=f"remainder {info.model_name}", disable=not progress):
-        whole_ms, _ = measure_model_ms(model, policy, info, profile, calib)
-        kernels_ms, _ = pred.kernels(info, policy)
-        act_ratio, int8_frac, boundary = policy_features(info, policy, profile)
-        rows.append(RemainderEntry(model=info.model_name, input_shape=list(info.input_shape),
-                                   act_ratio=act_ratio, int8_fraction=int8_frac,
-                                   remainder_ms=whole_ms - table.overhead_ms - kernels_ms,
-                                   whole_ms=whole_ms, kernels_ms=kernels_ms,
-                                   boundary_ratio=boundary))
-    table.set_remainders(info.model_name, info.input_shape, rows)
-    table.metadata.input_shapes[info.model_name] = list(info.input_shape)
-
-
-def load_model_and_info(model_name: str, input_shape: Sequence[int], num_classes: int,
-                        allow_import: bool = True) -> tuple[nn.Module, ModelInfo]:
-    from automl.models import build_model
-    from automl.space import trace_model
-
-    torch.manual_seed(0)
-    shape = tuple(int(v) for v in input_shape)
-    model = build_model(model_name, shape[0], num_classes, allow_import=allow_import).eval()
-    return model, trace_model(model, shape, model_name)  # type: ignore[arg-type]
-
-
-def profile_model(model_name: str, input_shape: Sequence[int], profile: HardwareProfile,
-                  out: str | Path | None = None, *, num_classes: int = 10, quick: bool = False,
-                  points: int | None = None, resume: bool = True, progress: bool = True,
-                  remainder: bool = True, calib: list[torch.Tensor] | None = None) -> LatencyTable:
-    """Build (or continue) the table of ``model_name`` at ``input_shape`` on ``profile``."""
-    energy = HorowitzEnergyModel()
-    if profile.kind == "simulated":
-        from .simulated import simulate_table
-        model, info = load_model_and_info(model_name, input_shape, num_classes)
-        table = open_table(out, profile, energy.name, resume)
-        simulate_table(table, info, profile, points=points or (QUICK_POINTS if quick else DEFAULT_POINTS))
-        if out is not None:
-            table.save(out)
-        return table
-    model, info = load_model_and_info(model_name, input_shape, num_classes)
-    table = open_table(out, profile, energy.name, resume)
-    profile_layers(table, info, profile, points=points or (QUICK_POINTS if quick else DEFAULT_POINTS),
-                   out=out, progress=progress, energy=energy)
-    if remainder and (not resume or not table.remainders_for(model_name, info.input_shape)):
-        if calib is None:
-            calib = [torch.randn(16, *info.input_shape, generator=torch.Generator().manual_seed(0))]
-        measure_remainders(table, model, info, profile, calib,
-                           QUICK_WIDTHS if quick else DEFAULT_WIDTHS, progress)
-    table.metadata.input_shapes[model_name] = list(info.input_shape)
-    if out is not None:
-        table.save(out)
-    return table
 
 
 def table_stats(table: LatencyTable) -> dict[str, Any]:

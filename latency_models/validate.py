@@ -1,9 +1,8 @@
 """LUT fidelity (``hwcompress lut validate``): predicted vs really measured whole-model latency.
 
-Samples random policies, builds each compressed model for real (``automl.compress.apply_policy``
-then ``export_deployable``, exactly what is deployed), times it with the same robust timing the
-table was built with, and compares with the table's prediction. ``automl`` (zoo, tracing,
-compress) is imported inside the functions: this is orchestration on top of the predictor.
+Samples random policies, asks the caller to measure each one as deployed (the engine builds
+the model: :func:`automl.profiling.validate_model`), and compares with the table's prediction:
+share within ±5%/±10%, MAPE, Spearman, per precision mode, and a scatter plot.
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -21,7 +20,7 @@ from automl.core import FLOAT_BITS, LayerPolicy, ModelInfo, Policy
 
 from .predictor import Predictor, policy_features, profile_of
 from .profile import HardwareProfile, get_profile, PROFILES
-from .table import LatencyTable, TableError
+from .table import LatencyTable
 
 MODES = ("fp32", "int8", "mixed")
 
@@ -102,27 +101,16 @@ def table_profile(table: LatencyTable, threads: int | None = None) -> HardwarePr
     return prof
 
 
-def validate(model_name: str, table: LatencyTable, samples: int = 100, seed: int = 0, *,
-             threads: int | None = None, input_shape: Sequence[int] | None = None,
-             num_classes: int = 10, json_out: str | Path | None = None,
-             png_out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
-    """Fidelity of ``table`` for ``model_name`` on ``samples`` random policies."""
-    import torch
+def validate_predictions(table: LatencyTable, info: ModelInfo, profile: HardwareProfile,
+                         measure: Callable[[Policy], tuple[float, float]], samples: int = 100,
+                         seed: int = 0, *, json_out: str | Path | None = None,
+                         png_out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Fidelity of ``table`` on ``samples`` random policies of ``info``: each predicted, then
+    ``measure(policy)`` → (median ms, IQR ms) on the device. The caller builds the models
+    (:func:`automl.profiling.validate_model` builds them exactly as deployed)."""
     from tqdm.auto import tqdm
 
-    from .profiler import load_model_and_info, measure_model_ms
-
-    profile = table_profile(table, threads)
-    if profile.kind == "simulated":
-        raise TableError("a simulated table cannot be validated against measurement "
-                         "(there is no such device here)")
-    if input_shape is None:
-        if model_name not in table.metadata.input_shapes:
-            raise TableError(f"latency table has no model {model_name!r} (it has "
-                             f"{sorted(table.metadata.input_shapes)}); profile it first")
-        input_shape = table.metadata.input_shapes[model_name]
-    model, info = load_model_and_info(model_name, input_shape, num_classes)
-    calib = [torch.randn(16, *info.input_shape, generator=torch.Generator().manual_seed(0))]
+    model_name = info.model_name
     pred = Predictor(table, profile)
     rng = np.random.default_rng(seed)
     policies = [sample_policy(info, rng) for _ in range(samples)]
@@ -132,7 +120,7 @@ def validate(model_name: str, table: LatencyTable, samples: int = 100, seed: int
     for policy, mode in tqdm(policies, desc=f"validate {model_name}", disable=not progress):
         lat, en = pred.predict(info, policy)
         t0 = time.perf_counter()
-        measured, iqr = measure_model_ms(model, policy, info, profile, calib)
+        measured, iqr = measure(policy)
         t_measure += time.perf_counter() - t0
         act, q, b = policy_features(info, policy, profile)
         results.append(Sample(mode, lat, measured, iqr, en, act, q, b, policy.to_dict()))

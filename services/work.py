@@ -121,7 +121,7 @@ def is_transient(exc: BaseException) -> bool:
 
 def is_search_cancellation(exc: BaseException) -> bool:
     try:
-        from automl.search.runner import SearchCancelled
+        from automl.search.errors import SearchCancelled
     except ImportError:
         return False
     return isinstance(exc, SearchCancelled)

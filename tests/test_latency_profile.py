@@ -9,9 +9,10 @@ import warnings
 import pytest
 
 from automl.core import Policy
-from latency_models import cli
+from services.cli import main as cli
 from latency_models.predictor import Predictor
-from latency_models.profiler import load_model_and_info, plan_grid
+from automl.profiling import load_model_and_info
+from latency_models.grid import plan_grid
 from latency_models.table import LatencyTable
 
 SHAPE = "1,16,16"

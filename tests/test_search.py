@@ -21,7 +21,8 @@ from torch import nn
 from automl.core import BudgetError
 from automl.search.problem import build_problem
 from automl.search.registry import strategy_names
-from automl.search.runner import SearchCancelled, SearchConfig, run_search
+from automl.search.errors import SearchCancelled
+from automl.search.runner import SearchConfig, run_search
 from automl.search.strategies.uniform import largest_feasible_ratio
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,6 +13,8 @@ from ..compress import export_deployable, model_cost
 from ..core import Policy
 from ..train import evaluate_accuracy, evaluate_onnx_accuracy, finetune
 from ..workflow import LoadedModel
+from .errors import SearchFailed
+from .front import pareto_front
 from .measured_budget import MEASURE_SESSIONS, DeviceProbe, choose_within_measured_budget
 from .problem import CompressionProblem
 
@@ -36,7 +38,6 @@ def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 def finalize(problem: CompressionProblem, rows: list[dict[str, Any]], config, multi_objective: bool,
              out: Path, emit: Callable[[dict[str, Any]], None],
              probe: DeviceProbe | None = None) -> dict[str, Any]:
-    from .runner import SearchFailed, pareto_front
 
     best = best_row(rows)
     if best is None:
@@ -48,7 +49,8 @@ def finalize(problem: CompressionProblem, rows: list[dict[str, Any]], config, mu
     probe = probe or DeviceProbe(problem, config.threads, config.val_limit)
     simulated = probe.simulated
     calib = probe.calib
-    choice = choose_within_measured_budget(problem, rows, probe.build, probe.measure, probe.score)
+    choice = choose_within_measured_budget(problem, rows, probe.build, probe.measure, probe.score,
+                                           details=probe.last_figures)
     for c in choice.checks:
         emit({"type": "log", "message": "measured {source}: {latency_ms_measured:.4f} ms (predicted "
               "{latency_ms_predicted:.4f}), val accuracy {accuracy:.4f}, within budget: "
@@ -122,7 +124,6 @@ def plot_search(rows: list[dict[str, Any]], result: dict[str, Any], path: Path, 
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from .runner import pareto_front
 
     pts = [r for r in rows if r.get("accuracy") is not None]
     fig, ax = plt.subplots(figsize=(6.4, 4.4))

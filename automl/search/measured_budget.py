@@ -50,9 +50,13 @@ MeasureFn = Callable[[Policy, torch.nn.Module], float]
 ScoreFn = Callable[[torch.nn.Module], float]
 
 
-def _raw_figures(measure: MeasureFn) -> dict[str, float]:
-    """The raw timing behind ``measure``'s latest answer when it is a DeviceProbe's method."""
-    return dict(getattr(getattr(measure, "__self__", None), "last", {}))
+DetailsFn = Callable[[], dict[str, float]]
+"""The raw figures behind ``measure``'s latest answer (:meth:`DeviceProbe.last_figures`), copied
+into each check's record; the checks work without them."""
+
+
+def _no_details() -> dict[str, float]:
+    return {}
 
 
 MEASURE_SESSIONS = 3
@@ -119,10 +123,15 @@ class DeviceProbe:
     def score(self, model: torch.nn.Module) -> float:
         return evaluate_accuracy(model, self.x_val, self.y_val)
 
+    def last_figures(self) -> dict[str, float]:
+        """The raw timings behind the latest :meth:`measure` (see ``last``)."""
+        return dict(self.last)
+
 
 def calibrate_latency(problem: CompressionProblem, build: BuildFn, measure: MeasureFn, *,
                       mixed_probes: int = 3, seed: int = 0,
-                      tolerance: float = MEASURED_TOLERANCE) -> list[dict[str, Any]]:
+                      tolerance: float = MEASURED_TOLERANCE,
+                      details: DetailsFn = _no_details) -> list[dict[str, Any]]:
     """Correct the table to the device *where the budget is*, before the search starts.
 
     Per searchable precision, two kinds of policy are built and timed at the budget's edge:
@@ -150,7 +159,7 @@ def calibrate_latency(problem: CompressionProblem, build: BuildFn, measure: Meas
         table_ms = problem.costs(policy)["latency_ms"] / problem.correction_for(policy)
         measured = measure(policy, build(policy))
         probes.append({"kind": key, "latency_ms_table": table_ms, "latency_ms_measured": measured,
-                       "correction": measured / table_ms, **_raw_figures(measure)})
+                       "correction": measured / table_ms, **details()})
         return measured / table_ms
 
     corrections = problem.latency_correction
@@ -213,7 +222,7 @@ def shrink_to_predicted(problem: CompressionProblem, policy: Policy, limit_ms: f
 def choose_within_measured_budget(problem: CompressionProblem, rows: list[dict[str, Any]],
                                   build: BuildFn, measure: MeasureFn, score: ScoreFn, *,
                                   tolerance: float = MEASURED_TOLERANCE, max_candidates: int = 4,
-                                  max_shrinks: int = 3) -> MeasuredChoice:
+                                  max_shrinks: int = 3, details: DetailsFn = _no_details) -> MeasuredChoice:
     """The most accurate scored feasible candidate if it measures within the budget
     (+ ``tolerance``); otherwise the more accurate of the next candidate that fits and the best
     candidate shrunk until it measures within the budget.
@@ -236,7 +245,7 @@ def choose_within_measured_budget(problem: CompressionProblem, rows: list[dict[s
         fits = limit is None or ms <= limit * (1 + tolerance)
         checks.append({"source": source, "accuracy": row["accuracy"],
                        "latency_ms_predicted": row["latency_ms"], "latency_ms_measured": ms,
-                       "within_budget": fits, **_raw_figures(measure)})
+                       "within_budget": fits, **details()})
         return model, ms, fits
 
     first_model, first_ms, fits = check(ranked[0], "best candidate")
@@ -268,7 +277,7 @@ def choose_within_measured_budget(problem: CompressionProblem, rows: list[dict[s
         fits = ms <= limit * (1 + tolerance)
         checks.append({"source": "shrunk best candidate", "accuracy": row["accuracy"],
                        "latency_ms_predicted": costs["latency_ms"], "latency_ms_measured": ms,
-                       "within_budget": fits, **_raw_figures(measure)})
+                       "within_budget": fits, **details()})
         if fits:
             return MeasuredChoice(row, model, ms, True, checks)
         predicted, measured = costs["latency_ms"], ms

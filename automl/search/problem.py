@@ -160,7 +160,7 @@ def load_or_build_table(model_name: str, info: ModelInfo, profile: HardwareProfi
                         table_path: str | None = None, quick: bool = False,
                         num_classes: int = 10) -> LatencyTable:
     """The table given, or this model's table for ``profile`` built on first use and cached."""
-    from latency_models.profiler import profile_model
+    from ..profiling import profile_model
 
     if table_path:
         table = LatencyTable.load(table_path)

@@ -22,25 +22,18 @@ from ..train import DEFAULT_FINETUNE_EPOCHS, DEFAULT_RECOVERY_STEPS
 from ..workflow import load_trained
 from .base import StrategyOptions, Trial
 from .evaluator import EvalPayload, LocalEvaluator, RayEvaluator
+from .errors import SearchCancelled
 from .finalize import finalize, measure_reference_ms
 from .measured_budget import DeviceProbe, calibrate_latency
 from .problem import CompressionProblem, build_problem
 from latency_models.profile import DEFAULT_PROFILE, get_profile
 
 from .registry import get_strategy
-from .strategies.optuna_search import _OptunaStrategy
+from .strategies.optuna_search import OptunaStrategy
 
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[dict[str, Any]], None]
-
-
-class SearchCancelled(RuntimeError):
-    """``should_stop`` asked the search to stop."""
-
-
-class SearchFailed(RuntimeError):
-    """The search ended without a single feasible, scored policy."""
 
 
 @dataclass
@@ -131,15 +124,6 @@ class EvaluationLog:
             os.fsync(f.fileno())
 
 
-def pareto_front(rows: list[dict[str, Any]], objective: str) -> list[dict[str, Any]]:
-    """Feasible, scored rows that no other row beats on both accuracy and ``objective``."""
-    pts = [r for r in rows if r.get("feasible") and r.get("accuracy") is not None]
-    front = [r for r in pts if not any(
-        o["accuracy"] >= r["accuracy"] and o[objective] <= r[objective]
-        and (o["accuracy"] > r["accuracy"] or o[objective] < r[objective]) for o in pts)]
-    return sorted(front, key=lambda r: r[objective])
-
-
 def run_search(config: SearchConfig, on_event: EventSink | None = None,
                should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
     """Run ``config``'s search and return (and write) its result."""
@@ -172,7 +156,8 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
                    leave=False, disable=not config.progress)
         probe.on_measure = lambda: bar.update(1)
         try:
-            calibration = calibrate_latency(problem, probe.build, probe.measure, seed=config.seed)
+            calibration = calibrate_latency(problem, probe.build, probe.measure, seed=config.seed,
+                                            details=probe.last_figures)
         finally:
             probe.on_measure = None
             bar.close()
@@ -194,7 +179,7 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
     rec = _Recorder(problem, config, EvaluationLog(state_dir / "evaluations.jsonl"), emit, t0)
     if config.use_ray:
         init_ray(config.ray_address)
-    if config.use_ray and config.use_tune and isinstance(strategy, _OptunaStrategy):
+    if config.use_ray and config.use_tune and isinstance(strategy, OptunaStrategy):
         _tune_loop(problem, strategy, payload, rec, config, state_dir, should_stop)
     else:
         evaluator = RayEvaluator(payload, config.workers) if config.use_ray else LocalEvaluator(payload)

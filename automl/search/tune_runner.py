@@ -1,12 +1,13 @@
-"""The distributed path of the Optuna strategies: Ray Tune with ``OptunaSearch`` behind a
-``ConcurrencyLimiter``.
+"""The distributed path of the Optuna strategies: Ray Tune with a ``Searcher`` over the
+strategy's own Optuna study, behind a ``ConcurrencyLimiter``.
 
-Ray Tune's ``OptunaSearch`` passes no constraints to Optuna. ``ConstrainedOptunaSearch`` bridges
-that instead of dropping the budgets: its ``suggest`` asks the strategy's own study (same space,
-same storage, same ``trial.set_constraint`` values as the single-process path) until a proposal
-fits the budget, so an infeasible candidate costs a table lookup in the driver and never a Tune
-trial; ``on_trial_complete`` tells Optuna the evaluation. The model and validation data reach the
-trials once through ``tune.with_parameters`` (the object store), not once per trial.
+Ray Tune's ``OptunaSearch`` passes no constraints to Optuna and keeps its study and trials in
+private fields. ``StudySearcher`` is a plain Tune ``Searcher`` (public API: ``suggest`` and
+``on_trial_complete``) that asks the strategy's study (same space, same storage, same
+``trial.set_constraint`` values as the single-process path) until a proposal fits the budget,
+so an infeasible candidate costs a table lookup in the driver and never a Tune trial, and tells
+Optuna each evaluation. The model and validation data reach the trials once through
+``tune.with_parameters`` (the object store), not once per trial.
 """
 
 from __future__ import annotations
@@ -16,14 +17,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import optuna
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter, Searcher
-from ray.tune.search.optuna import OptunaSearch
 
 from ..core import Evaluation, Policy
 from .evaluator import EvalPayload, score_policy
 from .problem import CompressionProblem
-from .strategies.optuna_search import _OptunaStrategy
+from .strategies.optuna_search import OptunaStrategy
 
 
 class _DriverOnly:
@@ -38,54 +39,47 @@ class _DriverOnly:
         self.__dict__.update(state)
 
 
-class ConstrainedOptunaSearch(_DriverOnly, OptunaSearch):
-    """``OptunaSearch`` whose study is a hwcompress Optuna strategy's, budgets included."""
+class StudySearcher(_DriverOnly, Searcher):
+    """Tune's search algorithm for a hwcompress Optuna strategy, budgets included."""
 
-    def __init__(self, strategy: _OptunaStrategy, budget_evals: int) -> None:
+    def __init__(self, strategy: OptunaStrategy, budget_evals: int) -> None:
         metric = ["accuracy", strategy.options.objective] if strategy.multi_objective else "accuracy"
         mode = ["max", "min"] if strategy.multi_objective else "max"
         super().__init__(metric=metric, mode=mode)
         self.strategy = strategy
-        self._ot_study = strategy.study
-        self._budget_evals = budget_evals
-        self._suggested = 0
-
-    def set_search_properties(self, metric, mode, config, **spec) -> bool:  # noqa: D401
-        return True  # the space is the strategy's; nothing for Tune to override
+        self.budget_evals = budget_evals
+        self.suggested = 0
+        self.asked: dict[str, optuna.Trial] = {}   # Tune trial id -> the Optuna trial behind it
 
     def suggest(self, trial_id: str) -> dict | str | None:
-        if self._suggested >= self._budget_evals:
+        if self.suggested >= self.budget_evals:
             return Searcher.FINISHED
         asked = self.strategy.ask_feasible()
         if asked is None:
             return Searcher.FINISHED
         ot, policy = asked
-        self._ot_trials[trial_id] = ot
-        self._suggested += 1
+        self.asked[trial_id] = ot
+        self.suggested += 1
         # the predicted costs travel with the trial so it reports the second objective as well
         return {"policy": policy.to_dict(), "trial_number": ot.number,
                 "costs": self.strategy.problem.costs(policy)}
 
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        pass  # one result per trial; nothing to prune on
-
-    def save(self, checkpoint_path: str) -> None:
-        pass  # the Optuna storage is the checkpoint
-
-    def restore(self, checkpoint_path: str) -> None:
-        pass
-
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials:
-            return
-        ot = self._ot_trials[trial_id]
+        ot = self.asked.pop(trial_id, None)
+        if ot is None:
+            return  # told already (Tune may report a trial's end twice)
         policy = Policy.from_dict(result["config"]["policy"]) if result and "config" in result else Policy()
         acc = None if (error or not result) else result.get("accuracy")
         costs = self.strategy.problem.costs(policy)
         ev = Evaluation(policy, acc, costs["latency_ms"], costs["energy_mj"], costs["size_mb"],
                         int(costs["macs"]), True, "trial failed" if acc is None else None)
         self.strategy.tell_optuna(ot, ev)
-        self._completed_trials.add(trial_id)
+
+    def save(self, checkpoint_path: str) -> None:
+        pass  # the Optuna storage is the checkpoint
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass
 
 
 def _evaluate_trial(config: dict, payload: EvalPayload) -> dict:
@@ -129,14 +123,14 @@ class _StopWhen(_DriverOnly, tune.Stopper):
         return self.stopped
 
 
-def run_tune(problem: CompressionProblem, strategy: _OptunaStrategy, payload: EvalPayload,
+def run_tune(problem: CompressionProblem, strategy: OptunaStrategy, payload: EvalPayload,
              remaining: int, workers: int, state_dir: Path,
              on_row: Callable[[dict, dict | None, str | None], None],
              should_stop: Callable[[], bool] | None) -> bool:
     """Run ``remaining`` evaluations through Ray Tune; returns True if stopped by ``should_stop``."""
     if remaining <= 0:
         return False
-    searcher = ConcurrencyLimiter(ConstrainedOptunaSearch(strategy, remaining), max_concurrent=workers)
+    searcher = ConcurrencyLimiter(StudySearcher(strategy, remaining), max_concurrent=workers)
     stopper = _StopWhen(should_stop)
     trainable = tune.with_resources(tune.with_parameters(_evaluate_trial, payload=payload), {"cpu": 1})
     # Tune's new console output prints its experiment banner even at verbose=0; the CLI's bar
@@ -153,4 +147,4 @@ def run_tune(problem: CompressionProblem, strategy: _OptunaStrategy, payload: Ev
     return stopper.stopped
 
 
-__all__ = ["ConstrainedOptunaSearch", "run_tune"]
+__all__ = ["StudySearcher", "run_tune"]

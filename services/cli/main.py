@@ -24,16 +24,14 @@ import os
 import sys
 from typing import Callable
 
-from latency_models import cli as latency_cli
-
-from . import compress_cmd, search_cmd, service_cmds
+from . import compress_cmd, lut_cmds, search_cmd, service_cmds
 from .common import EXIT_USAGE, EnvError, resolve_env_defaults
 
 Registrar = Callable[[argparse._SubParsersAction], None]
 
 
 def _registrars() -> list[Registrar]:
-    return [compress_cmd.register, search_cmd.register, latency_cli.register, service_cmds.register]
+    return [compress_cmd.register, search_cmd.register, lut_cmds.register, service_cmds.register]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,12 @@ log = logging.getLogger(__name__)
 RATIO_STEP = 0.05
 
 
-class _OptunaStrategy(Strategy):
+class OptunaStrategy(Strategy):
+    """An Optuna study as a strategy: the base of TPE and NSGA-II (a subclass names its sampler).
+
+    Runs in process through ask/tell, or on Ray Tune through :class:`tune_runner.StudySearcher`
+    (same study, same storage)."""
+
     directions: tuple[str, ...] = ("maximize",)
 
     def __init__(self, problem: CompressionProblem, options: StrategyOptions) -> None:
@@ -103,7 +108,7 @@ class _OptunaStrategy(Strategy):
         self.study.tell(ot, self._values(evaluation))
 
 
-class OptunaTPEStrategy(_OptunaStrategy):
+class OptunaTPEStrategy(OptunaStrategy):
     name = "optuna-tpe"
 
     def make_sampler(self, options: StrategyOptions) -> optuna.samplers.BaseSampler:
@@ -111,7 +116,7 @@ class OptunaTPEStrategy(_OptunaStrategy):
                                           multivariate=True, constant_liar=True)
 
 
-class OptunaNSGA2Strategy(_OptunaStrategy):
+class OptunaNSGA2Strategy(OptunaStrategy):
     """Multi-objective: maximise accuracy, minimise predicted latency (or energy)."""
 
     name = "optuna-nsga2"

@@ -2,7 +2,7 @@
 
 ``services/cli/main.py`` calls :func:`register` with its subparsers; every handler takes the
 argparse namespace and returns an exit code (0 ok, 2 bad input such as an unusable or
-mismatched table). Run standalone with ``python -m latency_models.cli ...``.
+mismatched table). Run standalone with ``python -m services.cli.lut_cmds ...``.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import json
 import sys
 from pathlib import Path
 
-from .profile import DEFAULT_PROFILE, PROFILES, get_profile
-from .table import LatencyTable, TableError
+from latency_models.profile import DEFAULT_PROFILE, PROFILES, get_profile
+from latency_models.table import LatencyTable, TableError
 
 DEFAULT_DATASET = "digits"
 
@@ -58,7 +58,8 @@ def _err(msg: str) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from .profiler import profile_model, table_stats
+    from automl.profiling import profile_model
+    from latency_models.profiler import table_stats
 
     try:
         profile = get_profile(args.hardware, args.threads)
@@ -143,7 +144,7 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    from .validate import validate
+    from automl.profiling import validate_model
 
     try:
         table = LatencyTable.load(args.table)
@@ -157,7 +158,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print("hwcompress: lut validate --json FILE is deprecated; use --out FILE", file=sys.stderr)
             args.out = args.out or args.json
         png = args.png or (str(Path(args.out).with_suffix(".png")) if args.out else None)
-        report = validate(args.model, table, args.samples, args.seed, threads=args.threads,
+        report = validate_model(args.model, table, args.samples, args.seed, threads=args.threads,
                           input_shape=shape, num_classes=num_classes, json_out=args.out,
                           png_out=png, progress=not args.no_progress)
     except (TableError, ValueError) as exc:

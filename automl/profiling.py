@@ -1,0 +1,152 @@
+"""Profiling orchestration: whole models built by the engine, timed by the leaf runtime.
+
+``latency_models`` measures single layers and predicts; everything that needs a whole model as
+it is deployed — the zoo, tracing, ``automl.compress`` to prune and quantize it, the export —
+lives here, one layer up, so ``latency_models`` never imports the engine (docs/architecture.md).
+
+- :func:`profile_model`: build (or continue) a model's table: layer entries, then remainders.
+- :func:`measure_remainders`: whole-model timings at a few widths; what the kernels do not explain.
+- :func:`validate_model`: ``hwcompress lut validate``: predicted vs measured on random policies.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from latency_models.energy import HorowitzEnergyModel
+from latency_models.predictor import Predictor, policy_features
+from latency_models.profile import HardwareProfile
+from latency_models.profiler import DEFAULT_POINTS, open_table, ort_runner, profile_layers, torch_runner
+from latency_models.table import LatencyTable, RemainderEntry, TableError
+from latency_models.validate import table_profile, validate_predictions
+
+from .core import FLOAT_BITS, LayerPolicy, ModelInfo, Policy
+
+QUICK_POINTS = 3
+QUICK_WIDTHS = (1.0, 0.5)
+DEFAULT_WIDTHS = (1.0, 0.75, 0.5, 0.25)
+
+
+def uniform_policy(info: ModelInfo, keep_ratio: float, precision: str) -> Policy:
+    bits = 8 if precision == "int8" else FLOAT_BITS
+    return Policy.uniform(info, keep_ratio, bits, bits)
+
+
+def mixed_policy(info: ModelInfo, keep_ratio: float, phase: int) -> Policy:
+    """Every other layer 8-bit (starting at ``phase``): the most int8/fp32 boundaries."""
+    return Policy({layer.name: LayerPolicy(keep_ratio if layer.prunable else 1.0,
+                                           *((8, 8) if (i + phase) % 2 == 0 else (FLOAT_BITS, FLOAT_BITS)))
+                   for i, layer in enumerate(info.layers)})
+
+
+def measure_model_ms(model: nn.Module, policy: Policy, info: ModelInfo, profile: HardwareProfile,
+                     calib: list[torch.Tensor]) -> tuple[float, float]:
+    """(median latency, IQR) of the compressed model as deployed: built with
+    :func:`automl.compress.apply_policy` and, on ONNX Runtime, ``export_deployable``."""
+    from .compress import apply_policy, export_deployable
+
+    compressed = apply_policy(model, policy, info, calib, channel_step=profile.channel_step)
+    if profile.runtime == "onnxruntime":
+        onnx_bytes = export_deployable(compressed, policy, info, info.input_shape, calib)
+        runner = ort_runner(onnx_bytes, info.input_shape, profile.threads, profile.batch)
+    else:
+        device = "cuda" if profile.kind == "cuda" else "cpu"
+        runner = torch_runner(compressed, info.input_shape, profile.threads, profile.batch, device)
+    stats = runner.time()
+    return stats.median_ms, stats.iqr_ms
+
+
+def measure_remainders(table: LatencyTable, model: nn.Module, info: ModelInfo,
+                       profile: HardwareProfile, calib: list[torch.Tensor],
+                       widths: Sequence[float] = DEFAULT_WIDTHS, progress: bool = True) -> None:
+    """Time the whole model at uniform widths × precisions (and, with int8, two alternating
+    mixed-precision models per width for the boundary cost); store whole − overhead − kernels."""
+    from tqdm.auto import tqdm
+
+    points = [uniform_policy(info, w, prec) for w in widths for prec in profile.precisions]
+    if "int8" in profile.precisions and "fp32" in profile.precisions:
+        # pruned widths only: at full width ORT sometimes leaves the fp32 convs of a mixed
+        # ResNet-20 off its NCHWc path (0.5 ms slower), which is not a boundary cost
+        mixed_widths = [w for w in widths if w < 1.0][:2] or list(widths[:1])
+        points += [mixed_policy(info, w, phase) for w in mixed_widths for phase in (0, 1)]
+    rows: list[RemainderEntry] = []
+    pred = Predictor(table, profile, warn=False)
+    for policy in tqdm(points, desc=f"remainder {info.model_name}", disable=not progress):
+        whole_ms, _ = measure_model_ms(model, policy, info, profile, calib)
+        kernels_ms, _ = pred.kernels(info, policy)
+        act_ratio, int8_frac, boundary = policy_features(info, policy, profile)
+        rows.append(RemainderEntry(model=info.model_name, input_shape=list(info.input_shape),
+                                   act_ratio=act_ratio, int8_fraction=int8_frac,
+                                   remainder_ms=whole_ms - table.overhead_ms - kernels_ms,
+                                   whole_ms=whole_ms, kernels_ms=kernels_ms,
+                                   boundary_ratio=boundary))
+    table.set_remainders(info.model_name, info.input_shape, rows)
+    table.metadata.input_shapes[info.model_name] = list(info.input_shape)
+
+
+def load_model_and_info(model_name: str, input_shape: Sequence[int], num_classes: int,
+                        allow_import: bool = True) -> tuple[nn.Module, ModelInfo]:
+    """A zoo model with seeded random weights (latency does not depend on them) and its trace."""
+    from .models import build_model
+    from .space import trace_model
+
+    torch.manual_seed(0)
+    shape = tuple(int(v) for v in input_shape)
+    model = build_model(model_name, shape[0], num_classes, allow_import=allow_import).eval()
+    return model, trace_model(model, shape, model_name)  # type: ignore[arg-type]
+
+
+def _random_calibration(input_shape: Sequence[int]) -> list[torch.Tensor]:
+    return [torch.randn(16, *input_shape, generator=torch.Generator().manual_seed(0))]
+
+
+def profile_model(model_name: str, input_shape: Sequence[int], profile: HardwareProfile,
+                  out: str | Path | None = None, *, num_classes: int = 10, quick: bool = False,
+                  points: int | None = None, resume: bool = True, progress: bool = True,
+                  remainder: bool = True, calib: list[torch.Tensor] | None = None) -> LatencyTable:
+    """Build (or continue) the table of ``model_name`` at ``input_shape`` on ``profile``."""
+
+    energy = HorowitzEnergyModel()
+    points = points or (QUICK_POINTS if quick else DEFAULT_POINTS)
+    model, info = load_model_and_info(model_name, input_shape, num_classes)
+    table = open_table(out, profile, energy.name, resume)
+    if profile.kind == "simulated":
+        from latency_models.simulated import simulate_table
+        simulate_table(table, info, profile, points=points)
+        if out is not None:
+            table.save(out)
+        return table
+    profile_layers(table, info, profile, points=points, out=out, progress=progress, energy=energy)
+    if remainder and (not resume or not table.remainders_for(model_name, info.input_shape)):
+        measure_remainders(table, model, info, profile, calib or _random_calibration(info.input_shape),
+                           QUICK_WIDTHS if quick else DEFAULT_WIDTHS, progress)
+    table.metadata.input_shapes[model_name] = list(info.input_shape)
+    if out is not None:
+        table.save(out)
+    return table
+
+
+def validate_model(model_name: str, table: LatencyTable, samples: int = 100, seed: int = 0, *,
+                   threads: int | None = None, input_shape: Sequence[int] | None = None,
+                   num_classes: int = 10, json_out: str | Path | None = None,
+                   png_out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+    """Fidelity of ``table`` for ``model_name`` on ``samples`` random policies, each built for
+    real (``apply_policy`` then ``export_deployable``, exactly what is deployed) and timed."""
+    profile = table_profile(table, threads)
+    if profile.kind == "simulated":
+        raise TableError("a simulated table cannot be validated against measurement "
+                         "(there is no such device here)")
+    if input_shape is None:
+        if model_name not in table.metadata.input_shapes:
+            raise TableError(f"latency table has no model {model_name!r} (it has "
+                             f"{sorted(table.metadata.input_shapes)}); profile it first")
+        input_shape = table.metadata.input_shapes[model_name]
+    model, info = load_model_and_info(model_name, input_shape, num_classes)
+    calib = _random_calibration(info.input_shape)
+    return validate_predictions(
+        table, info, profile, lambda policy: measure_model_ms(model, policy, info, profile, calib),
+        samples, seed, json_out=json_out, png_out=png_out, progress=progress)
