@@ -87,79 +87,92 @@ def _coupling(model: nn.Module, input_shape: tuple[int, int, int], output_layer:
     return out_group, in_group
 
 
-def trace_model(model: nn.Module, input_shape: tuple[int, int, int], model_name: str = "model") -> ModelInfo:
-    """Trace ``model`` once on an input of ``input_shape`` (C, H, W) into a :class:`ModelInfo`."""
-    input_shape = tuple(int(v) for v in input_shape)  # type: ignore[assignment]
-    calls = _record_calls(model, input_shape)
-    layer_calls = [(i, c) for i, c in enumerate(calls) if layer_op(c[1]) is not None]
-    if not layer_calls:
-        raise ValueError(f"model {model_name!r} has no conv or linear layer to compress")
+def _layers_in_call_order(calls: list, model_name: str) -> list[tuple[int, tuple]]:
+    """(position in ``calls``, call) of each conv/linear layer, refusing a layer called twice
+    (a shared layer cannot be compressed independently)."""
     seen: set[str] = set()
     ordered = []
-    for i, c in layer_calls:
+    for i, c in enumerate(calls):
+        if layer_op(c[1]) is None:
+            continue
         if c[0] in seen:
             raise ValueError(f"layer {c[0]!r} is called twice in one forward pass; shared layers "
                              "cannot be compressed independently")
         seen.add(c[0])
         ordered.append((i, c))
-    output_layer = ordered[-1][1][1]
-    out_groups, in_groups = _coupling(model, input_shape, output_layer)
+    if not ordered:
+        raise ValueError(f"model {model_name!r} has no conv or linear layer to compress")
+    return ordered
 
-    order = {c[0]: k for k, (_, c) in enumerate(ordered)}
-    group_name: dict[str, str] = {}   # layer -> its group's leader name
-    leader_of: dict[str, str] = {}    # raw tp group id -> leader name
+
+def _group_leaders(out_groups: dict[str, list[str]], in_groups: dict[str, list[str]],
+                   order: dict[str, int]) -> tuple[dict[str, str], dict[str, str]]:
+    """(layer -> its output group's leader, layer -> the leader of the group feeding its input).
+    A group is named after its first layer in execution order."""
+    group_name: dict[str, str] = {}
+    leader_of: dict[str, str] = {}    # raw torch-pruning group id -> leader name
     for gid, members in out_groups.items():
         leader = min(members, key=order.__getitem__)
         leader_of[gid] = leader
         for m in members:
             group_name[m] = leader
-    input_group: dict[str, str] = {}
-    for gid, members in in_groups.items():
-        if gid in leader_of:
-            for m in members:
-                input_group[m] = leader_of[gid]
+    input_group = {m: leader_of[gid] for gid, members in in_groups.items() if gid in leader_of
+                   for m in members}
+    return group_name, input_group
 
+
+def _fused_after(calls: list, i: int, out_ptr: int) -> tuple[bool, str | None]:
+    """(has BN, activation) fused into the layer at ``calls[i]``: only a BN / activation that
+    consumes this layer's very output tensor (an activation after a residual add does not)."""
+    has_bn, activation = False, None
+    nxt = calls[i + 1:i + 3]
+    if nxt and isinstance(nxt[0][1], nn.BatchNorm2d) and nxt[0][4] == out_ptr:
+        has_bn = True
+        out_ptr = nxt[0][5]
+        nxt = nxt[1:]
+    if nxt and type(nxt[0][1]) in _ACTIVATIONS and nxt[0][4] == out_ptr:
+        activation = _ACTIVATIONS[type(nxt[0][1])]
+    return has_bn, activation
+
+
+def _geometry(module: nn.Module, in_shape, out_shape) -> dict:
+    """Channels, kernel, stride, padding, groups, feature-map sizes and MACs of one layer."""
+    if isinstance(module, nn.Linear):
+        cin, cout = module.in_features, module.out_features
+        return dict(in_channels=cin, out_channels=cout, kernel=1, stride=1, padding=0, groups=1,
+                    in_hw=(1, 1), out_hw=(1, 1), macs=cin * cout)
+    assert isinstance(module, nn.Conv2d)
+    cin, cout, groups = module.in_channels, module.out_channels, module.groups
+    kernel = int(module.kernel_size[0])
+    out_hw = (int(out_shape[2]), int(out_shape[3]))
+    return dict(in_channels=cin, out_channels=cout, kernel=kernel, stride=int(module.stride[0]),
+                padding=int(module.padding[0]) if isinstance(module.padding, tuple) else 0,
+                groups=groups, in_hw=(int(in_shape[2]), int(in_shape[3])), out_hw=out_hw,
+                macs=out_hw[0] * out_hw[1] * cout * (cin // groups) * kernel * kernel)
+
+
+def trace_model(model: nn.Module, input_shape: tuple[int, int, int], model_name: str = "model") -> ModelInfo:
+    """Trace ``model`` once on an input of ``input_shape`` (C, H, W) into a :class:`ModelInfo`."""
+    input_shape = tuple(int(v) for v in input_shape)  # type: ignore[assignment]
+    calls = _record_calls(model, input_shape)
+    ordered = _layers_in_call_order(calls, model_name)
+    out_groups, in_groups = _coupling(model, input_shape, ordered[-1][1][1])
+    group_name, input_group = _group_leaders(out_groups, in_groups,
+                                             {c[0]: k for k, (_, c) in enumerate(ordered)})
+    modules = dict(model.named_modules())
     layers: list[LayerInfo] = []
     for k, (i, (name, module, in_shape, out_shape, _, out_ptr)) in enumerate(ordered):
-        op = layer_op(module)
-        # A BN / activation is fused with this layer only if it consumes this layer's very
-        # output tensor (an activation after a residual add does not).
-        has_bn, activation = False, None
-        nxt = calls[i + 1:i + 3]
-        if nxt and isinstance(nxt[0][1], nn.BatchNorm2d) and nxt[0][4] == out_ptr:
-            has_bn = True
-            out_ptr = nxt[0][5]
-            nxt = nxt[1:]
-        if nxt and type(nxt[0][1]) in _ACTIVATIONS and nxt[0][4] == out_ptr:
-            activation = _ACTIVATIONS[type(nxt[0][1])]
-        if isinstance(module, nn.Linear):
-            cin, cout = module.in_features, module.out_features
-            macs = cin * cout
-            kernel = stride = groups = 1
-            padding = 0
-            in_hw = out_hw = (1, 1)
-        else:
-            assert isinstance(module, nn.Conv2d)
-            cin, cout = module.in_channels, module.out_channels
-            kernel, stride = int(module.kernel_size[0]), int(module.stride[0])
-            padding = int(module.padding[0]) if isinstance(module.padding, tuple) else 0
-            groups = module.groups
-            in_hw = (int(in_shape[2]), int(in_shape[3]))
-            out_hw = (int(out_shape[2]), int(out_shape[3]))
-            macs = out_hw[0] * out_hw[1] * cout * (cin // groups) * kernel * kernel
-        params = sum(p.numel() for p in module.parameters(recurse=False))
-        group = group_name.get(name)
-        in_group = input_group.get(name)
+        has_bn, activation = _fused_after(calls, i, out_ptr)
+        geometry = _geometry(module, in_shape, out_shape)
+        group, in_group = group_name.get(name), input_group.get(name)
         multiplier = 1
         if in_group is not None:
-            leader_channels = _out_channels(dict(model.named_modules())[in_group])
-            multiplier = max(1, cin // leader_channels)
+            multiplier = max(1, geometry["in_channels"] // _out_channels(modules[in_group]))
         layers.append(LayerInfo(
-            name=name, op=op, in_channels=cin, out_channels=cout, kernel=kernel, stride=stride,
-            padding=padding, groups=groups, in_hw=in_hw, out_hw=out_hw, macs=int(macs),
-            params=int(params), has_bn=has_bn, activation=activation, prune_group=group,
-            prunable=group is not None, index=k, input_group=in_group,
-            in_channel_multiplier=multiplier))
+            name=name, op=layer_op(module), **geometry,
+            params=int(sum(p.numel() for p in module.parameters(recurse=False))),
+            has_bn=has_bn, activation=activation, prune_group=group, prunable=group is not None,
+            index=k, input_group=in_group, in_channel_multiplier=multiplier))
     num_classes = int(calls[-1][3][-1]) if calls else 0
     return ModelInfo(model_name=model_name, input_shape=input_shape, num_classes=num_classes,
                      layers=tuple(layers), total_macs=sum(layer.macs for layer in layers),
