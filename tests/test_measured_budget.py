@@ -178,8 +178,8 @@ def test_side_by_side_timing_orders_a_pruned_graph_below_its_original(vgg_digits
 
 def test_a_probe_ticks_its_listener_and_keeps_its_raw_timing_per_measurement(problem):
     """The CLI's calibration bar listens on the probe; the raw figures the calibration records
-    still come from the probe itself (a wrapper around ``measure`` used to hide them)."""
-    from automl.search.measured_budget import DeviceProbe, _raw_figures
+    still come from the probe itself, handed to the checks explicitly (``last_figures``)."""
+    from automl.search.measured_budget import DeviceProbe
 
     probe = DeviceProbe(problem)
     ticks: list[int] = []
@@ -189,4 +189,5 @@ def test_a_probe_ticks_its_listener_and_keeps_its_raw_timing_per_measurement(pro
     probe.measure(policy, probe.build(policy))
     probe.measure(policy, probe.build(policy))
     assert len(ticks) == 2
-    assert _raw_figures(probe.measure) == probe.last
+    figures = probe.last_figures()
+    assert figures == probe.last and figures is not probe.last   # a copy each check keeps
