@@ -18,192 +18,35 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import math
-import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
-from automl.core import FLOAT_BITS, LayerInfo, ModelInfo, Policy, kept_channels
+from automl.core import FLOAT_BITS, LayerInfo, ModelInfo, Policy
 
-from .energy import HorowitzEnergyModel, find_meter, measure_energy_mj, precision_bits
-from .onnx_runtime import (TimingStats, export_onnx, int8_kernel_graph, make_session,
-                           quantize_int8_qdq, time_callable)
+from .energy import HorowitzEnergyModel, find_meter, measure_energy_mj
+# the grid and the timing pieces live in leaf modules (the device backends and the simulator
+# use them too); re-exported here, where callers have always found them
+from .grid import (DEFAULT_POINTS, GridPlan, channel_choices, layer_at,  # noqa: F401
+                   layer_energy_mj, plan_grid)
+from .onnx_runtime import export_onnx, int8_kernel_graph, quantize_int8_qdq
 from .profile import HardwareProfile
-from .table import (LatencyTable, RemainderEntry, TableEntry, TableError, TableMetadata,
-                    layer_key)
+from .table import LatencyTable, RemainderEntry, TableEntry, TableError, TableMetadata
+from .timing import (BLOCKS, SESSIONS, CudaRunner, Runner, build_layer_module,  # noqa: F401
+                     calib_for, layer_input_shape, ort_runner, robust_time, torch_runner)
 
 log = logging.getLogger(__name__)
 
 QUICK_POINTS = 3
-DEFAULT_POINTS = 12   # per channel axis; every step multiple when there are no more
 QUICK_WIDTHS = (1.0, 0.5)
 DEFAULT_WIDTHS = (1.0, 0.75, 0.5, 0.25)
 SAVE_EVERY = 25
 
 
-# ---- one layer at given channels -----------------------------------------------------------
-def layer_at(layer: LayerInfo, cin: int, cout: int) -> LayerInfo:
-    """``layer`` with other channel counts (and its MACs/params recomputed)."""
-    if layer.op == "depthwise":
-        cin = cout
-    groups = cout if layer.op == "depthwise" else 1
-    if layer.op == "linear":
-        macs, params = cin * cout, cin * cout + cout
-    else:
-        k2 = layer.kernel * layer.kernel
-        macs = layer.out_hw[0] * layer.out_hw[1] * cout * (cin // groups) * k2
-        params = cout * (cin // groups) * k2
-    return LayerInfo(name=layer.name, op=layer.op, in_channels=cin, out_channels=cout,
-                     kernel=layer.kernel, stride=layer.stride, padding=layer.padding, groups=groups,
-                     in_hw=layer.in_hw, out_hw=layer.out_hw, macs=macs, params=params,
-                     has_bn=layer.has_bn, activation=layer.activation)
-
-
-def layer_input_shape(layer: LayerInfo, cin: int) -> tuple[int, ...]:
-    return (cin,) if layer.op == "linear" else (cin, *layer.in_hw)
-
-
-def build_layer_module(layer: LayerInfo, cin: int, cout: int) -> nn.Module:
-    """The layer alone (+ BN + activation when the model has them right after it)."""
-    mods: list[nn.Module] = []
-    if layer.op == "linear":
-        mods.append(nn.Linear(cin, cout))
-    else:
-        groups = cout if layer.op == "depthwise" else 1
-        cin = cout if layer.op == "depthwise" else cin
-        mods.append(nn.Conv2d(cin, cout, layer.kernel, layer.stride, layer.padding, groups=groups,
-                              bias=not layer.has_bn))
-        if layer.has_bn:
-            bn = nn.BatchNorm2d(cout)
-            with torch.no_grad():  # non-trivial statistics, so nothing folds to an identity
-                bn.running_mean.uniform_(-0.1, 0.1)
-                bn.running_var.uniform_(0.5, 1.5)
-            mods.append(bn)
-    if layer.activation == "relu":
-        mods.append(nn.ReLU())
-    elif layer.activation == "relu6":
-        mods.append(nn.ReLU6())
-    return nn.Sequential(*mods).eval()
-
-
-def layer_energy_mj(model: HorowitzEnergyModel, layer: LayerInfo, cin: int, cout: int,
-                    precision: str) -> float:
-    at = layer_at(layer, cin, cout)
-    w, a = precision_bits(precision)
-    in_elems = at.in_channels * (1 if at.op == "linear" else at.in_hw[0] * at.in_hw[1])
-    out_elems = at.out_channels * (1 if at.op == "linear" else at.out_hw[0] * at.out_hw[1])
-    return model.layer_energy_mj(at.macs, at.weight_count, in_elems, out_elems, w, a)
-
-
-# ---- timing backends ----------------------------------------------------------------------
-BLOCKS = 2
-SESSIONS = 3
-
-
-def robust_time(fn: Callable[[], object], target_s: float = 0.06, blocks: int = BLOCKS) -> TimingStats:
-    """Latency of ``fn()`` on a shared, noisy machine.
-
-    Warm-up, then ``blocks`` blocks of repeats (the count chosen so a block takes ~``target_s``,
-    30..400), each summarised by :func:`time_callable` (median and IQR, re-measured when the
-    IQR is above 15% of the median); the block with the lowest median is kept. Contention here
-    comes in blocks (another process on the sibling hardware thread slows a whole stretch by
-    30–40%), which a median within one block cannot remove; the fastest block's median is the
-    uncontended latency a dedicated deployment sees. Layer entries and whole-model
-    measurements (remainders, ``lut validate``) all go through this one function."""
-    for _ in range(5):
-        fn()
-    t0 = time.perf_counter()
-    fn()
-    one = max(1e-6, time.perf_counter() - t0)
-    repeats = int(min(400, max(30, target_s / one)))
-    warmup = max(5, repeats // 10)
-    runs = [time_callable(fn, warmup=warmup, repeats=repeats) for _ in range(max(1, blocks))]
-    best = min(runs, key=lambda r: r.median_ms)
-    best.remeasured = any(r.remeasured for r in runs)
-    return best
-
-
-@dataclass
-class Runner:
-    """Ready-to-time callables: one per runtime session of the same model.
-
-    ORT sessions of one model are not all equally fast here (a session keeps its buffer
-    placement: about one in five int8 sessions ran ~1.9× slower than another session of the
-    same model, for its whole life), so a number is the fastest of ``SESSIONS`` sessions."""
-
-    fns: list[Callable[[], object]]
-
-    @property
-    def fn(self) -> Callable[[], object]:
-        return self.fns[0]
-
-    def time(self) -> TimingStats:
-        runs = [robust_time(fn) for fn in self.fns]
-        best = min(runs, key=lambda r: r.median_ms)
-        best.remeasured = any(r.remeasured for r in runs)
-        return best
-
-
-def ort_runner(onnx_bytes: bytes, input_shape: Sequence[int], threads: int, batch: int = 1,
-               sessions: int = SESSIONS) -> Runner:
-    rng = np.random.default_rng(0)
-    fns = []
-    for _ in range(sessions):
-        sess = make_session(onnx_bytes, threads)
-        inp = sess.get_inputs()[0]
-        x = (rng.integers(0, 256, (batch, *input_shape), dtype=np.uint8) if inp.type == "tensor(uint8)"
-             else rng.standard_normal((batch, *input_shape)).astype(np.float32))
-        feed = {inp.name: x}
-        fns.append(lambda sess=sess, feed=feed: sess.run(None, feed))
-    return Runner(fns)
-
-
-def torch_runner(module: nn.Module, input_shape: Sequence[int], threads: int, batch: int = 1,
-                 device: str = "cpu", half: bool = False) -> Runner:
-    torch.set_num_threads(threads)
-    module = module.eval().to(device)
-    x = torch.randn(batch, *input_shape, device=device)
-    if half:
-        module, x = module.half(), x.half()
-
-    def fn():
-        with torch.inference_mode():
-            module(x)
-    if device == "cuda":  # pragma: no cover - no GPU on the CI machine
-        return CudaRunner([fn])
-    return Runner([fn])
-
-
-class CudaRunner(Runner):  # pragma: no cover - no GPU on the CI machine
-    """Times GPU work with CUDA events (device time, no host-side launch jitter)."""
-
-    def time(self, warmup: int = 20, repeats: int = 100) -> TimingStats:
-        import statistics
-        fn = self.fns[0]
-        for _ in range(warmup):
-            fn()
-        torch.cuda.synchronize()
-        samples = []
-        for _ in range(repeats):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            end.synchronize()
-            samples.append(start.elapsed_time(end))
-        q = statistics.quantiles(samples, n=4)
-        return TimingStats(statistics.median(samples), q[2] - q[0], statistics.fmean(samples),
-                           min(samples), repeats)
-
-
-def calib_for(input_shape: Sequence[int], n: int = 8) -> list[np.ndarray]:
-    return [np.random.default_rng(1).standard_normal((n, *input_shape)).astype(np.float32)]
-
-
+# ---- timing on the profile's runtime ------------------------------------------------------
 def layer_runner(profile: HardwareProfile, layer: LayerInfo, cin: int, cout: int,
                  precision: str) -> Runner:
     module = build_layer_module(layer, cin, cout)
@@ -234,70 +77,6 @@ def measure_overhead_ms(profile: HardwareProfile) -> float:
     else:
         runner = layer_runner(profile, layer, 1, 1, "fp32")
     return min(runner.time().median_ms for _ in range(3))
-
-
-# ---- the grid ------------------------------------------------------------------------------
-def _spread(candidates: Sequence[int], n: int) -> list[int]:
-    """``n`` values spread evenly over sorted ``candidates`` (always the first and last)."""
-    cands = sorted(set(candidates))
-    if len(cands) <= n:
-        return cands
-    idx = np.unique(np.round(np.linspace(0, len(cands) - 1, n)).astype(int))
-    return [cands[i] for i in idx]
-
-
-def channel_choices(channels: int, step: int) -> list[int]:
-    """Every channel count a policy can keep of ``channels`` (see :func:`kept_channels`)."""
-    step = max(1, step)
-    out = {kept_channels(channels, k * step / channels, step) for k in range(1, channels // step + 2)}
-    out.add(channels)
-    return sorted(out)
-
-
-@dataclass
-class GridPlan:
-    """The (in, out) points to measure for one layer key."""
-
-    key: str
-    layer: LayerInfo          # a representative layer (shape fields only matter)
-    in_values: list[int]
-    out_values: list[int]
-
-    def points(self) -> list[tuple[int, int]]:
-        if self.layer.op == "depthwise":
-            return [(c, c) for c in self.out_values]
-        return [(i, o) for i in self.in_values for o in self.out_values]
-
-
-def plan_grid(info: ModelInfo, channel_step: int, points: int = DEFAULT_POINTS) -> list[GridPlan]:
-    """One grid per distinct layer key; each member layer's full (in, out) is on its grid."""
-    by_key: dict[str, list[LayerInfo]] = {}
-    for layer in info.layers:
-        by_key.setdefault(layer_key(layer), []).append(layer)
-    group_channels = {layer.prune_group: layer.out_channels for layer in info.layers
-                      if layer.prune_group is not None}
-    plans = []
-    for key, members in by_key.items():
-        ins: set[int] = set()
-        outs: set[int] = set()
-        in_full: set[int] = set()
-        out_full: set[int] = set()
-        for layer in members:
-            out_full.add(layer.out_channels)
-            if layer.prunable and layer.prune_group is not None:
-                outs.update(channel_choices(layer.out_channels, channel_step))
-            else:
-                outs.add(layer.out_channels)
-            in_full.add(layer.in_channels)
-            if layer.input_group is not None and layer.input_group in group_channels:
-                m = layer.in_channel_multiplier
-                ins.update(c * m for c in channel_choices(group_channels[layer.input_group], channel_step))
-            else:
-                ins.add(layer.in_channels)
-        out_values = sorted(set(_spread(sorted(outs), points)) | out_full)
-        in_values = sorted(set(_spread(sorted(ins), points)) | in_full)
-        plans.append(GridPlan(key, members[0], in_values, out_values))
-    return plans
 
 
 # ---- metadata ----------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 from automl.core import LayerInfo, ModelInfo
 
 from .energy import HorowitzEnergyModel, precision_bits
+from .grid import layer_at, layer_energy_mj, plan_grid
 from .profile import HardwareProfile
 from .table import LatencyTable, RemainderEntry, TableEntry
 
@@ -40,8 +41,6 @@ class BitFusionParams:
 
 def bitfusion_latency_ms(layer: LayerInfo, cin: int, cout: int, w_bits: int, a_bits: int,
                          p: BitFusionParams = BitFusionParams()) -> float:
-    from .profiler import layer_at
-
     at = layer_at(layer, cin, cout)
     groups = at.groups if at.op != "linear" else 1
     cin_g = max(1, at.in_channels // groups)
@@ -63,8 +62,6 @@ def bitfusion_latency_ms(layer: LayerInfo, cin: int, cout: int, w_bits: int, a_b
 def simulate_table(table: LatencyTable, info: ModelInfo, profile: HardwareProfile,
                    points: int = 5, params: BitFusionParams | None = None) -> int:
     """Fill ``table`` with simulated entries for ``info``'s grid at every (w, a) precision."""
-    from .profiler import layer_energy_mj, plan_grid
-
     params = params or BitFusionParams(**{k: v for k, v in profile.params.items()
                                           if k in BitFusionParams.__dataclass_fields__})
     energy = HorowitzEnergyModel()

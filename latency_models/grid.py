@@ -1,0 +1,109 @@
+"""A layer at other channel counts, and the grid of (in, out) counts a table holds for it.
+
+Pure arithmetic on :class:`automl.core.LayerInfo` (no torch, no runtime): shared by the
+measuring profiler and by the simulators, which price the same grid without a device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from automl.core import LayerInfo, ModelInfo, kept_channels
+
+from .energy import HorowitzEnergyModel, precision_bits
+from .table import layer_key
+
+DEFAULT_POINTS = 12   # per channel axis; every step multiple when there are no more
+
+
+def layer_at(layer: LayerInfo, cin: int, cout: int) -> LayerInfo:
+    """``layer`` with other channel counts (and its MACs/params recomputed)."""
+    if layer.op == "depthwise":
+        cin = cout
+    groups = cout if layer.op == "depthwise" else 1
+    if layer.op == "linear":
+        macs, params = cin * cout, cin * cout + cout
+    else:
+        k2 = layer.kernel * layer.kernel
+        macs = layer.out_hw[0] * layer.out_hw[1] * cout * (cin // groups) * k2
+        params = cout * (cin // groups) * k2
+    return LayerInfo(name=layer.name, op=layer.op, in_channels=cin, out_channels=cout,
+                     kernel=layer.kernel, stride=layer.stride, padding=layer.padding, groups=groups,
+                     in_hw=layer.in_hw, out_hw=layer.out_hw, macs=macs, params=params,
+                     has_bn=layer.has_bn, activation=layer.activation)
+
+
+def layer_energy_mj(model: HorowitzEnergyModel, layer: LayerInfo, cin: int, cout: int,
+                    precision: str) -> float:
+    at = layer_at(layer, cin, cout)
+    w, a = precision_bits(precision)
+    in_elems = at.in_channels * (1 if at.op == "linear" else at.in_hw[0] * at.in_hw[1])
+    out_elems = at.out_channels * (1 if at.op == "linear" else at.out_hw[0] * at.out_hw[1])
+    return model.layer_energy_mj(at.macs, at.weight_count, in_elems, out_elems, w, a)
+
+
+# ---- the grid ------------------------------------------------------------------------------
+def _spread(candidates: Sequence[int], n: int) -> list[int]:
+    """``n`` values spread evenly over sorted ``candidates`` (always the first and last)."""
+    cands = sorted(set(candidates))
+    if len(cands) <= n:
+        return cands
+    idx = np.unique(np.round(np.linspace(0, len(cands) - 1, n)).astype(int))
+    return [cands[i] for i in idx]
+
+
+def channel_choices(channels: int, step: int) -> list[int]:
+    """Every channel count a policy can keep of ``channels`` (see :func:`kept_channels`)."""
+    step = max(1, step)
+    out = {kept_channels(channels, k * step / channels, step) for k in range(1, channels // step + 2)}
+    out.add(channels)
+    return sorted(out)
+
+
+@dataclass
+class GridPlan:
+    """The (in, out) points to measure for one layer key."""
+
+    key: str
+    layer: LayerInfo          # a representative layer (shape fields only matter)
+    in_values: list[int]
+    out_values: list[int]
+
+    def points(self) -> list[tuple[int, int]]:
+        if self.layer.op == "depthwise":
+            return [(c, c) for c in self.out_values]
+        return [(i, o) for i in self.in_values for o in self.out_values]
+
+
+def plan_grid(info: ModelInfo, channel_step: int, points: int = DEFAULT_POINTS) -> list[GridPlan]:
+    """One grid per distinct layer key; each member layer's full (in, out) is on its grid."""
+    by_key: dict[str, list[LayerInfo]] = {}
+    for layer in info.layers:
+        by_key.setdefault(layer_key(layer), []).append(layer)
+    group_channels = {layer.prune_group: layer.out_channels for layer in info.layers
+                      if layer.prune_group is not None}
+    plans = []
+    for key, members in by_key.items():
+        ins: set[int] = set()
+        outs: set[int] = set()
+        in_full: set[int] = set()
+        out_full: set[int] = set()
+        for layer in members:
+            out_full.add(layer.out_channels)
+            if layer.prunable and layer.prune_group is not None:
+                outs.update(channel_choices(layer.out_channels, channel_step))
+            else:
+                outs.add(layer.out_channels)
+            in_full.add(layer.in_channels)
+            if layer.input_group is not None and layer.input_group in group_channels:
+                m = layer.in_channel_multiplier
+                ins.update(c * m for c in channel_choices(group_channels[layer.input_group], channel_step))
+            else:
+                ins.add(layer.in_channels)
+        out_values = sorted(set(_spread(sorted(outs), points)) | out_full)
+        in_values = sorted(set(_spread(sorted(ins), points)) | in_full)
+        plans.append(GridPlan(key, members[0], in_values, out_values))
+    return plans
