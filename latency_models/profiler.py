@@ -25,14 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from automl.core import FLOAT_BITS, LayerInfo, ModelInfo, Policy
+from automl.core import FLOAT_BITS, ModelInfo, Policy
 
-from .energy import HorowitzEnergyModel, find_meter, measure_energy_mj
+from .energy import HorowitzEnergyModel, measure_energy_mj
 # the grid and the timing pieces live in leaf modules (the device backends and the simulator
 # use them too); re-exported here, where callers have always found them
 from .grid import (DEFAULT_POINTS, GridPlan, channel_choices, layer_at,  # noqa: F401
                    layer_energy_mj, plan_grid)
-from .onnx_runtime import export_onnx, int8_kernel_graph, quantize_int8_qdq
 from .profile import HardwareProfile
 from .table import LatencyTable, RemainderEntry, TableEntry, TableError, TableMetadata
 from .timing import (BLOCKS, SESSIONS, CudaRunner, Runner, build_layer_module,  # noqa: F401
@@ -46,36 +45,9 @@ DEFAULT_WIDTHS = (1.0, 0.75, 0.5, 0.25)
 SAVE_EVERY = 25
 
 
-# ---- timing on the profile's runtime ------------------------------------------------------
-def layer_runner(profile: HardwareProfile, layer: LayerInfo, cin: int, cout: int,
-                 precision: str) -> Runner:
-    module = build_layer_module(layer, cin, cout)
-    shape = layer_input_shape(layer, cout if layer.op == "depthwise" else cin)
-    if profile.runtime == "onnxruntime":
-        onnx_bytes = export_onnx(module, shape, batch=profile.batch)
-        if precision == "int8":
-            onnx_bytes = int8_kernel_graph(quantize_int8_qdq(onnx_bytes, calib_for(shape)))
-        elif precision != "fp32":
-            raise ValueError(f"onnxruntime on CPU runs fp32 and int8, not {precision!r}")
-        return ort_runner(onnx_bytes, shape, profile.threads, profile.batch)
-    if profile.runtime == "torch":
-        device = "cuda" if profile.kind == "cuda" else "cpu"
-        return torch_runner(module, shape, profile.threads, profile.batch, device,
-                            half=precision == "fp16")
-    raise ValueError(f"profile {profile.name!r}: runtime {profile.runtime!r} is not measured "
-                     "(a simulated profile is built by latency_models.simulated)")
-
-
 def measure_overhead_ms(profile: HardwareProfile) -> float:
-    """The runtime's per-call cost: a run of a one-element graph. Counted once per model."""
-    layer = LayerInfo(name="overhead", op="linear", in_channels=1, out_channels=1)
-    if profile.runtime == "onnxruntime":
-        class _Tiny(nn.Module):
-            def forward(self, x):
-                return torch.relu(x)
-        runner = ort_runner(export_onnx(_Tiny(), (1,)), (1,), profile.threads, profile.batch)
-    else:
-        runner = layer_runner(profile, layer, 1, 1, "fp32")
+    """The runtime's per-call cost: a run of the device's smallest graph. Counted once per model."""
+    runner = profile.backend.overhead_runner()
     return min(runner.time().median_ms for _ in range(3))
 
 
@@ -121,7 +93,8 @@ def profile_layers(table: LatencyTable, info: ModelInfo, profile: HardwareProfil
     from tqdm.auto import tqdm
 
     energy = energy or HorowitzEnergyModel()
-    meter = find_meter(profile.kind)
+    backend = profile.backend
+    meter = backend.energy_meter()
     todo = [(plan, p, prec) for plan in plan_grid(info, profile.channel_step, points)
             for p in plan.points() for prec in profile.precisions
             if not table.has(plan.key, prec, *p)]
@@ -134,7 +107,7 @@ def profile_layers(table: LatencyTable, info: ModelInfo, profile: HardwareProfil
                unit="entry")
     try:
         for plan, (cin, cout), prec in bar:
-            runner = layer_runner(profile, plan.layer, cin, cout, prec)
+            runner = backend.layer_runner(plan.layer, cin, cout, prec)
             stats = runner.time()
             if meter is not None:
                 e_mj, e_src = measure_energy_mj(meter, runner.fn), "measured"
