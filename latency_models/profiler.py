@@ -142,11 +142,11 @@ def measure_model_ms(model: nn.Module, policy: Policy, info: ModelInfo, profile:
     from automl.compress import apply_policy, export_deployable
 
     compressed = apply_policy(model, policy, info, calib, channel_step=profile.channel_step)
-    if profile.runtime == "onnxruntime":
+    if profile.backend.runs_onnx:
         onnx_bytes = export_deployable(compressed, policy, info, info.input_shape, calib)
         runner = ort_runner(onnx_bytes, info.input_shape, profile.threads, profile.batch)
     else:
-        device = "cuda" if profile.kind == "cuda" else "cpu"
+        device = profile.backend.torch_device
         runner = torch_runner(compressed, info.input_shape, profile.threads, profile.batch, device)
     stats = runner.time()
     return stats.median_ms, stats.iqr_ms
@@ -208,11 +208,10 @@ def profile_model(model_name: str, input_shape: Sequence[int], profile: Hardware
                   remainder: bool = True, calib: list[torch.Tensor] | None = None) -> LatencyTable:
     """Build (or continue) the table of ``model_name`` at ``input_shape`` on ``profile``."""
     energy = HorowitzEnergyModel()
-    if profile.kind == "simulated":
-        from .simulated import simulate_table
+    if not profile.backend.measures_latency:
         model, info = load_model_and_info(model_name, input_shape, num_classes)
         table = open_table(out, profile, energy.name, resume)
-        simulate_table(table, info, profile, points=points or (QUICK_POINTS if quick else DEFAULT_POINTS))
+        profile.backend.simulate_table(table, info, points=points or (QUICK_POINTS if quick else DEFAULT_POINTS))
         if out is not None:
             table.save(out)
         return table

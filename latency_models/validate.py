@@ -97,8 +97,7 @@ def table_profile(table: LatencyTable, threads: int | None = None) -> HardwarePr
     if prof.name in PROFILES:
         here = get_profile(prof.name, threads if threads is not None else table.metadata.threads)
         table.check_compatible(here.compat_request())
-        prof = HardwareProfile(prof.name, prof.kind, prof.runtime, prof.precisions,
-                               prof.channel_step, here.threads, prof.batch, prof.params)
+        prof = prof.with_threads(here.threads)
     return prof
 
 
@@ -113,7 +112,7 @@ def validate(model_name: str, table: LatencyTable, samples: int = 100, seed: int
     from .profiler import load_model_and_info, measure_model_ms
 
     profile = table_profile(table, threads)
-    if profile.kind == "simulated":
+    if not profile.backend.measures_latency:
         raise TableError("a simulated table cannot be validated against measurement "
                          "(there is no such device here)")
     if input_shape is None:
