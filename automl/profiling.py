@@ -20,7 +20,8 @@ from torch import nn
 from latency_models.energy import HorowitzEnergyModel
 from latency_models.predictor import Predictor, policy_features
 from latency_models.profile import HardwareProfile
-from latency_models.profiler import DEFAULT_POINTS, open_table, ort_runner, profile_layers, torch_runner
+from latency_models.profiler import DEFAULT_POINTS, open_table, profile_layers
+from latency_models.timing import ort_runner, torch_runner
 from latency_models.table import LatencyTable, RemainderEntry, TableError
 from latency_models.validate import table_profile, validate_predictions
 
@@ -50,12 +51,12 @@ def measure_model_ms(model: nn.Module, policy: Policy, info: ModelInfo, profile:
     from .compress import apply_policy, export_deployable
 
     compressed = apply_policy(model, policy, info, calib, channel_step=profile.channel_step)
-    if profile.runtime == "onnxruntime":
+    if profile.backend.runs_onnx:
         onnx_bytes = export_deployable(compressed, policy, info, info.input_shape, calib)
         runner = ort_runner(onnx_bytes, info.input_shape, profile.threads, profile.batch)
     else:
-        device = "cuda" if profile.kind == "cuda" else "cpu"
-        runner = torch_runner(compressed, info.input_shape, profile.threads, profile.batch, device)
+        runner = torch_runner(compressed, info.input_shape, profile.threads, profile.batch,
+                              profile.backend.torch_device)
     stats = runner.time()
     return stats.median_ms, stats.iqr_ms
 
@@ -114,9 +115,8 @@ def profile_model(model_name: str, input_shape: Sequence[int], profile: Hardware
     points = points or (QUICK_POINTS if quick else DEFAULT_POINTS)
     model, info = load_model_and_info(model_name, input_shape, num_classes)
     table = open_table(out, profile, energy.name, resume)
-    if profile.kind == "simulated":
-        from latency_models.simulated import simulate_table
-        simulate_table(table, info, profile, points=points)
+    if not profile.backend.measures_latency:   # a simulated device: the backend prices the grid
+        profile.backend.simulate_table(table, info, points=points)
         if out is not None:
             table.save(out)
         return table
@@ -137,7 +137,7 @@ def validate_model(model_name: str, table: LatencyTable, samples: int = 100, see
     """Fidelity of ``table`` for ``model_name`` on ``samples`` random policies, each built for
     real (``apply_policy`` then ``export_deployable``, exactly what is deployed) and timed."""
     profile = table_profile(table, threads)
-    if profile.kind == "simulated":
+    if not profile.backend.measures_latency:
         raise TableError("a simulated table cannot be validated against measurement "
                          "(there is no such device here)")
     if input_shape is None:

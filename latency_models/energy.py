@@ -141,13 +141,8 @@ class NvmlMeter(EnergyMeter):  # pragma: no cover - no NVIDIA GPU on the CI mach
         return float(self._nvml.nvmlDeviceGetTotalEnergyConsumption(self._handle))
 
 
-def find_meter(kind: str = "cpu") -> EnergyMeter | None:
-    """A readable meter for this kind of device, or None (then energy is modeled)."""
-    if kind == "cuda":
-        try:
-            return NvmlMeter()
-        except Exception:
-            return None
+def rapl_meter() -> RaplMeter | None:
+    """This machine's RAPL package meter when powercap exposes a readable one, else None."""
     for domain in sorted(glob.glob("/sys/class/powercap/intel-rapl:[0-9]*")):
         if ":" in os.path.basename(domain)[len("intel-rapl:"):]:
             continue  # a sub-domain (core, uncore, dram); the package domain is the parent
@@ -156,6 +151,14 @@ def find_meter(kind: str = "cpu") -> EnergyMeter | None:
         except (OSError, ValueError):
             continue
     return None
+
+
+def nvml_meter(index: int = 0) -> EnergyMeter | None:
+    """GPU ``index``'s NVML energy counter, or None (no driver, no pynvml, pre-Volta)."""
+    try:
+        return NvmlMeter(index)
+    except Exception:
+        return None
 
 
 def measure_energy_mj(meter: EnergyMeter, fn: Callable[[], object], min_seconds: float = 0.2,

@@ -1,7 +1,7 @@
-"""The grid a latency table is measured on: which (in, out) channel counts of which layer shapes.
+"""A layer at other channel counts, and the grid of (in, out) counts a table holds for it.
 
-Shared by the profiler (which measures the grid) and the simulator (which computes it), so both
-fill exactly the entries the predictor later interpolates between.
+Pure arithmetic on :class:`automl.core.LayerInfo` (no torch, no runtime): shared by the
+measuring profiler and by the simulators, which price the same grid without a device.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def layer_energy_mj(model: HorowitzEnergyModel, layer: LayerInfo, cin: int, cout
     return model.layer_energy_mj(at.macs, at.weight_count, in_elems, out_elems, w, a)
 
 
-
+# ---- the grid ------------------------------------------------------------------------------
 def _spread(candidates: Sequence[int], n: int) -> list[int]:
     """``n`` values spread evenly over sorted ``candidates`` (always the first and last)."""
     cands = sorted(set(candidates))
@@ -107,5 +107,3 @@ def plan_grid(info: ModelInfo, channel_step: int, points: int = DEFAULT_POINTS) 
         in_values = sorted(set(_spread(sorted(ins), points)) | in_full)
         plans.append(GridPlan(key, members[0], in_values, out_values))
     return plans
-
-

@@ -26,6 +26,7 @@ import numpy as np
 
 from automl.core import FLOAT_BITS, ModelInfo, Policy, kept_channels
 
+from .devices.registry import kind_for_runtime
 from .profile import PROFILES, HardwareProfile
 from .table import LatencyTable, RemainderEntry, TableError, layer_key
 
@@ -134,8 +135,7 @@ def profile_of(table: LatencyTable) -> HardwareProfile:
     md = table.metadata
     base = PROFILES.get(md.device)
     if base is None:
-        kind = "simulated" if md.runtime.endswith("-sim") else "cpu"
-        base = HardwareProfile(md.device, kind, md.runtime, tuple(md.precisions))
+        base = HardwareProfile(md.device, kind_for_runtime(md.runtime), md.runtime, tuple(md.precisions))
     return HardwareProfile(base.name, base.kind, base.runtime, tuple(md.precisions),
                            md.channel_step, md.threads, md.batch, base.params)
 

@@ -96,8 +96,7 @@ def table_profile(table: LatencyTable, threads: int | None = None) -> HardwarePr
     if prof.name in PROFILES:
         here = get_profile(prof.name, threads if threads is not None else table.metadata.threads)
         table.check_compatible(here.compat_request())
-        prof = HardwareProfile(prof.name, prof.kind, prof.runtime, prof.precisions,
-                               prof.channel_step, here.threads, prof.batch, prof.params)
+        prof = prof.with_threads(here.threads)
     return prof
 
 

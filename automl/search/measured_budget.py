@@ -81,7 +81,7 @@ class DeviceProbe:
         n = val_limit or len(data.x_val)
         self.x_val, self.y_val = data.x_val[:n], data.y_val[:n]
         self.calib = data.calibration_batches()
-        self.simulated = problem.profile.kind == "simulated"
+        self.simulated = not problem.profile.backend.measures_latency
         relative = any(t.metric == "latency_ms" and t.relative for t in problem.budget.terms)
         self.reference_ms = problem.reference.get("latency_ms") if relative and not self.simulated else None
         self._reference_onnx: bytes | None = None

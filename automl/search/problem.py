@@ -26,10 +26,9 @@ MIN_KEEP_RATIO = 0.1
 
 def searchable_bits(profile: HardwareProfile) -> tuple[int, ...]:
     """Bit-widths worth searching on ``profile``: on a CPU only what it executes differently
-    (float and int8), on a bit-flexible accelerator every width from 2 to 8."""
-    if profile.kind == "simulated":
-        return (2, 3, 4, 5, 6, 7, 8)
-    return (FLOAT_BITS, 8) if "int8" in profile.precisions else (FLOAT_BITS,)
+    (float and int8), on a bit-flexible accelerator every width from 2 to 8 (its backend's
+    ``search_bits``)."""
+    return profile.backend.search_bits()
 
 
 @dataclass
@@ -62,7 +61,7 @@ class CompressionProblem:
         # int8 and fp32 layers pays Q/DQ at every boundary and sometimes leaves ORT's fast conv
         # path, which the per-layer table does not predict (10-50% of mixed policies within ±10%,
         # BENCHMARKS.md); there one precision is chosen for the whole model.
-        self.per_layer_bits = self.profile.kind == "simulated"
+        self.per_layer_bits = self.profile.backend.per_layer_bits
 
     @property
     def info(self) -> ModelInfo:
@@ -179,7 +178,7 @@ def load_or_build_table(model_name: str, info: ModelInfo, profile: HardwareProfi
             log.info("cached latency table %s is stale (%s); rebuilding", path.name, exc)
             path.unlink()  # else the profiler would try to resume it and refuse it the same way
         else:
-            if table.remainders_for(model_name, info.input_shape) or profile.kind == "simulated":
+            if table.remainders_for(model_name, info.input_shape) or not profile.backend.measures_latency:
                 return table
     log.info("building the %s latency table for %s at %s (first use; cached at %s)",
              profile.name, model_name, list(info.input_shape), path)

@@ -137,10 +137,10 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
     loaded = load_trained(config.model, config.data, seed=config.seed, epochs=config.epochs,
                           weights=config.weights, allow_import=config.allow_import,
                           progress=config.progress, max_train=config.max_train)
-    profile_kind = get_profile(config.hardware or DEFAULT_PROFILE).kind
+    measured_device = get_profile(config.hardware or DEFAULT_PROFILE).backend.measures_latency
     # relative latency budgets mean "of what this device measures"; a simulated accelerator's
     # own figures come from its table, so there the table's prediction is the reference
-    reference_ms = None if profile_kind == "simulated" else measure_reference_ms(loaded, config.threads)
+    reference_ms = measure_reference_ms(loaded, config.threads) if measured_device else None
     problem = build_problem(loaded, Budget.parse(config.budgets) if not isinstance(config.budgets, Budget)
                             else config.budgets, config.hardware, config.table, threads=config.threads,
                             quick_table=config.quick_table, quantize=config.quantize,
@@ -148,7 +148,7 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
     # one probe for the job: its calibration batches and exported reference serve both checks
     probe = DeviceProbe(problem, config.threads, config.val_limit)
     calibration: list[dict[str, Any]] = []
-    if config.calibrate_latency and problem.profile.kind != "simulated":  # a simulator needs none
+    if config.calibrate_latency and problem.profile.backend.measures_latency:  # a simulator needs none
         from tqdm.auto import tqdm
 
         # each calibration probe is a graph built, exported and timed: seconds each, so a bar

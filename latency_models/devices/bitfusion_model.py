@@ -24,10 +24,10 @@ from dataclasses import asdict, dataclass
 
 from automl.core import LayerInfo, ModelInfo
 
-from .energy import HorowitzEnergyModel, precision_bits
-from .profile import HardwareProfile
-from .grid import layer_at, layer_energy_mj, plan_grid
-from .table import LatencyTable, RemainderEntry, TableEntry
+from ..energy import HorowitzEnergyModel, precision_bits
+from .base import ProfileSettings
+from ..grid import layer_at, layer_energy_mj, plan_grid
+from ..table import LatencyTable, RemainderEntry, TableEntry
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ def bitfusion_latency_ms(layer: LayerInfo, cin: int, cout: int, w_bits: int, a_b
     return (max(compute_s, memory_s) + p.setup_cycles / p.freq_hz) * 1e3
 
 
-def simulate_table(table: LatencyTable, info: ModelInfo, profile: HardwareProfile,
+def simulate_table(table: LatencyTable, info: ModelInfo, profile: ProfileSettings,
                    points: int = 5, params: BitFusionParams | None = None) -> int:
     """Fill ``table`` with simulated entries for ``info``'s grid at every (w, a) precision."""
     params = params or BitFusionParams(**{k: v for k, v in profile.params.items()
