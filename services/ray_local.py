@@ -98,19 +98,30 @@ def _head_env() -> dict[str, str]:
     return env
 
 
-def _die_with_parent() -> None:  # runs in the child between fork and exec
+def _parent_death_signal():
+    """A function for Popen's preexec_fn that asks for SIGTERM when the forking thread dies
+    (Linux ``prctl``, looked up here, in the parent: the child between fork and exec only calls
+    it); None elsewhere, where a restarted server still reaps the head."""
     try:
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
     except (AttributeError, OSError):
-        pass  # not Linux: a restarted server still reaps the head
+        return None
+
+    def die_with_parent() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+    return die_with_parent
 
 
 def start(data_dir: str | Path, timeout: float = START_TIMEOUT_S) -> str:
     """The GCS address of this server's embedded head, starting it first if it is not running."""
     global _head
     with _lock:
-        if _head is not None and _head.alive():
-            return _head.address
+        if _head is not None:
+            if _head.alive():
+                return _head.address
+            shutil.rmtree(_head.temp_dir, ignore_errors=True)  # it died: start another
+            _head = None
         ensure_auth_env()
         temp_dir = tempfile.mkdtemp(prefix="hwcompress-ray-")  # short: Ray's socket paths are limited
         port = _free_port()
@@ -125,7 +136,7 @@ def start(data_dir: str | Path, timeout: float = START_TIMEOUT_S) -> str:
         on_main = threading.current_thread() is threading.main_thread()
         proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True,
-                                preexec_fn=_die_with_parent if on_main else None)
+                                preexec_fn=_parent_death_signal() if on_main else None)
         out.close()
         head = EmbeddedHead(f"127.0.0.1:{port}", proc.pid, temp_dir, proc)
         Path(data_dir, STATE_FILE).write_text(json.dumps(
