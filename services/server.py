@@ -112,7 +112,7 @@ class Service:
             from .work import ensure_ray, is_search_cancellation, make_search_work
             from .ray_local import reap
             reap(data_dir)
-            # Ray first, before any gRPC thread exists: ray.init forks GCS and the raylet, and a
+            # Ray first, before any gRPC thread exists: starting the embedded head forks, and a
             # fork while gRPC's threads run skips gRPC's fork handlers and can crash the child
             # (the first job used to fail with "Timed out waiting for file .../gcs_server_port").
             # It also means health reports SERVING only once the runtime jobs need is up.
@@ -197,8 +197,8 @@ class Service:
                 ray.shutdown()
         except Exception:
             log.debug("ray.shutdown", exc_info=True)
-        from .ray_local import reap
-        reap(self.config.data_dir, own=True)
+        from .ray_local import stop
+        stop(self.config.data_dir)
 
     def wait(self) -> None:
         self._stopped.wait()

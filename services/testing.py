@@ -105,7 +105,8 @@ class ServerProcess:
             return ""
 
     def kill(self) -> None:
-        """SIGKILL the server (and only it: Ray's processes die with it by fate-sharing)."""
+        """SIGKILL the server (and only it: its embedded Ray head, in a process group of its own,
+        gets SIGTERM from the kernel when the server dies; see services.ray_local)."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(30)

@@ -8,6 +8,7 @@ trivial work function) and this is the one place that knows how a stored job spe
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from typing import Any, Callable
@@ -24,21 +25,31 @@ def ensure_ray(address: str | None, data_dir: str | None = None,
                attempts: int = RAY_INIT_ATTEMPTS, backoff_s: float = RAY_INIT_BACKOFF_S) -> None:
     """Start or connect Ray once per process, retrying with exponential backoff.
 
+    With no ``address`` and a ``data_dir`` (the server), the Ray is an embedded head the server
+    starts with ``ray start`` and owns (:mod:`services.ray_local`); with neither (tests of the
+    work function alone), ``ray.init``'s own local instance.
+
     The server calls this at start-up, before its gRPC threads exist (see
     :class:`services.server.Service`); jobs call it again, which is a no-op while Ray is up and
     reconnects after a lost cluster. ``ray.init`` is not safe to race from two threads, so the
     first caller does it while the others wait. A GCS start-up can time out on a loaded machine
     or a cluster head can be restarting: both are transient, hence the retries."""
+    embedded = not (address or os.environ.get("RAY_ADDRESS")) and data_dir is not None
+    if embedded:
+        from .ray_local import ensure_auth_env
+        ensure_auth_env()  # before Ray is imported: it reads the auth mode once, then
     import ray
 
     with _ray_lock:
         for attempt in range(attempts):
             try:
-                fresh = not ray.is_initialized()
-                init_ray(address)
-                if fresh and data_dir is not None:
-                    from .ray_local import record
-                    record(data_dir)
+                if ray.is_initialized():
+                    return
+                target = address or os.environ.get("RAY_ADDRESS")
+                if embedded:  # the server's own head (see ray_local)
+                    from .ray_local import start
+                    target = start(data_dir)
+                init_ray(target)
                 return
             except Exception:
                 if attempt + 1 == attempts:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +20,57 @@ DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
 
 def _docs(name: str) -> list[dict]:
     return [d for d in yaml.safe_load_all((DEPLOY / "k8s" / name).read_text()) if d]
+
+
+def _expand(word: str, env: dict[str, str]) -> str:
+    return re.sub(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", lambda m: env[m.group(1)], word)
+
+
+def _steps(command: list[str] | str, env: dict[str, str]) -> list[list[str]]:
+    """A container's command as the argv of each program it runs: ``["sh", "-c", "a && exec b"]``
+    -> [a's argv, b's argv], split and $VARs expanded as the shell would; a plain command -> [it]."""
+    argv = shlex.split(command) if isinstance(command, str) else list(command)
+    if argv[:2] != ["sh", "-c"]:
+        return [argv]
+    assert len(argv) == 3 and "||" not in argv[2] and ";" not in argv[2], argv
+    steps = []
+    for part in argv[2].split("&&"):
+        words = [_expand(w, env) for w in shlex.split(part)]
+        steps.append(words[1:] if words[0] == "exec" else words)
+    return steps
+
+
+def _option(argv: list[str], name: str) -> str | None:
+    """``--name value`` or ``--name=value`` in argv (the last one wins, as in click/argparse)."""
+    found = None
+    for i, word in enumerate(argv):
+        if word == name and i + 1 < len(argv):
+            found = argv[i + 1]
+        elif word.startswith(name + "="):
+            found = word.split("=", 1)[1]
+    return found
+
+
+def _service_steps(steps: list[list[str]]) -> tuple[list[str], list[str]]:
+    """The service container's `ray start` (joining the cluster) and `hwcompress serve` argv."""
+    assert len(steps) == 2, steps
+    ray_start, serve = steps
+    assert ray_start[:2] == ["ray", "start"] and serve[:2] == ["hwcompress", "serve"], steps
+    return ray_start, serve
+
+
+def _assert_driver_can_use(ray_start: list[str], serve: list[str], head: str) -> None:
+    """The server's Ray address works for a driver outside the head: Ray Client (ray://), or the
+    head's GCS address with a raylet joined to that same head in the container first (a driver
+    needs a raylet on its own node; a bare GCS address from elsewhere fails)."""
+    address = _option(serve, "--ray-address")
+    assert address, serve
+    if address.startswith("ray://"):
+        return
+    assert address == head, (address, head)
+    assert "--head" not in ray_start and _option(ray_start, "--address") == head, ray_start
+    assert _option(ray_start, "--num-cpus") == "0", "no trials beside the server"
+    assert "--block" not in ray_start, "the raylet must be up before the server starts"
 
 
 def _all_k8s() -> list[dict]:
@@ -63,14 +116,21 @@ def test_service_deployment_wiring():
     c = dep["spec"]["template"]["spec"]["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in c["ports"]}
     assert ports == {"grpc": 50051, "metrics": 9464}
-    assert c["args"][:2] == ["hwcompress", "serve"] and "50051" in c["args"] and "9464" in c["args"]
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    ray_start, serve = _service_steps(_steps(c["command"] + c["args"], env))
+    assert "50051" in serve and "9464" in serve
     # probes use gRPC health checking on the gRPC port
     assert c["readinessProbe"]["grpc"]["port"] == 50051
     assert c["readinessProbe"]["grpc"]["service"] == "hwcompress.v1.CompressionService"
     assert c["livenessProbe"]["grpc"]["port"] == 50051
-    env = {e["name"]: e.get("value") for e in c["env"]}
     ray = {(d["kind"]): d for d in _docs("raycluster.yaml")}["RayCluster"]
-    assert env["RAY_ADDRESS"].startswith(f"{ray['metadata']['name']}-head-svc.")  # KubeRay's head service
+    head = f"{ray['metadata']['name']}-head-svc.{ray['metadata']['namespace']}.svc.cluster.local:6379"
+    assert env["RAY_ADDRESS"] == head  # KubeRay's head service, its GCS port
+    _assert_driver_can_use(ray_start, serve, head)
+    # the raylet's object store gets a real /dev/shm (a pod's is 64 MiB)
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    shm = next(v for v in dep["spec"]["template"]["spec"]["volumes"] if mounts.get(v["name"]) == "/dev/shm")
+    assert shm["emptyDir"]["medium"] == "Memory"
     svc = docs[("Service", "hwcompress")]
     assert {p["targetPort"] for p in svc["spec"]["ports"]} == set(ports)
     assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
@@ -90,6 +150,54 @@ def test_raycluster():
         assert "rayStartParams" in group
 
 
+def _token_sources_k8s(container: dict) -> tuple[str | None, object]:
+    env = {e["name"]: e for e in container.get("env", [])}
+    mode = env.get("RAY_AUTH_MODE", {}).get("value")
+    token = env.get("RAY_AUTH_TOKEN", {})
+    assert "value" not in token, "the token comes from a secret, never a literal"
+    return mode, token.get("valueFrom")
+
+
+def test_ray_token_reaches_every_ray_process_k8s():
+    """Head, every worker group and the service (a driver on a raylet of its own) read RAY_AUTH_MODE
+    and RAY_AUTH_TOKEN, the token from one and the same secret."""
+    ray = _docs("raycluster.yaml")[0]
+    containers = [ray["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]]
+    containers += [g["template"]["spec"]["containers"][0] for g in ray["spec"]["workerGroupSpecs"]]
+    dep = next(d for d in _docs("hwcompress.yaml") if d["kind"] == "Deployment")
+    containers.append(dep["spec"]["template"]["spec"]["containers"][0])
+    sources = [_token_sources_k8s(c) for c in containers]
+    assert all(mode == "token" for mode, _ in sources), sources
+    refs = {json.dumps(ref, sort_keys=True) for _, ref in sources}
+    assert len(refs) == 1 and None not in [ref for _, ref in sources], sources
+    assert json.loads(refs.pop())["secretKeyRef"]["key"] == "auth_token"
+
+
+def test_ray_token_reaches_every_ray_process_compose():
+    services = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]
+    ray_services = [name for name, svc in services.items()
+                    if any(step[:2] == ["ray", "start"] for step in _steps(svc.get("command", "true"), {}))]
+    assert set(ray_services) == {"ray-head", "ray-worker", "hwcompress"}, ray_services
+    tokens = set()
+    for name in ray_services:
+        env = services[name]["environment"]
+        assert env["RAY_AUTH_MODE"] == "token", name
+        tokens.add(env["RAY_AUTH_TOKEN"])
+    # one variable of the environment `docker compose up` runs in, required (${VAR:?...})
+    assert len(tokens) == 1 and tokens.pop().startswith("${RAY_AUTH_TOKEN:?")
+
+
+def test_compose_service_is_a_cluster_driver(monkeypatch):
+    hw = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]["hwcompress"]
+    ray_start, serve = _service_steps(_steps(hw["command"], {}))
+    _assert_driver_can_use(ray_start, serve, "ray-head:6379")
+    assert hw["init"] is True  # PID 1 reaps the raylet's orphans and forwards SIGTERM
+    assert hw["shm_size"]
+    # the real CLI reads the same address into the server's config
+    cfg = _serve_config(serve[1:], {"HWCOMPRESS_AUTH_TOKEN": "s3cret"}, monkeypatch)
+    assert cfg.ray_address == "ray-head:6379"
+
+
 def test_configmaps_match_their_sources():
     dash = _docs("grafana-dashboard.yaml")[0]
     assert json.loads(dash["data"]["hwcompress.json"]) == json.loads(
@@ -107,8 +215,9 @@ def test_compose_file():
     services = compose["services"]
     assert {"hwcompress", "ray-head", "ray-worker", "prometheus", "grafana"} <= set(services)
     hw = services["hwcompress"]
-    assert "--ray-address ray-head:6379" in " ".join(hw["command"].split())
-    assert "ray-head:6379" in services["ray-worker"]["command"]
+    _, serve = _service_steps(_steps(hw["command"], {}))
+    assert _option(serve, "--ray-address") == "ray-head:6379"
+    assert _option(_steps(services["ray-worker"]["command"], {})[0], "--address") == "ray-head:6379"
     prom_cfg = yaml.safe_load((DEPLOY / "prometheus" / "prometheus.yml").read_text())
     targets = [t for job in prom_cfg["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]]
     assert "hwcompress:9464" in targets and "ray-head:8080" in targets
@@ -153,21 +262,24 @@ def test_containers_serve_every_interface_with_auth(tmp_path, monkeypatch):
     dep = {(d["kind"], d["metadata"]["name"]): d for d in _docs("hwcompress.yaml")}[("Deployment", "hwcompress")]
     pod = dep["spec"]["template"]["spec"]
     c = pod["containers"][0]
-    assert "--insecure" not in c["args"]
-    env = {e["name"]: e["value"] for e in c["env"]}
+    env = {e["name"]: e["value"] for e in c["env"] if "value" in e}
+    _, serve = _service_steps(_steps(c["command"] + c["args"], env))
+    assert "--insecure" not in serve
     mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
     secret_volumes = {v["name"]: v["secret"]["secretName"] for v in pod["volumes"] if "secret" in v}
     assert any(env["HWCOMPRESS_AUTH_TOKEN_FILE"].startswith(mounts[v] + "/") for v in secret_volumes)
+    env = {k: v for k, v in env.items() if k.startswith("HWCOMPRESS_")}
     env["HWCOMPRESS_AUTH_TOKEN_FILE"] = str(token)
-    cfg = _serve_config(c["args"][1:], env, monkeypatch)
+    cfg = _serve_config(serve[1:], env, monkeypatch)
     _assert_reachable_and_authenticated(cfg)
     assert cfg.auth_token == "s3cret"
     # docker compose: the token comes from the caller's environment, required (${VAR:?...})
     hw = yaml.safe_load((DEPLOY / "docker-compose.yml").read_text())["services"]["hwcompress"]
-    argv = hw["command"].split()
-    assert argv[0] == "hwcompress" and "--insecure" not in argv
+    _, argv = _service_steps(_steps(hw["command"], {}))
+    assert "--insecure" not in argv
     assert hw["environment"]["HWCOMPRESS_AUTH_TOKEN"].startswith("${HWCOMPRESS_AUTH_TOKEN:?")
-    compose_env = {k: str(v) for k, v in hw["environment"].items()} | {"HWCOMPRESS_AUTH_TOKEN": "s3cret"}
+    compose_env = {k: str(v) for k, v in hw["environment"].items()
+                   if k.startswith("HWCOMPRESS_")} | {"HWCOMPRESS_AUTH_TOKEN": "s3cret"}
     _assert_reachable_and_authenticated(_serve_config(argv[1:], compose_env, monkeypatch))
     # the image's default command: all interfaces, so it starts only when given a token
     text = (DEPLOY / "Dockerfile").read_text().replace("\\\n", " ")

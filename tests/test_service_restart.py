@@ -1,7 +1,8 @@
 """Nothing is lost on restart: SIGKILL the server mid-job, start it again on the same data
 directory, and the job resumes (its finished evaluations are reused) and succeeds; SIGTERM
 drains (exit 0, the running job goes back to QUEUED, not FAILED) and the next start finishes it.
-Real ``hwcompress serve`` subprocesses, real search on embedded Ray."""
+Real ``hwcompress serve`` subprocesses, real search on the server's embedded Ray head, which
+must not outlive a killed server's restart."""
 
 from __future__ import annotations
 
@@ -45,6 +46,14 @@ def _pids_in_group(pgid: int) -> list[int]:
     return pids
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
 def test_sigkill_then_sigterm_mid_job_and_the_job_still_finishes(tmp_path):
     """One job through a crash and a clean stop (one flow, to keep the suite short):
     run -> SIGKILL -> restart resumes it -> SIGTERM drains it back to QUEUED -> restart -> done."""
@@ -56,20 +65,25 @@ def test_sigkill_then_sigterm_mid_job_and_the_job_still_finishes(tmp_path):
             job = c.submit(pb.JobSpec(**SPEC, idempotency_key="restart-test"))
             _wait_trials(c, job.id, 2)
         pgid = srv.proc.pid
+        ray_group = json.loads((data / "embedded-ray.json").read_text())["pid"]  # its own group
+        assert _group_alive(ray_group)
         srv.kill()  # SIGKILL: no drain, no chance to write anything
         assert JobStore(data / "jobs.sqlite").get_job(job.id)["state"] == "RUNNING"
         evaluated_before = (data / "jobs" / job.id / "state" / "evaluations.jsonl").read_text().count("\n")
         assert evaluated_before >= 1
 
         srv.start(timeout=90)
-        # the new server stopped what the killed one's embedded Ray left behind
+        # the killed server's embedded Ray (its own process group) is gone: its `ray start`
+        # leader got SIGTERM when the server died, and the new server reaps whatever is left
         deadline = time.monotonic() + 15
-        while _pids_in_group(pgid) and time.monotonic() < deadline:
+        while (_pids_in_group(pgid) or _group_alive(ray_group)) and time.monotonic() < deadline:
             time.sleep(0.5)
-        leftovers = _pids_in_group(pgid)
-        if leftovers:  # never leave strays behind, but fail
-            os.killpg(pgid, signal.SIGKILL)
+        leftovers = _pids_in_group(pgid) + _pids_in_group(ray_group)
+        for group in (pgid, ray_group):  # never leave strays behind, but fail
+            if _group_alive(group):
+                os.killpg(group, signal.SIGKILL)
         assert not leftovers, f"processes of the killed server survived its restart: {leftovers}"
+        assert json.loads((data / "embedded-ray.json").read_text())["pid"] != ray_group
         with Client(srv.target) as c:
             # the same idempotency key still names the same job after the crash
             assert c.submit(pb.JobSpec(**SPEC, idempotency_key="restart-test")).id == job.id
@@ -85,6 +99,7 @@ def test_sigkill_then_sigterm_mid_job_and_the_job_still_finishes(tmp_path):
         stored = JobStore(data / "jobs.sqlite").get_job(job.id)
         assert stored["state"] == "QUEUED" and "resumes" in stored["reason"], stored
 
+        assert not (data / "embedded-ray.json").exists()  # a clean stop stops its Ray too
         srv.start(timeout=90)
         with Client(srv.target) as c:
             events = list(c.watch(job.id, reconnect_s=60))
