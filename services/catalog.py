@@ -28,7 +28,7 @@ from automl.models import build_model, is_known_model, zoo_names
 from automl.train import DEFAULT_FINETUNE_EPOCHS
 from latency_models.profile import DEFAULT_PROFILE, PROFILES, HardwareProfile
 
-from .errors import short
+from .errors import SpecError, short
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +42,6 @@ IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 MAX_NAME_CHARS = 128
 MAX_INPUT_SIDE = 128
 """Largest ``digits@SIZE`` a job may ask for: at 256 one load of the data is ~0.5 GB."""
-
-
-class SpecError(ValueError):
-    """A JobSpec field is invalid. ``field`` is the proto field path, e.g. ``budgets[1].value``."""
-
-    def __init__(self, field_name: str, reason: str, not_found: bool = False) -> None:
-        super().__init__(f"{field_name}: {reason}")
-        self.field = field_name
-        self.reason = reason
-        self.not_found = not_found
 
 
 def check_length(value: str, field_name: str, limit: int = MAX_NAME_CHARS) -> None:

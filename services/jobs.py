@@ -30,6 +30,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from automl.core import HwcompressError
+
+from .errors import QueueFull, ShuttingDown, SpecError
 from .metrics import ServiceMetrics
 from .store import CANCELLED, FAILED, FINAL_STATES, QUEUED, RUNNING, STATES, SUCCEEDED, JobStore
 
@@ -44,14 +47,6 @@ ARTIFACT_TYPES = {".json": "application/json", ".onnx": "application/octet-strea
                   ".ts": "application/octet-stream", ".csv": "text/csv", ".txt": "text/plain",
                   ".md": "text/markdown", ".safetensors": "application/octet-stream"}
 """Files of a job's out_dir that are artifacts (search state such as Optuna's DB is not)."""
-
-
-class QueueFull(Exception):
-    """The queue holds max_queued jobs already (RESOURCE_EXHAUSTED)."""
-
-
-class ShuttingDown(Exception):
-    """The manager no longer accepts jobs (UNAVAILABLE)."""
 
 
 TRANSIENT_RETRIES = 3
@@ -141,7 +136,7 @@ class JobManager:
         try:
             job, created = self.store.create_job(spec, idempotency_key, self.max_queued)
         except OverflowError as exc:
-            raise QueueFull(str(exc)) from None
+            raise QueueFull(field="queue", reason=f"{exc}; retry later") from None
         if created:
             self.store.append_event(job["id"], "state", {"state": QUEUED, "reason": "submitted"})
             self.metrics.jobs_submitted.inc()
@@ -290,9 +285,9 @@ class JobManager:
         else:
             self._retries.pop(job["id"], None)
             log.warning("job %s failed: %s: %s", job["id"], type(exc).__name__, exc,
-                        exc_info=not isinstance(exc, ValueError))
-            field_name = getattr(exc, "field", None)  # a spec check run by the job names its field
-            self._finish(job, FAILED, f"spec.{exc}" if isinstance(field_name, str) and field_name
+                        exc_info=not isinstance(exc, (HwcompressError, ValueError)))
+            # a spec check run by the job names the spec's field
+            self._finish(job, FAILED, f"spec.{exc.field}: {exc.reason}" if isinstance(exc, SpecError)
                          else f"{type(exc).__name__}: {exc}")
 
     def _requeue(self, job: dict[str, Any], exc: BaseException) -> None:

@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any, Callable
 
+from automl.core import SearchCancelled
 from automl.search.runner import init_ray
 
 log = logging.getLogger(__name__)
@@ -120,8 +121,4 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def is_search_cancellation(exc: BaseException) -> bool:
-    try:
-        from automl.search.runner import SearchCancelled
-    except ImportError:
-        return False
     return isinstance(exc, SearchCancelled)

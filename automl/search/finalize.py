@@ -10,7 +10,7 @@ from typing import Any, Callable
 from latency_models.onnx_runtime import export_onnx, measure_onnx_latency
 
 from ..compress import export_deployable, model_cost
-from ..core import Policy
+from ..core import Policy, SearchFailed
 from ..train import evaluate_accuracy, evaluate_onnx_accuracy, finetune
 from ..workflow import LoadedModel
 from .measured_budget import MEASURE_SESSIONS, DeviceProbe, choose_within_measured_budget
@@ -36,7 +36,7 @@ def best_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 def finalize(problem: CompressionProblem, rows: list[dict[str, Any]], config, multi_objective: bool,
              out: Path, emit: Callable[[dict[str, Any]], None],
              probe: DeviceProbe | None = None) -> dict[str, Any]:
-    from .runner import SearchFailed, pareto_front
+    from .runner import pareto_front
 
     best = best_row(rows)
     if best is None:

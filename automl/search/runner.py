@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..core import Budget, Evaluation, Policy
+from ..core import Budget, Evaluation, Policy, SearchCancelled
+from ..core import SearchFailed  # noqa: F401  (re-exported: callers catch runner.SearchFailed)
 from ..train import DEFAULT_FINETUNE_EPOCHS, DEFAULT_RECOVERY_STEPS
 from ..workflow import load_trained
 from .base import StrategyOptions, Trial
@@ -33,14 +34,6 @@ from .strategies.optuna_search import _OptunaStrategy
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[dict[str, Any]], None]
-
-
-class SearchCancelled(RuntimeError):
-    """``should_stop`` asked the search to stop."""
-
-
-class SearchFailed(RuntimeError):
-    """The search ended without a single feasible, scored policy."""
 
 
 @dataclass
