@@ -401,9 +401,16 @@ class BudgetTerm:
     def __str__(self) -> str:
         return f"{self.metric}={self.value:g}{'x' if self.relative else ''}"
 
+    def to_text(self) -> str:
+        """The exact text form (``repr`` of the value, where ``str`` rounds to 6 digits):
+        ``BudgetTerm.parse(t.to_text()) == t``. What the service stores."""
+        return f"{self.metric}={self.value!r}{'x' if self.relative else ''}"
+
     @classmethod
     def parse(cls, text: str) -> "BudgetTerm":
-        """Parse ``latency_ms=0.5x`` or ``size_mb=0.2``."""
+        """Parse ``latency_ms=0.5x`` or ``size_mb=0.2``: the one parser of the text form, used by
+        the search, both CLIs, the service's stored specs and ``submit --spec`` files. Raises
+        :class:`BudgetError` whose ``field`` is the metric (or the text when it has no ``=``)."""
         if "=" not in text:
             raise _budget_error(text, "expected METRIC=VALUE or METRIC=FRACTIONx with METRIC one "
                                 f"of {list(BUDGET_METRICS)}", name=repr(text))

@@ -28,6 +28,7 @@ from automl.models import build_model, is_known_model, zoo_names
 from automl.train import DEFAULT_FINETUNE_EPOCHS
 from latency_models.profile import DEFAULT_PROFILE, PROFILES, HardwareProfile
 
+from .convert import PB_TO_METRIC, budget_from_pb
 from .errors import SpecError, short
 
 log = logging.getLogger(__name__)
@@ -48,12 +49,6 @@ def check_length(value: str, field_name: str, limit: int = MAX_NAME_CHARS) -> No
     """Refuse an over-long string before anything else looks at it."""
     if len(value) > limit:
         raise SpecError(field_name, f"{len(value)} characters; at most {limit}")
-
-
-def _parse_term(text: str) -> BudgetTerm:
-    """A stored budget (``size_mb=0.5x``) back to its term."""
-    metric, _, raw = text.partition("=")
-    return BudgetTerm(metric, float(raw.rstrip("x")), raw.endswith("x"))
 
 
 def strategy_names() -> list[str]:
@@ -210,15 +205,15 @@ class Catalog:
         seen: set[str] = set()
         for i, b in enumerate(spec.budgets):
             where = f"budgets[{i}]"
-            if not 1 <= b.metric <= len(BUDGET_METRICS):  # 0 is UNSPECIFIED; negatives index from the end
+            metric = PB_TO_METRIC.get(b.metric)  # 0 is UNSPECIFIED
+            if metric is None:
                 raise SpecError(f"{where}.metric", f"{b.metric} is not a BudgetMetric; must be one of "
                                                    f"{list(BUDGET_METRICS)} (1..{len(BUDGET_METRICS)})")
-            metric = BUDGET_METRICS[b.metric - 1]
             if metric in seen:
                 raise SpecError(f"{where}.metric", f"{metric} is given more than once")
             seen.add(metric)
             try:
-                term = BudgetTerm(metric, float(b.value), bool(b.relative))
+                term = budget_from_pb(b)
             except BudgetError as exc:
                 raise SpecError(f"{where}.value", str(exc)) from None
             if term.relative and term.value < MIN_RELATIVE:
@@ -228,14 +223,14 @@ class Catalog:
                 raise SpecError(f"{where}.value", f"{metric}={term.value:g} is absurd "
                                                   f"(above {ABSURD_ABSOLUTE[metric]:g})")
             terms.append(term)
-        return [f"{t.metric}={t.value!r}{'x' if t.relative else ''}" for t in terms]
+        return [t.to_text() for t in terms]
 
     def check_reachable(self, out: dict[str, Any]) -> None:
         """Size and MACs are computed from channel counts alone, so a budget no policy can meet
         is refused before the search starts; latency/energy need the latency table, which the
         search checks first thing. Traces the model at the dataset's shape, so the job runs it
         (bounded by the job concurrency), not the RPC thread."""
-        terms = [_parse_term(text) for text in out["budgets"]]
+        terms = [BudgetTerm.parse(text) for text in out["budgets"]]
         static = [(i, t) for i, t in enumerate(terms) if t.metric in ("size_mb", "macs")]
         if not static:
             return

@@ -4,7 +4,10 @@ each, no logic), so the servicer reads as the API's behaviour and not as field c
 Field copying is protobuf's own ``json_format.ParseDict`` (:func:`from_dict`): a dict whose keys
 are the message's field names becomes the message, with protobuf's type checks; what is left here
 is only where the store's names or forms differ from the API's (budgets stored as text, the
-spec's ``hardware``/``epochs``, timestamps as Unix seconds)."""
+spec's ``hardware``/``epochs``, timestamps as Unix seconds).
+
+Budgets cross here in one place (:func:`budget_to_pb`, :func:`budget_from_pb`), with the text
+form parsed by ``BudgetTerm.parse`` only."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from google.protobuf.json_format import ParseDict
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from automl.core import BUDGET_METRICS
+from automl.core import BUDGET_METRICS, BudgetError, BudgetTerm
 
 from .errors import sanitize
 from .proto.hwcompress.v1 import service_pb2 as pb
@@ -27,6 +30,7 @@ STATE_TO_PB = {"QUEUED": pb.JOB_STATE_QUEUED, "RUNNING": pb.JOB_STATE_RUNNING,
                "CANCELLED": pb.JOB_STATE_CANCELLED}
 PB_TO_STATE = {v: k for k, v in STATE_TO_PB.items()}
 METRIC_TO_PB = {m: i + 1 for i, m in enumerate(BUDGET_METRICS)}
+PB_TO_METRIC = {v: k for k, v in METRIC_TO_PB.items()}
 RL_MODE_TO_PB = {"prune": pb.RL_MODE_PRUNE, "quantize": pb.RL_MODE_QUANTIZE, "joint": pb.RL_MODE_JOINT,
                  "quant": pb.RL_MODE_QUANTIZE, "both": pb.RL_MODE_JOINT}  # the last two: old stored jobs
 FORMAT_TO_PB = {"safetensors": pb.WEIGHTS_FORMAT_SAFETENSORS,
@@ -50,11 +54,23 @@ def timestamp(seconds: float | None) -> Timestamp | None:
     return ts
 
 
+def budget_to_pb(term: BudgetTerm) -> pb.Budget:
+    return pb.Budget(metric=METRIC_TO_PB[term.metric], value=term.value, relative=term.relative)
+
+
+def budget_from_pb(msg: pb.Budget) -> BudgetTerm:
+    """A Budget message as a term; :class:`BudgetError` (``field``: the metric) when its metric is
+    not one or its value is not a budget."""
+    metric = PB_TO_METRIC.get(msg.metric)
+    if metric is None:
+        raise BudgetError(f"budget metric {msg.metric} is not a BudgetMetric (1..{len(BUDGET_METRICS)})",
+                          field="metric")
+    return BudgetTerm(metric, float(msg.value), bool(msg.relative))
+
+
 def parse_budget_text(text: str) -> pb.Budget:
-    """``latency_ms=0.5x`` -> Budget (the stored, already validated form)."""
-    metric, _, raw = text.partition("=")
-    relative = raw.endswith("x")
-    return pb.Budget(metric=METRIC_TO_PB[metric], value=float(raw.rstrip("x")), relative=relative)
+    """``latency_ms=0.5x`` -> Budget; raises :class:`BudgetError` naming the metric."""
+    return budget_to_pb(BudgetTerm.parse(text))
 
 
 SPEC_RENAMES = {"hardware": "hardware_profile", "epochs": "baseline_epochs"}

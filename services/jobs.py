@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from automl.core import HwcompressError
+from automl.core import BudgetError, BudgetTerm, HwcompressError
 
 from .errors import QueueFull, ShuttingDown, SpecError
 from .metrics import ServiceMetrics
@@ -325,12 +325,11 @@ class JobManager:
         m.running_trials_target.labels(*labels).set(spec.get("trials", 0))
         m.running_last_progress.labels(*labels).set(time.time())
         for text in spec.get("budgets", []):
-            metric, _, raw = text.partition("=")
-            relative = raw.endswith("x")
             try:
-                m.set_budget(labels, metric, float(raw.rstrip("x")), relative)
-            except ValueError:
-                pass
+                term = BudgetTerm.parse(text)
+            except BudgetError:
+                continue  # validated on submit; a metric is not worth failing the job over
+            m.set_budget(labels, term.metric, term.value, term.relative)
 
     def _on_event(self, run: _Running, job: dict[str, Any]) -> OnEvent:
         """Translate the work function's events into stored events, job progress and metrics.

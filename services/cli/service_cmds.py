@@ -171,21 +171,15 @@ def _job_dict(job: Any) -> dict[str, Any]:
 
 
 def parse_budget(text: str):
-    """``latency_ms=0.5x`` -> Budget message. Values are passed on as given (the server
-    validates them and names the field when one is wrong)."""
-    from automl.core import BUDGET_METRICS
-    from services.proto.hwcompress.v1 import service_pb2 as pb
+    """``latency_ms=0.5x`` -> Budget message, parsed by ``BudgetTerm.parse`` as everywhere else
+    (a malformed budget stops here, naming its metric; the server applies its own limits)."""
+    from automl.core import BudgetError
+    from services.convert import parse_budget_text
 
-    metric, sep, raw = (s.strip() for s in text.partition("="))
-    if not sep or metric not in BUDGET_METRICS:
-        raise ValueError(f"--budget {text!r}: expected METRIC=VALUE or METRIC=FRACTIONx with "
-                         f"METRIC one of {list(BUDGET_METRICS)}")
-    relative = raw.lower().endswith("x")
     try:
-        value = float(raw[:-1] if relative else raw)
-    except ValueError:
-        raise ValueError(f"--budget {text!r}: {raw!r} is not a number") from None
-    return pb.Budget(metric=BUDGET_METRICS.index(metric) + 1, value=value, relative=relative)
+        return parse_budget_text(text)
+    except BudgetError as exc:
+        raise BudgetError(f"--budget {text!r}: {exc.reason}", field=exc.field) from None
 
 
 def _add_submit(sub: argparse._SubParsersAction) -> None:
@@ -230,6 +224,8 @@ def load_spec(path: str):
     import yaml
     from google.protobuf.json_format import ParseDict, ParseError
 
+    from automl.core import BudgetError
+    from services.convert import parse_budget_text
     from services.proto.hwcompress.v1 import service_pb2 as pb
 
     with open(path, "rb") as f:  # FileNotFoundError: exit 2 naming the file
@@ -244,7 +240,12 @@ def load_spec(path: str):
         raise ValueError(f"--spec {path}: not YAML or JSON ({str(exc).splitlines()[0]})") from None
     if not isinstance(doc, dict):
         raise ValueError(f"--spec {path}: expected a mapping of JobSpec fields")
-    budgets = [parse_budget(b) if isinstance(b, str) else b for b in doc.pop("budgets", []) or []]
+    budgets = []
+    for i, b in enumerate(doc.pop("budgets", []) or []):
+        try:
+            budgets.append(parse_budget_text(b) if isinstance(b, str) else b)
+        except BudgetError as exc:
+            raise BudgetError(f"--spec {path}: budgets[{i}]: {exc.reason}", field=exc.field) from None
     try:
         spec = ParseDict(doc, pb.JobSpec())
         for b in budgets:
