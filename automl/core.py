@@ -13,6 +13,21 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Iterator, Mapping
 
+# -- defaults: one named constant per default, read by the CLI, the service, the search and the
+# agents alike (they once said 30 trials in one place and 20 in another) ------------------------
+DEFAULT_STRATEGY = "uniform"
+DEFAULT_TRIALS = 20
+"""Accuracy evaluations a search may spend (episodes for an RL agent)."""
+DEFAULT_SEED = 0
+DEFAULT_BASELINE_EPOCHS = 10
+"""Training epochs of a zoo model's baseline (part of its cache key)."""
+DEFAULT_OBJECTIVE = "latency_ms"
+"""The second objective of multi-objective strategies."""
+DEFAULT_RL_MODE = "joint"
+"""What an RL agent decides in a local search: channels and bits together. (The service's
+``RL_MODE_UNSPECIFIED`` means ``prune`` by its API contract; see services/catalog.py.)"""
+
+
 FLOAT_BITS = 32
 """A bit-width of 32 means "not quantized" (float)."""
 

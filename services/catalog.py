@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable
 
-from automl.core import BUDGET_METRICS, BudgetError, BudgetTerm, ModelInfo, Policy, policy_macs_and_size
-from automl.data import DataError, load_dataset, parse_spec
+from automl.core import (BUDGET_METRICS, DEFAULT_BASELINE_EPOCHS, DEFAULT_STRATEGY, BudgetError, BudgetTerm,
+                         ModelInfo, Policy, policy_macs_and_size)
+from automl.data import DEFAULT_DATASET, DataError, load_dataset, parse_spec
 from automl.models import build_model, is_known_model, zoo_names
 from automl.train import DEFAULT_FINETUNE_EPOCHS
 from latency_models.profile import DEFAULT_PROFILE, PROFILES, HardwareProfile
@@ -38,7 +39,9 @@ ABSURD_ABSOLUTE = {"latency_ms": 1e6, "energy_mj": 1e6, "size_mb": 1e5, "macs": 
 MIN_RELATIVE = 1e-3
 FALLBACK_STRATEGIES = ("uniform", "random", "netadapt", "optuna-tpe", "optuna-nsga2")
 RL_MODES = {0: "prune", 1: "prune", 2: "quantize", 3: "joint"}
-"""``hwcompress.v1.RlMode`` -> the agents' mode names (agents/env.py MODES); 0 is UNSPECIFIED."""
+"""``hwcompress.v1.RlMode`` -> the agents' mode names (agents/env.py MODES); 0 is UNSPECIFIED,
+which the API documents as ``prune`` (a local ``hwcompress search`` defaults to
+``automl.core.DEFAULT_RL_MODE``, joint)."""
 IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 MAX_NAME_CHARS = 128
 MAX_INPUT_SIDE = 128
@@ -80,7 +83,6 @@ class Catalog:
     max_trials: int = 10_000
     max_finetune_epochs: float = 100.0
     max_baseline_epochs: int = 500
-    default_trials: int = 20
     lookup_upload: Callable[[str], dict[str, Any] | None] = lambda _id: None
 
     # -- listings --------------------------------------------------------------------------
@@ -96,13 +98,13 @@ class Catalog:
     def resolve_dataset(self, name: str, field_name: str = "dataset") -> str:
         """A registered name (optionally ``@SIZE``) -> the spec ``automl.data`` loads."""
         if not name:
-            return "digits"
+            return DEFAULT_DATASET
         check_length(name, field_name)
         if any(c in name for c in "/\\:") or name.startswith("."):
             raise SpecError(field_name, f"{short(name)} looks like a path or module; give a dataset "
                                         f"name registered on the server ({self.dataset_names()})")
         base, _, size = name.partition("@")
-        if base == "digits":
+        if base == "digits":  # the built-in one
             spec = "digits"
         elif base in self.datasets:
             spec = self.datasets[base]
@@ -144,7 +146,7 @@ class Catalog:
             out["model"] = spec.model
             out["weights"] = None
             dataset_name = spec.dataset
-        out["dataset"] = dataset_name or "digits"
+        out["dataset"] = dataset_name or DEFAULT_DATASET
         out["data"] = self.resolve_dataset(out["dataset"])
 
         profile = spec.hardware_profile or DEFAULT_PROFILE
@@ -164,7 +166,7 @@ class Catalog:
             out["table"] = None
         out["latency_table"] = spec.latency_table or None
 
-        strategy = spec.strategy or "uniform"
+        strategy = spec.strategy or DEFAULT_STRATEGY
         names = strategy_names()
         if strategy not in names:
             raise SpecError("strategy", f"unknown strategy {short(strategy)} (known: {names})")
@@ -182,7 +184,7 @@ class Catalog:
         if not math.isfinite(ft) or ft < 0 or ft > self.max_finetune_epochs:
             raise SpecError("finetune_epochs", f"{ft!r} is outside 0..{self.max_finetune_epochs:g}")
         out["finetune_epochs"] = float(ft)
-        epochs = spec.baseline_epochs or 10
+        epochs = spec.baseline_epochs or DEFAULT_BASELINE_EPOCHS
         if epochs < 1 or epochs > self.max_baseline_epochs:
             raise SpecError("baseline_epochs", f"{epochs} is outside 1..{self.max_baseline_epochs}")
         out["epochs"] = int(epochs)

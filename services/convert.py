@@ -20,7 +20,7 @@ from google.protobuf.json_format import ParseDict
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from automl.core import BUDGET_METRICS, BudgetError, BudgetTerm
+from automl.core import BUDGET_METRICS, DEFAULT_BASELINE_EPOCHS, BudgetError, BudgetTerm
 
 from .errors import sanitize
 from .proto.hwcompress.v1 import service_pb2 as pb
@@ -83,7 +83,7 @@ def spec_to_pb(spec: dict[str, Any], idempotency_key: str | None) -> pb.JobSpec:
         fields.pop("model", None)  # one of the model_source oneof
     else:
         fields.pop("uploaded_model_id", None)
-    fields.setdefault("baseline_epochs", 10)
+    fields.setdefault("baseline_epochs", DEFAULT_BASELINE_EPOCHS)
     msg = from_dict({**fields, "idempotency_key": idempotency_key}, pb.JobSpec())
     msg.rl_mode = RL_MODE_TO_PB.get(spec.get("rl_mode", ""), 0)
     msg.budgets.extend(parse_budget_text(b) for b in spec["budgets"])

@@ -23,6 +23,7 @@ import grpc
 from latency_models.profile import DEFAULT_PROFILE
 
 from automl.core import HwcompressError
+from automl.data import DEFAULT_DATASET
 
 from . import convert
 from .catalog import MAX_NAME_CHARS, Catalog, strategy_names
@@ -225,7 +226,7 @@ class CompressionServicer(pb_grpc.CompressionServiceServicer):
                 raise SpecError("header.format", f"{h.format} is not a WeightsFormat")
             if h.size_bytes < 0:
                 raise SpecError("header.size_bytes", f"{h.size_bytes} is negative")
-            dataset_spec = self.catalog.resolve_dataset(h.dataset or "digits", "header.dataset")
+            dataset_spec = self.catalog.resolve_dataset(h.dataset or DEFAULT_DATASET, "header.dataset")
         except SpecError as exc:
             self.metrics.uploads.labels("invalid").inc()
             abort_error(context, exc)
@@ -238,7 +239,7 @@ class CompressionServicer(pb_grpc.CompressionServiceServicer):
                     raise UploadError("header: sent more than once")
                 yield msg.chunk
 
-        header = Header(h.architecture, dataset_spec, h.dataset or "digits", fmt, h.size_bytes)
+        header = Header(h.architecture, dataset_spec, h.dataset or DEFAULT_DATASET, fmt, h.size_bytes)
         if not self._upload_slots.acquire(timeout=UPLOAD_CHECK_WAIT_S):
             abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
                   f"uploads: {UPLOAD_CHECK_SLOTS} uploads are being checked; retry later")

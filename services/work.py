@@ -12,8 +12,10 @@ import threading
 import time
 from typing import Any, Callable
 
-from automl.core import SearchCancelled
+from automl.core import DEFAULT_BASELINE_EPOCHS, SearchCancelled
 from automl.search.runner import init_ray
+
+from .catalog import RL_MODES
 
 log = logging.getLogger(__name__)
 _ray_lock = threading.Lock()
@@ -63,8 +65,8 @@ def spec_to_config(spec: dict[str, Any], ray_address: str | None = None,
                         seed=int(spec["seed"]), hardware=spec.get("hardware"),
                         table=spec.get("table"), finetune_epochs=float(spec["finetune_epochs"]),
                         out_dir=spec["out_dir"], ray_address=ray_address,
-                        weights=spec.get("weights"), rl_mode=spec.get("rl_mode", "prune"),
-                        epochs=int(spec.get("epochs", 10)), quick_table=quick_table,
+                        weights=spec.get("weights"), rl_mode=spec.get("rl_mode", RL_MODES[0]),  # UNSPECIFIED
+                        epochs=int(spec.get("epochs", DEFAULT_BASELINE_EPOCHS)), quick_table=quick_table,
                         allow_import=False)
 
 

@@ -17,8 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from ..core import Budget, Evaluation, Policy, SearchCancelled
+from ..core import (DEFAULT_BASELINE_EPOCHS, DEFAULT_OBJECTIVE, DEFAULT_RL_MODE, DEFAULT_SEED,
+                    DEFAULT_STRATEGY, DEFAULT_TRIALS, Budget, Evaluation, Policy, SearchCancelled)
 from ..core import SearchFailed  # noqa: F401  (re-exported: callers catch runner.SearchFailed)
+from ..data import DEFAULT_DATASET
 from ..train import DEFAULT_FINETUNE_EPOCHS, DEFAULT_RECOVERY_STEPS
 from ..workflow import load_trained
 from .base import StrategyOptions, Trial
@@ -39,27 +41,27 @@ EventSink = Callable[[dict[str, Any]], None]
 @dataclass
 class SearchConfig:
     model: str
-    data: str = "digits"
+    data: str = DEFAULT_DATASET
     budgets: list[str] = field(default_factory=lambda: ["latency_ms=0.5x"])
-    strategy: str = "uniform"
-    trials: int = 20
-    seed: int = 0
+    strategy: str = DEFAULT_STRATEGY
+    trials: int = DEFAULT_TRIALS
+    seed: int = DEFAULT_SEED
     hardware: str | None = None
     table: str | None = None
     finetune_epochs: float = DEFAULT_FINETUNE_EPOCHS
     out_dir: str = "out/search"
     ray_address: str | None = None
     weights: str | None = None
-    rl_mode: str = "joint"           # RL agents: prune, quantize or joint (channels + bits)
+    rl_mode: str = DEFAULT_RL_MODE   # RL agents: prune, quantize or joint (channels + bits)
     agent_kwargs: dict[str, Any] = field(default_factory=dict)   # RL hyper-parameter overrides
-    epochs: int = 10
+    epochs: int = DEFAULT_BASELINE_EPOCHS
     workers: int | None = None
     use_ray: bool = True
     use_tune: bool = True            # Optuna strategies on Ray go through Ray Tune
     quick_table: bool = False
     quantize: bool = True
     recovery_steps: int = DEFAULT_RECOVERY_STEPS  # distillation steps before scoring each candidate
-    objective: str = "latency_ms"    # second objective of multi-objective strategies
+    objective: str = DEFAULT_OBJECTIVE  # second objective of multi-objective strategies
     allow_import: bool = False       # local CLI only: model given as package.module:function
     max_train: int | None = None     # subsample the training split (benchmarks on MNIST)
     val_limit: int | None = None     # score candidates on the first N validation images

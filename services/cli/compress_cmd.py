@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from automl.core import Policy
+from automl.core import DEFAULT_BASELINE_EPOCHS, DEFAULT_SEED, Policy
 from automl.data import DEFAULT_DATASET
 from automl.space import policy_template
 from automl.workflow import compress_with_policy, format_comparison, load_trained
 
 from .common import add_json_flag, print_json
-from .service_cmds import DEMO_BUDGET, DEMO_DATA, DEMO_MODEL, print_peers, relative_latency_fraction
+from .service_cmds import (DEMO_BUDGET, DEMO_DATA, DEMO_MODEL, DEMO_STRATEGY, DEMO_TRIALS, print_peers,
+                           relative_latency_fraction)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -22,8 +23,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="digits | digits@SIZE | mnist:PATH[@SIZE] (default: digits)")
     p.add_argument("--weights", help="weights file (.safetensors, or a state dict loaded with "
                                      "weights_only=True); default: train a baseline (cached)")
-    p.add_argument("--epochs", type=int, default=10, help="baseline training epochs (cache key)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=DEFAULT_BASELINE_EPOCHS,
+                   help="baseline training epochs (cache key)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,8 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--model", default=DEMO_MODEL)
     d.add_argument("--data", default=DEMO_DATA)
     d.add_argument("--budget", default=DEMO_BUDGET)
-    d.add_argument("--strategy", default="optuna-tpe")
-    d.add_argument("--trials", type=int, default=16)
+    d.add_argument("--strategy", default=DEMO_STRATEGY)
+    d.add_argument("--trials", type=int, default=DEMO_TRIALS)
     d.add_argument("--no-peers", action="store_true",
                    help="skip the side-by-side with Torch-Pruning and ORT int8 at the same budget")
     d.add_argument("--out", default="out/demo")

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from automl.core import (DEFAULT_BASELINE_EPOCHS, DEFAULT_OBJECTIVE, DEFAULT_RL_MODE, DEFAULT_SEED,
+                         DEFAULT_STRATEGY, DEFAULT_TRIALS)
 from automl.data import DEFAULT_DATASET
 from automl.train import DEFAULT_FINETUNE_EPOCHS, DEFAULT_RECOVERY_STEPS
 
@@ -22,9 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", action="append", required=True, metavar="METRIC=VALUE[x]",
                    help="latency_ms=, energy_mj=, size_mb=, macs=; absolute or FRACTIONx of the "
                         "uncompressed model; repeatable (all must hold)")
-    p.add_argument("--strategy", default="uniform", choices=strategy_names())
-    p.add_argument("--trials", type=int, default=30, help="accuracy evaluations allowed")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strategy", default=DEFAULT_STRATEGY, choices=strategy_names())
+    p.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
+                   help=f"accuracy evaluations allowed [{DEFAULT_TRIALS}]")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--hardware", default=None, help="hardware profile (default: cpu-ort, this CPU)")
     p.add_argument("--table", help="latency table file (default: built on first use and cached)")
     p.add_argument("--quick-table", action="store_true", help="build a coarse table (tests, demos)")
@@ -34,14 +37,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recovery-steps", type=int, default=DEFAULT_RECOVERY_STEPS,
                    help="distillation steps each candidate gets before it is scored; 0 scores "
                         f"right after compression as AMC does [{DEFAULT_RECOVERY_STEPS}]")
-    p.add_argument("--objective", default="latency_ms", choices=["latency_ms", "energy_mj"],
+    p.add_argument("--objective", default=DEFAULT_OBJECTIVE, choices=["latency_ms", "energy_mj"],
                    help="second objective of multi-objective strategies")
-    p.add_argument("--rl-mode", default="joint", choices=["prune", "quantize", "joint"],
-                   help="RL agents: decide channels, bits, or both [joint]")
+    p.add_argument("--rl-mode", default=DEFAULT_RL_MODE, choices=["prune", "quantize", "joint"],
+                   help=f"RL agents: decide channels, bits, or both [{DEFAULT_RL_MODE}]")
     p.add_argument("--agent-kwargs", type=json.loads, default={}, metavar="JSON",
                    help='RL hyper-parameter overrides, e.g. \'{"warmup_episodes": 5}\'')
     p.add_argument("--no-quantize", action="store_true", help="search channel counts only")
-    p.add_argument("--epochs", type=int, default=10, help="baseline training epochs")
+    p.add_argument("--epochs", type=int, default=DEFAULT_BASELINE_EPOCHS, help="baseline training epochs")
     p.add_argument("--ray-address", default=None, help="existing Ray cluster (or RAY_ADDRESS)")
     p.add_argument("--workers", type=int, default=None, help="parallel evaluators (default: CPUs)")
     p.add_argument("--local", action="store_true", help="evaluate in-process without Ray (debugging)")

@@ -19,6 +19,8 @@ from typing import Any, Callable
 
 from google.protobuf.json_format import MessageToDict
 
+from automl.core import DEFAULT_BASELINE_EPOCHS, DEFAULT_STRATEGY, DEFAULT_TRIALS
+
 from .common import (EXIT_FAILURE, EXIT_UNREACHABLE, add_json_flag, deprecated_alias, env_default,
                      env_flag, print_json, resolve_env_defaults)
 
@@ -197,13 +199,15 @@ def _add_submit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", action="append", default=None, metavar="METRIC=VALUE[x]",
                    help="latency_ms, energy_mj, size_mb or macs; 'x' = fraction of the "
                         "uncompressed model (repeatable, at least one)")
-    p.add_argument("--strategy", default=None, help="search strategy [uniform]")
-    p.add_argument("--trials", type=int, default=None, help="trials (episodes for RL agents) [20]")
+    p.add_argument("--strategy", default=None, help=f"search strategy [{DEFAULT_STRATEGY}]")
+    p.add_argument("--trials", type=int, default=None,
+                   help=f"trials (episodes for RL agents) [{DEFAULT_TRIALS}]")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--hardware", default=None, help="hardware profile (default: the server's)")
     p.add_argument("--table", default=None, help="latency table id registered on the server")
     p.add_argument("--finetune-epochs", type=float, default=None)
-    p.add_argument("--epochs", type=int, default=None, help="baseline training epochs (default 10)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"baseline training epochs (default {DEFAULT_BASELINE_EPOCHS})")
     p.add_argument("--rl-mode", default=None, choices=list(RL_MODES),
                    help="RL agents only: what the agent decides (default: prune)")
     p.add_argument("--idempotency-key", default=None)
@@ -212,7 +216,7 @@ def _add_submit(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_submit)
 
 
-SUBMIT_DEFAULTS = {"strategy": "uniform", "trials": 20}
+SUBMIT_DEFAULTS = {"strategy": DEFAULT_STRATEGY, "trials": DEFAULT_TRIALS}
 MAX_SPEC_BYTES = 1024 * 1024
 """A --spec file larger than this is refused before YAML parses it (the server bounds every
 field anyway; this keeps a wrong path, say a model file, from being read whole)."""
@@ -476,6 +480,8 @@ DEMO_MODEL, DEMO_DATA, DEMO_BUDGET = "vgg", "digits@32", "latency_ms=0.35x"
 """Where compression pays: the narrow VGG at 32x32 measures ~1 ms on one core and its smallest
 reachable graph (keep 0.1, int8) is far below 0.35x, so the budget is met with room on a loaded
 machine. (ResNet-20 on 16x16 digits sat on its floor: per-call overhead was 69% of it.)"""
+DEMO_STRATEGY, DEMO_TRIALS = "optuna-tpe", 16
+"""The demos' search (``demo`` and ``demo-service``), not the default of ``search``/``submit``."""
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -484,8 +490,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=DEMO_MODEL)
     p.add_argument("--data", default=DEMO_DATA)
     p.add_argument("--budget", action="append", default=None, help=f"default: {DEMO_BUDGET}")
-    p.add_argument("--strategy", default="optuna-tpe")
-    p.add_argument("--trials", type=int, default=16)
+    p.add_argument("--strategy", default=DEMO_STRATEGY)
+    p.add_argument("--trials", type=int, default=DEMO_TRIALS)
     p.add_argument("--no-peers", action="store_true",
                    help="skip the side-by-side with Torch-Pruning and ORT int8 at the same budget")
     p.add_argument("--data-dir", default="out/demo-service")
