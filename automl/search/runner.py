@@ -106,13 +106,15 @@ class EvaluationLog:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.rows: dict[str, dict[str, Any]] = {}
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a crash
-                self.rows[row["key"]] = row
+        text = path.read_text() if path.is_file() else ""
+        # a line cut by a crash has no newline: the next row must not be glued onto it
+        self._cut = bool(text) and not text.endswith("\n")
+        for line in text.splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash
+            self.rows[row["key"]] = row
 
     def get(self, policy: Policy) -> dict[str, Any] | None:
         row = self.rows.get(_policy_key(policy))
@@ -121,7 +123,8 @@ class EvaluationLog:
     def add(self, row: dict[str, Any]) -> None:
         self.rows[row["key"]] = row
         with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(("\n" if self._cut else "") + json.dumps(row) + "\n")
+            self._cut = False
             f.flush()
             os.fsync(f.fileno())
 
