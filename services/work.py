@@ -13,6 +13,7 @@ import time
 from typing import Any, Callable
 
 from automl.core import DEFAULT_BASELINE_EPOCHS, SearchCancelled
+from automl.records import JobEvent
 from automl.search.runner import init_ray
 
 from .catalog import RL_MODES
@@ -21,6 +22,8 @@ log = logging.getLogger(__name__)
 _ray_lock = threading.Lock()
 RAY_INIT_ATTEMPTS = 4
 RAY_INIT_BACKOFF_S = 2.0
+OnEvent = Callable[[JobEvent], None]
+WorkFn = Callable[[dict[str, Any], OnEvent, Callable[[], bool]], dict[str, Any]]
 
 
 def ensure_ray(address: str | None, data_dir: str | None = None,
@@ -71,17 +74,18 @@ def spec_to_config(spec: dict[str, Any], ray_address: str | None = None,
 
 
 def make_search_work(ray_address: str | None = None, quick_table: bool = False,
-                     data_dir: str | None = None) -> Callable[[dict[str, Any], Callable[[dict[str, Any]], None], Callable[[], bool]], dict[str, Any]]:
-    """The work function for :class:`services.jobs.JobManager`."""
+                     data_dir: str | None = None) -> WorkFn:
+    """The work function for :class:`services.jobs.JobManager`: the search, its result as the
+    dict ``result.json`` holds (:meth:`automl.records.SearchResult.to_dict`)."""
 
-    def run_search_job(spec: dict[str, Any], on_event: Callable[[dict[str, Any]], None],
+    def run_search_job(spec: dict[str, Any], on_event: OnEvent,
                        should_stop: Callable[[], bool]) -> dict[str, Any]:
         from automl.search.runner import run_search
 
         config = spec_to_config(spec, ray_address, quick_table)
         ensure_ray(ray_address, data_dir)
         try:
-            return run_search(config, on_event=on_event, should_stop=should_stop)
+            return run_search(config, on_event=on_event, should_stop=should_stop).to_dict()
         except BaseException as exc:
             if is_transient(exc):  # drop the dead connection so the retry's ensure_ray reconnects
                 import ray
@@ -94,7 +98,6 @@ def make_search_work(ray_address: str | None = None, quick_table: bool = False,
     return run_search_job
 
 
-WorkFn = Callable[[dict[str, Any], Callable[[dict[str, Any]], None], Callable[[], bool]], dict[str, Any]]
 
 
 def validated(work: WorkFn, check: Callable[[dict[str, Any]], None]) -> WorkFn:
@@ -102,7 +105,7 @@ def validated(work: WorkFn, check: Callable[[dict[str, Any]], None]) -> WorkFn:
     SpecError naming the field): they run in the job's worker, never on an RPC thread, so a
     heavy check is bounded by the job concurrency and SubmitJob stays fast."""
 
-    def checked(spec: dict[str, Any], on_event: Callable[[dict[str, Any]], None],
+    def checked(spec: dict[str, Any], on_event: OnEvent,
                 should_stop: Callable[[], bool]) -> dict[str, Any]:
         check(spec)
         return work(spec, on_event, should_stop)

@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +21,8 @@ from ..core import (DEFAULT_BASELINE_EPOCHS, DEFAULT_OBJECTIVE, DEFAULT_RL_MODE,
                     DEFAULT_STRATEGY, DEFAULT_TRIALS, Budget, Evaluation, Policy, SearchCancelled)
 from ..core import SearchFailed  # noqa: F401  (re-exported: callers catch runner.SearchFailed)
 from ..data import DEFAULT_DATASET
+from ..records import (FinishedEvent, JobEvent, LogEvent, SearchResult, StartedEvent, TrialEvent,
+                       TrialOutcome)
 from ..train import DEFAULT_FINETUNE_EPOCHS, DEFAULT_RECOVERY_STEPS
 from ..workflow import load_trained
 from .base import StrategyOptions, Trial
@@ -35,7 +37,8 @@ from .strategies.optuna_search import _OptunaStrategy
 
 log = logging.getLogger(__name__)
 
-EventSink = Callable[[dict[str, Any]], None]
+EventSink = Callable[[JobEvent], None]
+"""Where ``run_search`` sends its events (typed records; ``.to_dict()`` for JSON)."""
 
 
 @dataclass
@@ -101,7 +104,9 @@ def _policy_key(policy: Policy) -> str:
 
 
 class EvaluationLog:
-    """Append-only JSONL of every evaluation of this search (resume and trace)."""
+    """Append-only JSONL of every evaluation of this search (resume and trace): one
+    :class:`~automl.records.TrialOutcome` a line. Rows are kept in their dict form, which
+    finalize and the measured-budget choice read."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -111,22 +116,26 @@ class EvaluationLog:
         self._cut = bool(text) and not text.endswith("\n")
         for line in text.splitlines():
             try:
-                row = json.loads(line)
+                data = json.loads(line)
             except json.JSONDecodeError:
                 continue  # a line cut by a crash
+            # a newer schema raises RecordError: better than resuming from rows misread
+            row = TrialOutcome.from_dict(data).to_dict()
             self.rows[row["key"]] = row
 
     def get(self, policy: Policy) -> dict[str, Any] | None:
         row = self.rows.get(_policy_key(policy))
         return None if row is None or row.get("error") else row
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, outcome: TrialOutcome) -> dict[str, Any]:
+        row = outcome.to_dict()
         self.rows[row["key"]] = row
         with self.path.open("a") as f:
             f.write(("\n" if self._cut else "") + json.dumps(row) + "\n")
             self._cut = False
             f.flush()
             os.fsync(f.fileno())
+        return row
 
 
 def pareto_front(rows: list[dict[str, Any]], objective: str) -> list[dict[str, Any]]:
@@ -139,15 +148,15 @@ def pareto_front(rows: list[dict[str, Any]], objective: str) -> list[dict[str, A
 
 
 def run_search(config: SearchConfig, on_event: EventSink | None = None,
-               should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Run ``config``'s search and return (and write) its result."""
+               should_stop: Callable[[], bool] | None = None) -> SearchResult:
+    """Run ``config``'s search and return (and write, as ``result.json``) its result."""
     t0 = time.perf_counter()
-    emit = on_event or (lambda e: None)
+    emit: EventSink = on_event or (lambda e: None)
     out = Path(config.out_dir)
     state_dir = out / "state"
     state_dir.mkdir(parents=True, exist_ok=True)
 
-    emit({"type": "log", "message": f"loading {config.model} on {config.data}"})
+    emit(LogEvent(f"loading {config.model} on {config.data}"))
     loaded = load_trained(config.model, config.data, seed=config.seed, epochs=config.epochs,
                           weights=config.weights, allow_import=config.allow_import,
                           progress=config.progress, max_train=config.max_train)
@@ -175,15 +184,14 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
             probe.on_measure = None
             bar.close()
         if calibration:
-            emit({"type": "log", "message": "latency table corrected to this device near the budget: "
-                  + ", ".join(f"{k} x{f:.3f}" for k, f in problem.latency_correction.items())})
+            emit(LogEvent("latency table corrected to this device near the budget: "
+                          + ", ".join(f"{k} x{f:.3f}" for k, f in problem.latency_correction.items())))
     strategy_cls = get_strategy(config.strategy)
     options = StrategyOptions(trials=config.trials, seed=config.seed, state_dir=state_dir,
                               objective=config.objective,
                               extra={"rl_mode": config.rl_mode, "agent_kwargs": dict(config.agent_kwargs)})
     strategy = strategy_cls(problem, options)
-    emit({"type": "started", "strategy": config.strategy, "trials": config.trials,
-          "limits": problem.limits, "reference": problem.reference})
+    emit(StartedEvent(config.strategy, config.trials, dict(problem.limits), dict(problem.reference)))
 
     n_val = config.val_limit or len(loaded.data.x_val)
     payload = EvalPayload(loaded.model, loaded.info, loaded.data.x_val[:n_val], loaded.data.y_val[:n_val],
@@ -203,12 +211,10 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
     rows = rec.rows
 
     result = finalize(problem, rows, config, strategy_cls.multi_objective, out, emit, probe)
-    result["latency_calibration"] = calibration
-    result["wall_s"] = time.perf_counter() - t0
-    (out / "result.json").write_text(json.dumps(result, indent=2))
-    emit({"type": "finished", "result": {k: result[k] for k in (
-        "accuracy_before_finetune", "accuracy_after_finetune", "latency_ms_predicted",
-        "latency_ms_measured", "evaluations", "wall_s")}})
+    result = replace(result, latency_calibration=calibration,
+                     wall_s=time.perf_counter() - t0)
+    (out / "result.json").write_text(json.dumps(result.to_dict(), indent=2))
+    emit(FinishedEvent.of(result))
     return result
 
 
@@ -230,21 +236,22 @@ class _Recorder:
         ev = Evaluation(trial.policy, outcome["accuracy"], costs["latency_ms"], costs["energy_mj"],
                         costs["size_mb"], int(costs["macs"]), feasible, outcome.get("error"),
                         outcome.get("wall_s", 0.0))
-        row = {"key": _policy_key(trial.policy), "trial": self.index, "strategy": self.config.strategy,
-               "accuracy": ev.accuracy, **costs, "feasible": feasible, "error": ev.error,
-               "intermediate": trial.intermediate, "node": outcome.get("node"),
-               "wall_s": ev.wall_s, "policy": trial.policy.to_dict(), "params": _jsonable(trial.params)}
         if not cached and (ev.accuracy is not None or ev.error is not None):
-            self.history.add(row)
-            self.rows.append(row)
+            self.rows.append(self.history.add(TrialOutcome(
+                key=_policy_key(trial.policy), trial=self.index, strategy=self.config.strategy,
+                policy=trial.policy, latency_ms=costs["latency_ms"], energy_mj=costs["energy_mj"],
+                size_mb=costs["size_mb"], macs=costs["macs"], accuracy=ev.accuracy,
+                feasible=feasible, error=ev.error, intermediate=trial.intermediate,
+                node=outcome.get("node"), wall_s=ev.wall_s, params=_jsonable(trial.params))))
         if feasible and ev.accuracy is not None and (self.best is None or ev.accuracy > self.best):
             self.best = ev.accuracy
-        self.emit({"type": "trial", "index": self.index, "total": self.config.trials,
-                   "accuracy": ev.accuracy, "latency_ms": costs["latency_ms"],
-                   "energy_mj": costs["energy_mj"], "size_mb": costs["size_mb"], "feasible": feasible,
-                   "error": ev.error, "best_accuracy": self.best, "strategy": self.config.strategy,
-                   "wall_s": ev.wall_s, "cached": cached, "elapsed_s": time.perf_counter() - self.t0,
-                   **(extra_event or {})})
+        self.emit(TrialEvent(index=self.index, total=self.config.trials, accuracy=ev.accuracy,
+                             latency_ms=costs["latency_ms"], energy_mj=costs["energy_mj"],
+                             size_mb=costs["size_mb"], feasible=feasible, error=ev.error,
+                             best_accuracy=self.best, strategy=self.config.strategy,
+                             wall_s=ev.wall_s, cached=cached,
+                             elapsed_s=time.perf_counter() - self.t0,
+                             strategy_state=_jsonable(extra_event or {})))
         self.index += 1
         return ev
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from automl.core import DEFAULT_BASELINE_EPOCHS, DEFAULT_SEED, Policy
 from automl.data import DEFAULT_DATASET
+from automl.records import JobEvent, TrialEvent
 from automl.space import policy_template
 from automl.workflow import compress_with_policy, format_comparison, load_trained
 
@@ -99,23 +100,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"uncompressed latency), strategy {args.strategy}, {args.trials} evaluations on Ray")
     bar = tqdm(total=args.trials, desc=f"search {args.strategy}", unit="eval")
 
-    def on_event(e: dict) -> None:
-        if e["type"] == "trial" and e.get("accuracy") is not None:
+    def on_event(e: JobEvent) -> None:
+        if isinstance(e, TrialEvent) and e.accuracy is not None:
             bar.update(1)
-            if e.get("best_accuracy") is not None:
-                bar.set_postfix(best_val_acc=f"{e['best_accuracy']:.4f}")
+            if e.best_accuracy is not None:
+                bar.set_postfix(best_val_acc=f"{e.best_accuracy:.4f}")
 
     try:
         r = run_search(config, on_event)
     finally:
         bar.close()
-    rows = [("accuracy (test)", f"{r['accuracy_original']:.4f}",
-             f"{r['accuracy_before_finetune']:.4f} -> {r['accuracy_after_finetune']:.4f} (fine-tuned)"),
-            ("latency_ms_measured (ORT, CPU, b=1)", f"{r['latency_ms_original_measured']:.4f}",
-             f"{r['latency_ms_measured']:.4f} (predicted {r['latency_ms_predicted']:.4f}, "
-             f"budget {r['latency_ms_budget']:.4f})"),
-            ("MACs", "", f"{r['macs']:,}"), ("size_mb", "", f"{r['size_mb']:.4f}"),
-            ("evaluations / wall_s", "", f"{r['evaluations']} / {r['wall_s']:.1f}")]
+    rows = [("accuracy (test)", f"{r.accuracy_original:.4f}",
+             f"{r.accuracy_before_finetune:.4f} -> {r.accuracy_after_finetune:.4f} (fine-tuned)"),
+            ("latency_ms_measured (ORT, CPU, b=1)", f"{r.latency_ms_original_measured:.4f}",
+             f"{r.latency_ms_measured:.4f} (predicted {r.latency_ms_predicted:.4f}, "
+             f"budget {r.latency_ms_budget:.4f})"),
+            ("MACs", "", f"{r.macs:,}"), ("size_mb", "", f"{r.size_mb:.4f}"),
+            ("evaluations / wall_s", "", f"{r.evaluations} / {r.wall_s:.1f}")]
     w = max(len(x[0]) for x in rows)
     print(f"{'':{w}}  {'original':>10}  compressed")
     for a, b, c in rows:

@@ -9,6 +9,7 @@ from pathlib import Path
 from automl.core import (DEFAULT_BASELINE_EPOCHS, DEFAULT_OBJECTIVE, DEFAULT_RL_MODE, DEFAULT_SEED,
                          DEFAULT_STRATEGY, DEFAULT_TRIALS)
 from automl.data import DEFAULT_DATASET
+from automl.records import JobEvent, LogEvent, StartedEvent, TrialEvent
 from automl.train import DEFAULT_FINETUNE_EPOCHS, DEFAULT_RECOVERY_STEPS
 
 from .common import add_json_flag
@@ -73,22 +74,21 @@ def cmd_search(args: argparse.Namespace) -> int:
         agent_kwargs=args.agent_kwargs)
     bar = None  # the trials' bar: from the search's start, not while earlier phases run
 
-    def on_event(event: dict) -> None:
+    def on_event(event: JobEvent) -> None:
         nonlocal bar
-        kind = event["type"]
-        if kind == "started" and bar is None:
+        if isinstance(event, StartedEvent) and bar is None:
             bar = tqdm(total=args.trials, desc=f"search {args.strategy}", unit="eval")
-        elif kind == "trial" and bar is not None and event.get("accuracy") is not None \
-                and not event.get("cached"):
+        elif isinstance(event, TrialEvent) and bar is not None and event.accuracy is not None \
+                and not event.cached:
             bar.update(1)
-            best = event.get("best_accuracy")
+            best = event.best_accuracy
             bar.set_postfix(best=f"{best:.4f}" if best is not None else "-",
-                            lat_ms=f"{event['latency_ms']:.4f}")
-        elif kind == "log":
+                            lat_ms=f"{event.latency_ms:.4f}")
+        elif isinstance(event, LogEvent):
             if bar is not None and bar.n >= (bar.total or 0):
                 bar.close()  # the trials are over: the final phases get their own bars
             (bar.write if bar is not None and not bar.disable else
-             (lambda m: print(m, file=sys.stderr, flush=True)))(event["message"])
+             (lambda m: print(m, file=sys.stderr, flush=True)))(event.message)
 
     try:
         result = run_search(config, on_event)
@@ -96,12 +96,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     out = Path(args.out)
+    doc = result.to_dict()
     if args.json:
-        print(json.dumps(result, indent=2, default=str))
+        print(json.dumps(doc, indent=2, default=str))
         return 0
-    shown = {k: v for k, v in result.items() if k not in ("policy", "pareto")}
+    shown = {k: v for k, v in doc.items() if k not in ("policy", "pareto")}
     print(json.dumps(shown, indent=2))
     print("best policy:")
-    print(json.dumps(result["policy"], indent=1))
+    print(json.dumps(doc["policy"], indent=1))
     print(f"wrote {out / 'result.json'}, {out / 'trace.json'}, {out / 'search.png'}, {out / 'compressed.onnx'}")
     return 0

@@ -20,6 +20,7 @@ from typing import Any, Callable
 from google.protobuf.json_format import MessageToDict
 
 from automl.core import DEFAULT_BASELINE_EPOCHS, DEFAULT_STRATEGY, DEFAULT_TRIALS
+from automl.records import SearchResult
 
 from .common import (EXIT_FAILURE, EXIT_UNREACHABLE, add_json_flag, deprecated_alias, env_default,
                      env_flag, print_json, resolve_env_defaults)
@@ -311,6 +312,8 @@ def follow(client: Any, job_id: str, out=sys.stderr, reconnect_s: float = 300.0)
     """Watch ``job_id`` with a progress bar on ``out``; 0 if it succeeds, 1 otherwise."""
     from tqdm import tqdm
 
+    from automl.records import LogEvent, TrialEvent
+    from services.convert import event_from_pb
     from services.proto.hwcompress.v1 import service_pb2 as pb
 
     job = client.get(job_id)
@@ -320,27 +323,30 @@ def follow(client: Any, job_id: str, out=sys.stderr, reconnect_s: float = 300.0)
     reason = job.reason
     try:
         for event in client.watch(job_id, reconnect_s=reconnect_s):
-            kind = event.WhichOneof("kind")
-            if kind == "trial":
-                t = event.trial
-                if t.total and bar.total != t.total:
-                    bar.total = t.total
-                bar.n = min(t.index + 1, bar.total or t.index + 1)
-                post = {"best": f"{t.best_accuracy:.4f}" if t.HasField("best_accuracy") else "-"}
-                bar.set_postfix(post, refresh=True)
-            elif kind == "state_change":
-                final, reason = event.state_change.state, event.state_change.reason
+            got = event_from_pb(event)
+            if isinstance(got, TrialEvent):
+                if got.total and bar.total != got.total:
+                    bar.total = got.total
+                bar.n = min(got.index + 1, bar.total or got.index + 1)
+                best = f"{got.best_accuracy:.4f}" if got.best_accuracy is not None else "-"
+                bar.set_postfix({"best": best}, refresh=True)
+            elif isinstance(got, pb.StateChange):
+                final, reason = got.state, got.reason
                 bar.write(f"{pb.JobState.Name(final).removeprefix('JOB_STATE_')}: {reason}", file=out)
-            elif kind == "log":
-                bar.write(event.log.message, file=out)
-            elif kind == "result":
-                m = event.result.metrics
-                keys = ("accuracy_before_finetune", "accuracy_after_finetune", "latency_ms_predicted",
-                        "latency_ms_measured", "latency_ms_budget", "size_mb", "evaluations", "wall_s")
-                bar.write("result: " + ", ".join(f"{k}={m[k]:.4g}" for k in keys if k in m), file=out)
+            elif isinstance(got, LogEvent):
+                bar.write(got.message, file=out)
+            elif isinstance(got, pb.ResultSummary):
+                m = got.metrics
+                bar.write("result: " + ", ".join(f"{k}={m[k]:.4g}" for k in RESULT_HEADLINE if k in m),
+                          file=out)
     finally:
         bar.close()
     return 0 if final == pb.JOB_STATE_SUCCEEDED else 1
+
+
+RESULT_HEADLINE = ("accuracy_before_finetune", "accuracy_after_finetune", "latency_ms_predicted",
+                   "latency_ms_measured", "latency_ms_budget", "size_mb", "evaluations", "wall_s")
+"""The :class:`automl.records.SearchResult` fields ``watch`` prints when a job succeeds."""
 
 
 def _add_job_cmd(sub: argparse._SubParsersAction, name: str, help_: str,
@@ -521,11 +527,8 @@ def cmd_demo_service(args: argparse.Namespace) -> int:
                       f"{client.get(job.id).reason}")
                 return code
             summary = client.download_result(job.id, args.out)
-            result = json.loads(summary.result_json)
-            print(json.dumps({k: result.get(k) for k in (
-                "model", "dataset", "strategy", "accuracy_original", "accuracy_before_finetune",
-                "accuracy_after_finetune", "accuracy_deployed", "latency_ms_predicted",
-                "latency_ms_measured", "latency_ms_budget", "size_mb", "evaluations", "wall_s")}, indent=2))
+            result = SearchResult.from_dict(json.loads(summary.result_json))
+            print(json.dumps({k: getattr(result, k) for k in DEMO_SHOWN}, indent=2))
             print(f"wrote {args.out}/result.json and the artifacts "
                   f"({', '.join(a.name for a in summary.artifacts)})")
     finally:
@@ -536,6 +539,12 @@ def cmd_demo_service(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_SHOWN = ("model", "dataset", "strategy", "accuracy_original", "accuracy_before_finetune",
+              "accuracy_after_finetune", "accuracy_deployed", "latency_ms_predicted",
+              "latency_ms_measured", "latency_ms_budget", "size_mb", "evaluations", "wall_s")
+"""The :class:`automl.records.SearchResult` fields the demos print."""
+
+
 def relative_latency_fraction(budgets: list[str]) -> float | None:
     """The fraction of a relative latency budget (``latency_ms=0.35x`` -> 0.35), if one is set."""
     from automl.core import Budget
@@ -544,7 +553,7 @@ def relative_latency_fraction(budgets: list[str]) -> float | None:
                  if t.metric == "latency_ms" and t.relative), None)
 
 
-def print_peers(model: str, data: str, fraction: float, result: dict[str, Any], onnx_path: str) -> None:
+def print_peers(model: str, data: str, fraction: float, result: SearchResult, onnx_path: str) -> None:
     """Our answer beside what a user would pick instead (Torch-Pruning global pruning tuned to
     the same measured latency, the same followed by ORT int8, ORT int8 alone), each recovered by
     the same distilled fine-tune, all timed side by side with the unpruned graph here."""
@@ -554,11 +563,11 @@ def print_peers(model: str, data: str, fraction: float, result: dict[str, Any], 
     from automl.workflow import load_trained
 
     print(f"\nthe same budget ({fraction:g}x of the measured fp32 latency) by the peers, each "
-          f"fine-tuned as ours ({result.get('finetune_epochs', 0):g} epochs, distilled)...", flush=True)
-    loaded = load_trained(model, data, seed=int(result.get("seed", 0)), progress=False)
+          f"fine-tuned as ours ({result.finetune_epochs:g} epochs, distilled)...", flush=True)
+    loaded = load_trained(model, data, seed=result.seed, progress=False)
     rows = side_by_side(loaded, Path(onnx_path).read_bytes(), fraction,
-                        float(result.get("finetune_epochs", 0)), seed=int(result.get("seed", 0)))
-    print(format_side_by_side(rows, fraction, result.get("accuracy_original")))
+                        float(result.finetune_epochs), seed=result.seed)
+    print(format_side_by_side(rows, fraction, result.accuracy_original))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
