@@ -47,7 +47,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from automl.core import BudgetError, LayerInfo, Policy, kept_channels
+from automl.core import DEFAULT_RL_MODE, BudgetError, LayerInfo, Policy, kept_channels
 from automl.search.problem import CompressionProblem
 
 MODES = ("prune", "quantize", "joint")
@@ -101,7 +101,7 @@ class CompressionEnv(gym.Env):
 
     metadata = {"render_modes": []}
 
-    def __init__(self, problem: CompressionProblem, mode: str = "prune",
+    def __init__(self, problem: CompressionProblem, mode: str = DEFAULT_RL_MODE,
                  reward_fn: RewardFn | None = None, reward: str = "error") -> None:
         super().__init__()
         if mode not in MODES:

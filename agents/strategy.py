@@ -35,7 +35,7 @@ import torch as th
 from stable_baselines3 import DDPG, PPO, SAC, TD3
 from stable_baselines3.common.logger import Logger, configure
 
-from automl.core import Evaluation, Policy
+from automl.core import DEFAULT_RL_MODE, Evaluation, Policy
 from automl.search.base import Strategy, StrategyOptions, Trial
 from automl.search.problem import CompressionProblem
 
@@ -122,7 +122,7 @@ class RLStrategy(Strategy):
     def __init__(self, problem: CompressionProblem, options: StrategyOptions) -> None:
         super().__init__(problem, options)
         extra = options.extra or {}
-        self.mode: str = extra.get("rl_mode") or "joint"
+        self.mode: str = extra.get("rl_mode") or DEFAULT_RL_MODE
         if self.mode == "joint" and len(problem.bits_choices) < 2:
             log.info("rl mode joint: %s offers one precision only; pruning", problem.profile.name)
             self.mode = "prune"

@@ -13,6 +13,21 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterable, Iterator, Mapping
 
+# -- defaults: one named constant per default, read by the CLI, the service, the search and the
+# agents alike (they once said 30 trials in one place and 20 in another) ------------------------
+DEFAULT_STRATEGY = "uniform"
+DEFAULT_TRIALS = 20
+"""Accuracy evaluations a search may spend (episodes for an RL agent)."""
+DEFAULT_SEED = 0
+DEFAULT_BASELINE_EPOCHS = 10
+"""Training epochs of a zoo model's baseline (part of its cache key)."""
+DEFAULT_OBJECTIVE = "latency_ms"
+"""The second objective of multi-objective strategies."""
+DEFAULT_RL_MODE = "joint"
+"""What an RL agent decides in a local search: channels and bits together. (The service's
+``RL_MODE_UNSPECIFIED`` means ``prune`` by its API contract; see services/catalog.py.)"""
+
+
 FLOAT_BITS = 32
 """A bit-width of 32 means "not quantized" (float)."""
 
@@ -21,12 +36,52 @@ ALLOWED_BITS: tuple[int, ...] = (2, 3, 4, 5, 6, 7, 8, FLOAT_BITS)
 LAYER_OPS = ("conv", "depthwise", "linear")
 
 
-class PolicyError(ValueError):
-    """A policy is malformed; the message names the layer and the bad value."""
+# -- errors: one root; every error hwcompress raises on purpose derives from it --------------------
+class HwcompressError(Exception):
+    """The root of hwcompress's own errors, so a caller can tell "hwcompress refused or failed"
+    from a bug with one ``except``.
+
+    ``field`` names what was wrong when one thing was: a spec field path (``budgets[1].value``),
+    a budget metric, a layer, a record field; ``None`` otherwise. ``reason`` is the message
+    without the field. Subclasses keep their builtin base (``ValueError``, ``RuntimeError``) so
+    existing ``except ValueError`` still catches them."""
+
+    def __init__(self, message: str = "", *, field: str | None = None,
+                 reason: str | None = None) -> None:
+        if not message and field is not None:
+            message = f"{field}: {reason}"
+        super().__init__(message)
+        self.field = field
+        self.reason = reason if reason is not None else message
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # keep field/reason (and a subclass's own attributes) across pickling: Ray ships
+        # exceptions between processes, and a subclass's __init__ may take other arguments
+        return (_rebuild_error, (type(self), self.args, dict(self.__dict__)))
 
 
-class BudgetError(ValueError):
-    """A budget is malformed or unreachable; the message names the budget."""
+def _rebuild_error(cls: type, args: tuple[Any, ...], state: dict[str, Any]) -> HwcompressError:
+    err = cls.__new__(cls)
+    err.args = args
+    err.__dict__.update(state)
+    return err
+
+
+class PolicyError(HwcompressError, ValueError):
+    """A policy is malformed; ``field`` is the layer, the message names the bad value."""
+
+
+class BudgetError(HwcompressError, ValueError):
+    """A budget is malformed or unreachable; ``field`` is its metric (or the text given when no
+    metric could be read), the message names the budget."""
+
+
+class SearchCancelled(HwcompressError, RuntimeError):
+    """``should_stop`` asked the search to stop."""
+
+
+class SearchFailed(HwcompressError, RuntimeError):
+    """The search ended without a single feasible, scored policy."""
 
 
 @dataclass(frozen=True)
@@ -148,11 +203,11 @@ def _check_bits(layer: str, field_name: str, value: Any) -> int:
         isinstance(value, float) and (math.isnan(value) or not value.is_integer())
     ):
         raise PolicyError(f"layer {layer!r}: {field_name}={value!r} is not an integer bit-width "
-                          f"(allowed: {list(ALLOWED_BITS)})")
+                          f"(allowed: {list(ALLOWED_BITS)})", field=layer)
     value = int(value)
     if value not in ALLOWED_BITS:
         raise PolicyError(f"layer {layer!r}: {field_name}={value} is not allowed "
-                          f"(allowed: {list(ALLOWED_BITS)}; 32 means float)")
+                          f"(allowed: {list(ALLOWED_BITS)}; 32 means float)", field=layer)
     return value
 
 
@@ -170,9 +225,9 @@ class LayerPolicy:
     def validated(self, layer: str) -> "LayerPolicy":
         r = self.keep_ratio
         if isinstance(r, bool) or not isinstance(r, (int, float)) or math.isnan(float(r)):
-            raise PolicyError(f"layer {layer!r}: keep_ratio={r!r} is not a number in (0, 1]")
+            raise PolicyError(f"layer {layer!r}: keep_ratio={r!r} is not a number in (0, 1]", field=layer)
         if not 0.0 < float(r) <= 1.0:
-            raise PolicyError(f"layer {layer!r}: keep_ratio={r!r} is outside (0, 1]")
+            raise PolicyError(f"layer {layer!r}: keep_ratio={r!r} is outside (0, 1]", field=layer)
         return LayerPolicy(float(r), _check_bits(layer, "w_bits", self.w_bits),
                            _check_bits(layer, "a_bits", self.a_bits))
 
@@ -213,13 +268,15 @@ class Policy:
         for name, lp in self.layers.items():
             if known is not None and name not in known:
                 raise PolicyError(f"layer {name!r} is not a layer of model "
-                                  f"{info.model_name!r} (known: {sorted(known)})")  # type: ignore[union-attr]
+                                  f"{info.model_name!r} (known: {sorted(known)})",  # type: ignore[union-attr]
+                                  field=name)
             if not isinstance(lp, LayerPolicy):
-                raise PolicyError(f"layer {name!r}: expected a LayerPolicy, got {type(lp).__name__}")
+                raise PolicyError(f"layer {name!r}: expected a LayerPolicy, got {type(lp).__name__}",
+                                  field=name)
             out[name] = lp.validated(name)
             if info is not None and not info.layer(name).prunable and out[name].keep_ratio != 1.0:
                 raise PolicyError(f"layer {name!r}: keep_ratio={out[name].keep_ratio} but its output "
-                                  "channels cannot be pruned (it produces the model's output)")
+                                  "channels cannot be pruned (it produces the model's output)", field=name)
         return Policy(out)
 
     def to_dict(self) -> dict[str, Any]:
@@ -235,10 +292,11 @@ class Policy:
         layers: dict[str, LayerPolicy] = {}
         for name, lp in d["layers"].items():
             if not isinstance(lp, Mapping):
-                raise PolicyError(f"layer {name!r}: expected an object with keep_ratio, w_bits, a_bits")
+                raise PolicyError(f"layer {name!r}: expected an object with keep_ratio, w_bits, a_bits",
+                                  field=name)
             unknown = set(lp) - {"keep_ratio", "w_bits", "a_bits"}
             if unknown:
-                raise PolicyError(f"layer {name!r}: unknown fields {sorted(unknown)}")
+                raise PolicyError(f"layer {name!r}: unknown fields {sorted(unknown)}", field=name)
             layers[name] = LayerPolicy(lp.get("keep_ratio", 1.0), lp.get("w_bits", FLOAT_BITS),
                                        lp.get("a_bits", FLOAT_BITS))
         return cls(layers)
@@ -328,6 +386,11 @@ def policy_macs_and_size(info: ModelInfo, policy: Policy, channel_step: int = 1)
 BUDGET_METRICS = ("latency_ms", "energy_mj", "size_mb", "macs")
 
 
+def _budget_error(metric: str, reason: str, name: str | None = None) -> BudgetError:
+    """``budget METRIC: reason``, with ``field`` the metric."""
+    return BudgetError(f"budget {name or metric}: {reason}", field=metric, reason=reason)
+
+
 @dataclass(frozen=True)
 class BudgetTerm:
     """One limit: ``metric <= value`` (absolute) or ``<= value × the uncompressed model``."""
@@ -338,13 +401,14 @@ class BudgetTerm:
 
     def __post_init__(self) -> None:
         if self.metric not in BUDGET_METRICS:
-            raise BudgetError(f"budget {self.metric!r}: unknown metric (known: {list(BUDGET_METRICS)})")
+            raise _budget_error(self.metric, f"unknown metric (known: {list(BUDGET_METRICS)})",
+                                name=repr(self.metric))
         v = self.value
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0:
-            raise BudgetError(f"budget {self.metric}: value {v!r} must be a finite number > 0")
+            raise _budget_error(self.metric, f"value {v!r} must be a finite number > 0")
         if self.relative and v > 1.0:
-            raise BudgetError(f"budget {self.metric}: relative value {v}x is above 1x "
-                              "(the uncompressed model already meets it)")
+            raise _budget_error(self.metric, f"relative value {v}x is above 1x "
+                                "(the uncompressed model already meets it)")
 
     def absolute(self, reference: float) -> float:
         return self.value * reference if self.relative else self.value
@@ -352,18 +416,25 @@ class BudgetTerm:
     def __str__(self) -> str:
         return f"{self.metric}={self.value:g}{'x' if self.relative else ''}"
 
+    def to_text(self) -> str:
+        """The exact text form (``repr`` of the value, where ``str`` rounds to 6 digits):
+        ``BudgetTerm.parse(t.to_text()) == t``. What the service stores."""
+        return f"{self.metric}={self.value!r}{'x' if self.relative else ''}"
+
     @classmethod
     def parse(cls, text: str) -> "BudgetTerm":
-        """Parse ``latency_ms=0.5x`` or ``size_mb=0.2``."""
+        """Parse ``latency_ms=0.5x`` or ``size_mb=0.2``: the one parser of the text form, used by
+        the search, both CLIs, the service's stored specs and ``submit --spec`` files. Raises
+        :class:`BudgetError` whose ``field`` is the metric (or the text when it has no ``=``)."""
         if "=" not in text:
-            raise BudgetError(f"budget {text!r}: expected METRIC=VALUE or METRIC=FRACTIONx "
-                              f"with METRIC one of {list(BUDGET_METRICS)}")
+            raise _budget_error(text, "expected METRIC=VALUE or METRIC=FRACTIONx with METRIC one "
+                                f"of {list(BUDGET_METRICS)}", name=repr(text))
         metric, raw = (s.strip() for s in text.split("=", 1))
         relative = raw.lower().endswith("x")
         try:
             value = float(raw[:-1] if relative else raw)
         except ValueError:
-            raise BudgetError(f"budget {metric}: {raw!r} is not a number") from None
+            raise _budget_error(metric, f"{raw!r} is not a number") from None
         return cls(metric, value, relative)
 
 
@@ -379,7 +450,7 @@ class Budget:
         seen = [t.metric for t in terms]
         dupes = {m for m in seen if seen.count(m) > 1}
         if dupes:
-            raise BudgetError(f"budget {sorted(dupes)[0]}: given more than once")
+            raise _budget_error(sorted(dupes)[0], "given more than once")
         return cls(terms)
 
     def resolve(self, reference: Mapping[str, float]) -> dict[str, float]:

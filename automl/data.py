@@ -16,10 +16,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .core import HwcompressError
+
 DEFAULT_DATASET = "digits"
 
 
-class DataError(ValueError):
+class DataError(HwcompressError, ValueError):
     """A dataset spec or file is unusable; the message says which and why."""
 
 

@@ -33,7 +33,6 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from automl.core import Policy
 from automl.peers import BUDGET_TOLERANCE as TOLERANCE
 from automl.peers import PEER_METHODS, PeerRunner
 from automl.search.runner import SearchConfig, run_search
@@ -75,12 +74,12 @@ def _ours(ctx: Context, fraction: float, method: str, out: Path) -> dict[str, An
                           recovery_steps=a.recovery_steps)
     r = run_search(config)
     onnx_bytes = (out / "compressed.onnx").read_bytes()
-    bits = [lp.w_bits for lp in Policy.from_dict(r["policy"]).layers.values()]
+    bits = [lp.w_bits for lp in r.policy.layers.values()]
     return {"onnx": onnx_bytes, "int8_layer_share": sum(b <= 8 for b in bits) / max(1, len(bits)),
-            "search_accuracy_after_finetune_torch": r["accuracy_after_finetune"],
-            "search_latency_ms_measured": r["latency_ms_measured"],
-            "search_within_budget": r["latency_within_budget_measured"],
-            "evaluations": r["evaluations"]}
+            "search_accuracy_after_finetune_torch": r.accuracy_after_finetune,
+            "search_latency_ms_measured": r.latency_ms_measured,
+            "search_within_budget": r.latency_within_budget_measured,
+            "evaluations": r.evaluations}
 
 
 def _peer(ctx: Context, fraction: float, method: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.curve import episodes_to_fraction_of_best
+from automl.records import TrialEvent
 from automl.search.runner import SearchConfig, run_search
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -59,29 +60,30 @@ def run_row(model: str, data: str, fraction: float, arm: Arm, seed: int, args: A
                           recovery_steps=getattr(args, "recovery_steps", 0))
     stamps: list[float] = []
     t0 = time.perf_counter()
-    r = run_search(config, on_event=lambda e: stamps.append(time.perf_counter()) if e["type"] == "trial" else None)
+    r = run_search(config, on_event=lambda e: stamps.append(time.perf_counter())
+                   if isinstance(e, TrialEvent) else None)
     trace = json.loads((out / "trace.json").read_text())
     accs = [t["accuracy"] if t.get("feasible") else None for t in trace]
-    checks = r.get("latency_checks") or [{}]
+    checks = r.latency_checks or [{}]
     row = {"model": model, "budget_fraction": fraction, "strategy": arm.label, "seed": seed,
-           "hardware": r["hardware"], "rl_mode": arm.rl_mode if arm.is_agent else None,
-           "accuracy_original": r["accuracy_original"],
-           "accuracy_before_finetune": r["accuracy_before_finetune"],
-           "accuracy_after_finetune": r["accuracy_after_finetune"],
-           "accuracy_val_search": r["accuracy_val_search"],
+           "hardware": r.hardware, "rl_mode": arm.rl_mode if arm.is_agent else None,
+           "accuracy_original": r.accuracy_original,
+           "accuracy_before_finetune": r.accuracy_before_finetune,
+           "accuracy_after_finetune": r.accuracy_after_finetune,
+           "accuracy_val_search": r.accuracy_val_search,
            "accuracy_val_best_scored": max((a for a in accs if a is not None), default=None),
-           "latency_ms_measured": r["latency_ms_measured"], "latency_ms_predicted": r["latency_ms_predicted"],
-           "latency_ms_budget": r["latency_ms_budget"],
-           "latency_ms_original_measured": r["latency_ms_original_measured"],
-           "latency_fraction_measured": r.get("latency_fraction_measured"),
-           "within_budget_5pct": r["latency_ms_measured"] <= 1.05 * r["latency_ms_budget"],
-           "latency_checks": len(r.get("latency_checks") or []), "answer_source": checks[-1].get("source"),
-           "latency_correction": r.get("latency_correction"),
-           "evaluations": r["evaluations"], "failed_trials": r["failed_trials"],
+           "latency_ms_measured": r.latency_ms_measured, "latency_ms_predicted": r.latency_ms_predicted,
+           "latency_ms_budget": r.latency_ms_budget,
+           "latency_ms_original_measured": r.latency_ms_original_measured,
+           "latency_fraction_measured": r.latency_fraction_measured,
+           "within_budget_5pct": r.latency_ms_measured <= 1.05 * r.latency_ms_budget,
+           "latency_checks": len(r.latency_checks or []), "answer_source": checks[-1].get("source"),
+           "latency_correction": r.latency_correction,
+           "evaluations": r.evaluations, "failed_trials": r.failed_trials,
            "evaluations_to_99pct_best": episodes_to_fraction_of_best([{"accuracy": a} for a in accs]),
            "search_s": (stamps[-1] - stamps[0]) if len(stamps) > 1 else 0.0,
            "wall_s": time.perf_counter() - t0, "data": data, "trials": args.trials,
-           "finetune_epochs": args.finetune_epochs, "policy": r["policy"]}
+           "finetune_epochs": args.finetune_epochs, "policy": r.policy.to_dict()}
     curve_path = out / "learning_curve.json"
     if curve_path.is_file():
         curve = json.loads(curve_path.read_text())

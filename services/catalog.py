@@ -22,13 +22,15 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Callable
 
-from automl.core import BUDGET_METRICS, BudgetError, BudgetTerm, ModelInfo, Policy, policy_macs_and_size
-from automl.data import DataError, load_dataset, parse_spec
+from automl.core import (BUDGET_METRICS, DEFAULT_BASELINE_EPOCHS, DEFAULT_STRATEGY, BudgetError, BudgetTerm,
+                         ModelInfo, Policy, policy_macs_and_size)
+from automl.data import DEFAULT_DATASET, DataError, load_dataset, parse_spec
 from automl.models import build_model, is_known_model, zoo_names
 from automl.train import DEFAULT_FINETUNE_EPOCHS
 from latency_models.profile import DEFAULT_PROFILE, PROFILES, HardwareProfile
 
-from .errors import short
+from .convert import PB_TO_METRIC, budget_from_pb
+from .errors import SpecError, short
 
 log = logging.getLogger(__name__)
 
@@ -37,33 +39,19 @@ ABSURD_ABSOLUTE = {"latency_ms": 1e6, "energy_mj": 1e6, "size_mb": 1e5, "macs": 
 MIN_RELATIVE = 1e-3
 FALLBACK_STRATEGIES = ("uniform", "random", "netadapt", "optuna-tpe", "optuna-nsga2")
 RL_MODES = {0: "prune", 1: "prune", 2: "quantize", 3: "joint"}
-"""``hwcompress.v1.RlMode`` -> the agents' mode names (agents/env.py MODES); 0 is UNSPECIFIED."""
+"""``hwcompress.v1.RlMode`` -> the agents' mode names (agents/env.py MODES); 0 is UNSPECIFIED,
+which the API documents as ``prune`` (a local ``hwcompress search`` defaults to
+``automl.core.DEFAULT_RL_MODE``, joint)."""
 IDEMPOTENCY_KEY_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 MAX_NAME_CHARS = 128
 MAX_INPUT_SIDE = 128
 """Largest ``digits@SIZE`` a job may ask for: at 256 one load of the data is ~0.5 GB."""
 
 
-class SpecError(ValueError):
-    """A JobSpec field is invalid. ``field`` is the proto field path, e.g. ``budgets[1].value``."""
-
-    def __init__(self, field_name: str, reason: str, not_found: bool = False) -> None:
-        super().__init__(f"{field_name}: {reason}")
-        self.field = field_name
-        self.reason = reason
-        self.not_found = not_found
-
-
 def check_length(value: str, field_name: str, limit: int = MAX_NAME_CHARS) -> None:
     """Refuse an over-long string before anything else looks at it."""
     if len(value) > limit:
         raise SpecError(field_name, f"{len(value)} characters; at most {limit}")
-
-
-def _parse_term(text: str) -> BudgetTerm:
-    """A stored budget (``size_mb=0.5x``) back to its term."""
-    metric, _, raw = text.partition("=")
-    return BudgetTerm(metric, float(raw.rstrip("x")), raw.endswith("x"))
 
 
 def strategy_names() -> list[str]:
@@ -95,7 +83,6 @@ class Catalog:
     max_trials: int = 10_000
     max_finetune_epochs: float = 100.0
     max_baseline_epochs: int = 500
-    default_trials: int = 20
     lookup_upload: Callable[[str], dict[str, Any] | None] = lambda _id: None
 
     # -- listings --------------------------------------------------------------------------
@@ -111,13 +98,13 @@ class Catalog:
     def resolve_dataset(self, name: str, field_name: str = "dataset") -> str:
         """A registered name (optionally ``@SIZE``) -> the spec ``automl.data`` loads."""
         if not name:
-            return "digits"
+            return DEFAULT_DATASET
         check_length(name, field_name)
         if any(c in name for c in "/\\:") or name.startswith("."):
             raise SpecError(field_name, f"{short(name)} looks like a path or module; give a dataset "
                                         f"name registered on the server ({self.dataset_names()})")
         base, _, size = name.partition("@")
-        if base == "digits":
+        if base == "digits":  # the built-in one
             spec = "digits"
         elif base in self.datasets:
             spec = self.datasets[base]
@@ -159,7 +146,7 @@ class Catalog:
             out["model"] = spec.model
             out["weights"] = None
             dataset_name = spec.dataset
-        out["dataset"] = dataset_name or "digits"
+        out["dataset"] = dataset_name or DEFAULT_DATASET
         out["data"] = self.resolve_dataset(out["dataset"])
 
         profile = spec.hardware_profile or DEFAULT_PROFILE
@@ -179,7 +166,7 @@ class Catalog:
             out["table"] = None
         out["latency_table"] = spec.latency_table or None
 
-        strategy = spec.strategy or "uniform"
+        strategy = spec.strategy or DEFAULT_STRATEGY
         names = strategy_names()
         if strategy not in names:
             raise SpecError("strategy", f"unknown strategy {short(strategy)} (known: {names})")
@@ -197,7 +184,7 @@ class Catalog:
         if not math.isfinite(ft) or ft < 0 or ft > self.max_finetune_epochs:
             raise SpecError("finetune_epochs", f"{ft!r} is outside 0..{self.max_finetune_epochs:g}")
         out["finetune_epochs"] = float(ft)
-        epochs = spec.baseline_epochs or 10
+        epochs = spec.baseline_epochs or DEFAULT_BASELINE_EPOCHS
         if epochs < 1 or epochs > self.max_baseline_epochs:
             raise SpecError("baseline_epochs", f"{epochs} is outside 1..{self.max_baseline_epochs}")
         out["epochs"] = int(epochs)
@@ -220,15 +207,15 @@ class Catalog:
         seen: set[str] = set()
         for i, b in enumerate(spec.budgets):
             where = f"budgets[{i}]"
-            if not 1 <= b.metric <= len(BUDGET_METRICS):  # 0 is UNSPECIFIED; negatives index from the end
+            metric = PB_TO_METRIC.get(b.metric)  # 0 is UNSPECIFIED
+            if metric is None:
                 raise SpecError(f"{where}.metric", f"{b.metric} is not a BudgetMetric; must be one of "
                                                    f"{list(BUDGET_METRICS)} (1..{len(BUDGET_METRICS)})")
-            metric = BUDGET_METRICS[b.metric - 1]
             if metric in seen:
                 raise SpecError(f"{where}.metric", f"{metric} is given more than once")
             seen.add(metric)
             try:
-                term = BudgetTerm(metric, float(b.value), bool(b.relative))
+                term = budget_from_pb(b)
             except BudgetError as exc:
                 raise SpecError(f"{where}.value", str(exc)) from None
             if term.relative and term.value < MIN_RELATIVE:
@@ -238,14 +225,14 @@ class Catalog:
                 raise SpecError(f"{where}.value", f"{metric}={term.value:g} is absurd "
                                                   f"(above {ABSURD_ABSOLUTE[metric]:g})")
             terms.append(term)
-        return [f"{t.metric}={t.value!r}{'x' if t.relative else ''}" for t in terms]
+        return [t.to_text() for t in terms]
 
     def check_reachable(self, out: dict[str, Any]) -> None:
         """Size and MACs are computed from channel counts alone, so a budget no policy can meet
         is refused before the search starts; latency/energy need the latency table, which the
         search checks first thing. Traces the model at the dataset's shape, so the job runs it
         (bounded by the job concurrency), not the RPC thread."""
-        terms = [_parse_term(text) for text in out["budgets"]]
+        terms = [BudgetTerm.parse(text) for text in out["budgets"]]
         static = [(i, t) for i, t in enumerate(terms) if t.metric in ("size_mb", "macs")]
         if not static:
             return

@@ -4,7 +4,11 @@ each, no logic), so the servicer reads as the API's behaviour and not as field c
 Field copying is protobuf's own ``json_format.ParseDict`` (:func:`from_dict`): a dict whose keys
 are the message's field names becomes the message, with protobuf's type checks; what is left here
 is only where the store's names or forms differ from the API's (budgets stored as text, the
-spec's ``hardware``/``epochs``, timestamps as Unix seconds)."""
+spec's ``hardware``/``epochs``, timestamps as Unix seconds).
+
+Budgets cross here in one place (:func:`budget_to_pb`, :func:`budget_from_pb`, with the text
+form parsed by ``BudgetTerm.parse`` only), and the engine's events are read as the records the
+engine wrote (:mod:`automl.records`), so a field the engine does not write cannot be read."""
 
 from __future__ import annotations
 
@@ -17,7 +21,9 @@ from google.protobuf.json_format import ParseDict
 from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from automl.core import BUDGET_METRICS
+from automl.core import BUDGET_METRICS, DEFAULT_BASELINE_EPOCHS, BudgetError, BudgetTerm
+from automl.records import (SCHEMA_KEY, FinishedEvent, JobEvent, LogEvent, RecordError, StartedEvent,
+                            TrialEvent, event_from_dict)
 
 from .errors import sanitize
 from .proto.hwcompress.v1 import service_pb2 as pb
@@ -27,6 +33,7 @@ STATE_TO_PB = {"QUEUED": pb.JOB_STATE_QUEUED, "RUNNING": pb.JOB_STATE_RUNNING,
                "CANCELLED": pb.JOB_STATE_CANCELLED}
 PB_TO_STATE = {v: k for k, v in STATE_TO_PB.items()}
 METRIC_TO_PB = {m: i + 1 for i, m in enumerate(BUDGET_METRICS)}
+PB_TO_METRIC = {v: k for k, v in METRIC_TO_PB.items()}
 RL_MODE_TO_PB = {"prune": pb.RL_MODE_PRUNE, "quantize": pb.RL_MODE_QUANTIZE, "joint": pb.RL_MODE_JOINT,
                  "quant": pb.RL_MODE_QUANTIZE, "both": pb.RL_MODE_JOINT}  # the last two: old stored jobs
 FORMAT_TO_PB = {"safetensors": pb.WEIGHTS_FORMAT_SAFETENSORS,
@@ -50,11 +57,23 @@ def timestamp(seconds: float | None) -> Timestamp | None:
     return ts
 
 
+def budget_to_pb(term: BudgetTerm) -> pb.Budget:
+    return pb.Budget(metric=METRIC_TO_PB[term.metric], value=term.value, relative=term.relative)
+
+
+def budget_from_pb(msg: pb.Budget) -> BudgetTerm:
+    """A Budget message as a term; :class:`BudgetError` (``field``: the metric) when its metric is
+    not one or its value is not a budget."""
+    metric = PB_TO_METRIC.get(msg.metric)
+    if metric is None:
+        raise BudgetError(f"budget metric {msg.metric} is not a BudgetMetric (1..{len(BUDGET_METRICS)})",
+                          field="metric")
+    return BudgetTerm(metric, float(msg.value), bool(msg.relative))
+
+
 def parse_budget_text(text: str) -> pb.Budget:
-    """``latency_ms=0.5x`` -> Budget (the stored, already validated form)."""
-    metric, _, raw = text.partition("=")
-    relative = raw.endswith("x")
-    return pb.Budget(metric=METRIC_TO_PB[metric], value=float(raw.rstrip("x")), relative=relative)
+    """``latency_ms=0.5x`` -> Budget; raises :class:`BudgetError` naming the metric."""
+    return budget_to_pb(BudgetTerm.parse(text))
 
 
 SPEC_RENAMES = {"hardware": "hardware_profile", "epochs": "baseline_epochs"}
@@ -67,7 +86,7 @@ def spec_to_pb(spec: dict[str, Any], idempotency_key: str | None) -> pb.JobSpec:
         fields.pop("model", None)  # one of the model_source oneof
     else:
         fields.pop("uploaded_model_id", None)
-    fields.setdefault("baseline_epochs", 10)
+    fields.setdefault("baseline_epochs", DEFAULT_BASELINE_EPOCHS)
     msg = from_dict({**fields, "idempotency_key": idempotency_key}, pb.JobSpec())
     msg.rl_mode = RL_MODE_TO_PB.get(spec.get("rl_mode", ""), 0)
     msg.budgets.extend(parse_budget_text(b) for b in spec["budgets"])
@@ -101,7 +120,7 @@ def summary_to_pb(result: dict[str, Any], artifacts: list[dict[str, Any]],
     for name, lp in layers.items():
         from_dict({"keep_ratio": 1.0, "w_bits": 32, "a_bits": 32, **lp, "layer": name}, msg.policy.add())
     for key, value in result.items():
-        if _finite(value):
+        if _finite(value) and key != SCHEMA_KEY:
             msg.metrics[key] = float(value)
     for point in result.get("pareto") or []:
         p = msg.pareto.add(json=json.dumps(point, sort_keys=True, default=str))
@@ -119,33 +138,64 @@ def read_result_json(out_dir: Path) -> str | None:
 
 
 def event_to_pb(job_id: str, event: dict[str, Any], out_dir: Path | None = None) -> pb.JobEvent:
+    """A stored event (``seq``, ``time``, ``type``, ``payload``) as a JobEvent. The service's own
+    kinds (``state``, ``result``) are read here; the engine's through :mod:`automl.records`."""
     msg = pb.JobEvent(job_id=job_id, seq=int(event["seq"]), time=timestamp(event["time"]))
     kind, payload = event["type"], event["payload"]
     if kind == "state":
         msg.state_change.state = STATE_TO_PB[payload["state"]]
         msg.state_change.reason = sanitize(payload.get("reason", ""))
-    elif kind == "trial":
-        from_dict({**payload, "feasible": bool(payload.get("feasible")),
-                   "error": sanitize(str(payload.get("error") or ""))}, msg.trial)
     elif kind == "result":
         text = read_result_json(out_dir) if out_dir is not None else None
         msg.result.CopyFrom(summary_to_pb(payload.get("result") or {}, payload.get("artifacts") or [],
                                           text))
     else:
-        msg.log.message = describe(kind, payload)
+        try:
+            record = event_from_dict({**payload, "type": kind})
+        except RecordError as exc:  # a newer server's event, or none of ours: shown, not dropped
+            msg.log.message = sanitize(f"{kind}: {exc}")
+            return msg
+        if isinstance(record, TrialEvent):
+            msg.trial.CopyFrom(trial_to_pb(record))
+        else:
+            msg.log.message = describe(record)
     return msg
 
 
-def describe(kind: str, payload: dict[str, Any]) -> str:
-    """A one-line text for events without a message of their own (started, finished, ...)."""
-    if payload.get("message"):
-        return str(payload["message"])
-    if kind == "started":
-        limits = ", ".join(f"{k} ≤ {v:.4g}" for k, v in (payload.get("limits") or {}).items()
-                           if _finite(v))
-        return f"search started: {payload.get('strategy', '')}, {payload.get('trials', '?')} trials" + \
+def trial_to_pb(event: TrialEvent) -> pb.Trial:
+    return from_dict({**event.to_dict(), "error": sanitize(event.error or "")}, pb.Trial())
+
+
+def event_from_pb(msg: pb.JobEvent) -> JobEvent | pb.StateChange | pb.ResultSummary | None:
+    """Client side: what a JobEvent carries, as the engine's record where it is one (a trial ->
+    :class:`TrialEvent` with the fields the API carries; a log line -> :class:`LogEvent`), or the
+    message itself for the service's own kinds (state change, result)."""
+    kind = msg.WhichOneof("kind")
+    if kind == "trial":
+        t = msg.trial
+        return TrialEvent(index=t.index, total=t.total,
+                          accuracy=t.accuracy if t.HasField("accuracy") else None,
+                          latency_ms=t.latency_ms, feasible=t.feasible, error=t.error or None,
+                          best_accuracy=t.best_accuracy if t.HasField("best_accuracy") else None,
+                          strategy=t.strategy, wall_s=t.wall_s)
+    if kind == "log":
+        return LogEvent(msg.log.message)
+    if kind == "state_change":
+        return msg.state_change
+    if kind == "result":
+        return msg.result
+    return None
+
+
+def describe(event: JobEvent) -> str:
+    """A one-line text for an engine event sent as a log line (started, finished, log)."""
+    if isinstance(event, LogEvent):
+        return event.message
+    if isinstance(event, StartedEvent):
+        limits = ", ".join(f"{k} ≤ {v:.4g}" for k, v in event.limits.items() if _finite(v))
+        return f"search started: {event.strategy}, {event.trials} trials" + \
             (f", limits {limits}" if limits else "")
-    if kind == "finished":
-        res = payload.get("result") or {}
+    if isinstance(event, FinishedEvent):
+        res = event.to_dict()["result"]
         return "search finished: " + ", ".join(f"{k}={v:.4g}" for k, v in res.items() if _finite(v))
-    return f"{kind}: {json.dumps(payload, default=str)[:500]}"
+    return f"{event.kind}: {json.dumps(event.to_dict(), default=str)[:500]}"

@@ -5,6 +5,10 @@ refused (RESOURCE_EXHAUSTED instead of the error), and loader exceptions carried
 Every status leaves through :func:`abort`, which trims the message to :data:`MAX_ERROR_BYTES`,
 replaces absolute paths, and for INVALID_ARGUMENT attaches a ``google.rpc.BadRequest`` with the
 field violation(s), so clients need not parse the text.
+
+The service's own errors live here too, under hwcompress's one root
+(:class:`automl.core.HwcompressError`), each with the status code it answers
+(:data:`STATUS_CODES`); :func:`abort_error` ends an RPC with any of them, naming its ``field``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,61 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
+
+from automl.core import HwcompressError
+
+
+class SpecError(HwcompressError, ValueError):
+    """A JobSpec field is invalid. ``field`` is the proto field path, e.g. ``budgets[1].value``;
+    ``not_found``: the field names something that does not exist (an upload id)."""
+
+    def __init__(self, field_name: str, reason: str, not_found: bool = False) -> None:
+        super().__init__(f"{field_name}: {reason}", field=field_name, reason=reason)
+        self.not_found = not_found
+
+
+class IdempotencyConflict(HwcompressError):
+    """An idempotency key was reused with a different spec (``field``: ``idempotency_key``)."""
+
+
+class QueueFull(HwcompressError):
+    """The queue holds max_queued jobs already (RESOURCE_EXHAUSTED)."""
+
+
+class ShuttingDown(HwcompressError):
+    """The manager no longer accepts jobs (UNAVAILABLE)."""
+
+
+class UploadError(HwcompressError, ValueError):
+    """The upload is malformed or does not fit its architecture (INVALID_ARGUMENT); the message
+    starts with the field it is about (``header.size_bytes: ...``, ``chunk: ...``)."""
+
+
+class UploadTooLarge(UploadError):
+    """Over the server's limit (RESOURCE_EXHAUSTED)."""
+
+
+STATUS_CODES: tuple[tuple[type[HwcompressError], grpc.StatusCode], ...] = (
+    (IdempotencyConflict, grpc.StatusCode.ALREADY_EXISTS),
+    (QueueFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (ShuttingDown, grpc.StatusCode.UNAVAILABLE),
+    (UploadTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
+)
+"""The errors that do not answer INVALID_ARGUMENT, most specific first (a SpecError about
+something that does not exist answers NOT_FOUND, see :func:`status_code`)."""
+
+
+def status_code(exc: HwcompressError) -> grpc.StatusCode:
+    """The status an error of ours answers: :data:`STATUS_CODES`, NOT_FOUND for a SpecError
+    naming what does not exist, INVALID_ARGUMENT for the rest of the client's mistakes
+    (``ValueError``s), FAILED_PRECONDITION otherwise."""
+    if isinstance(exc, SpecError) and exc.not_found:
+        return grpc.StatusCode.NOT_FOUND
+    for cls, code in STATUS_CODES:
+        if isinstance(exc, cls):
+            return code
+    return grpc.StatusCode.INVALID_ARGUMENT if isinstance(exc, ValueError) else \
+        grpc.StatusCode.FAILED_PRECONDITION
 
 MAX_ERROR_BYTES = 1024
 ECHO_CHARS = 64
@@ -67,6 +126,13 @@ def abort(context: grpc.ServicerContext, code: grpc.StatusCode, message: str,
     """End the RPC with ``code`` (see the module docstring)."""
     context.abort_with_status(status_for(code, message, violations))
     raise AssertionError("unreachable")  # abort_with_status raises
+
+
+def abort_error(context: grpc.ServicerContext, exc: HwcompressError, prefix: str = "") -> NoReturn:
+    """End the RPC with ``exc``'s status (:func:`status_code`); the message starts with
+    ``prefix`` + its ``field`` when it has one (``spec.budgets[0].value: ...``)."""
+    text = f"{prefix}{exc.field}: {exc.reason}" if exc.field else f"{prefix}{exc}"
+    abort(context, status_code(exc), text)
 
 
 def bad_request(details: grpc.RpcError) -> list[tuple[str, str]]:

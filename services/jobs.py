@@ -2,7 +2,10 @@
 
 Generic over a *work function* ``(spec, on_event, should_stop) -> result dict`` so the
 scheduling, persistence and cancellation logic does not depend on what a job does; the service
-plugs in :func:`services.work.run_search_job` (the real search on Ray).
+plugs in :func:`services.work.run_search_job` (the real search on Ray). What a work function
+sends ``on_event`` is one of the engine's event records (:mod:`automl.records`), or its dict
+form; progress and metrics are read from the record's fields, and the store keeps its
+``to_dict()``.
 
 Durability: every state change and event is written to the :class:`JobStore` before anyone is
 told about it. On start, jobs the previous process left RUNNING (it was killed) go back to the
@@ -28,14 +31,18 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
+from automl.core import BudgetError, BudgetTerm, HwcompressError
+from automl.records import JobEvent, StartedEvent, TrialEvent, event_from_dict
+
+from .errors import QueueFull, ShuttingDown, SpecError
 from .metrics import ServiceMetrics
 from .store import CANCELLED, FAILED, FINAL_STATES, QUEUED, RUNNING, STATES, SUCCEEDED, JobStore
 
 log = logging.getLogger(__name__)
 
-OnEvent = Callable[[dict[str, Any]], None]
+OnEvent = Callable[[JobEvent | Mapping[str, Any]], None]
 ShouldStop = Callable[[], bool]
 WorkFn = Callable[[dict[str, Any], OnEvent, ShouldStop], dict[str, Any]]
 
@@ -44,14 +51,6 @@ ARTIFACT_TYPES = {".json": "application/json", ".onnx": "application/octet-strea
                   ".ts": "application/octet-stream", ".csv": "text/csv", ".txt": "text/plain",
                   ".md": "text/markdown", ".safetensors": "application/octet-stream"}
 """Files of a job's out_dir that are artifacts (search state such as Optuna's DB is not)."""
-
-
-class QueueFull(Exception):
-    """The queue holds max_queued jobs already (RESOURCE_EXHAUSTED)."""
-
-
-class ShuttingDown(Exception):
-    """The manager no longer accepts jobs (UNAVAILABLE)."""
 
 
 TRANSIENT_RETRIES = 3
@@ -141,7 +140,7 @@ class JobManager:
         try:
             job, created = self.store.create_job(spec, idempotency_key, self.max_queued)
         except OverflowError as exc:
-            raise QueueFull(str(exc)) from None
+            raise QueueFull(field="queue", reason=f"{exc}; retry later") from None
         if created:
             self.store.append_event(job["id"], "state", {"state": QUEUED, "reason": "submitted"})
             self.metrics.jobs_submitted.inc()
@@ -290,9 +289,9 @@ class JobManager:
         else:
             self._retries.pop(job["id"], None)
             log.warning("job %s failed: %s: %s", job["id"], type(exc).__name__, exc,
-                        exc_info=not isinstance(exc, ValueError))
-            field_name = getattr(exc, "field", None)  # a spec check run by the job names its field
-            self._finish(job, FAILED, f"spec.{exc}" if isinstance(field_name, str) and field_name
+                        exc_info=not isinstance(exc, (HwcompressError, ValueError)))
+            # a spec check run by the job names the spec's field
+            self._finish(job, FAILED, f"spec.{exc.field}: {exc.reason}" if isinstance(exc, SpecError)
                          else f"{type(exc).__name__}: {exc}")
 
     def _requeue(self, job: dict[str, Any], exc: BaseException) -> None:
@@ -330,12 +329,11 @@ class JobManager:
         m.running_trials_target.labels(*labels).set(spec.get("trials", 0))
         m.running_last_progress.labels(*labels).set(time.time())
         for text in spec.get("budgets", []):
-            metric, _, raw = text.partition("=")
-            relative = raw.endswith("x")
             try:
-                m.set_budget(labels, metric, float(raw.rstrip("x")), relative)
-            except ValueError:
-                pass
+                term = BudgetTerm.parse(text)
+            except BudgetError:
+                continue  # validated on submit; a metric is not worth failing the job over
+            m.set_budget(labels, term.metric, term.value, term.relative)
 
     def _on_event(self, run: _Running, job: dict[str, Any]) -> OnEvent:
         """Translate the work function's events into stored events, job progress and metrics.
@@ -348,32 +346,31 @@ class JobManager:
         state = {"done": len(seen), "best": job.get("best_accuracy"),
                  "best_latency": job.get("best_latency_ms")}
 
-        def on_event(event: dict[str, Any]) -> None:
+        def on_event(event: JobEvent | Mapping[str, Any]) -> None:
             try:
-                _handle(event)
+                # a dict without a type is a log line, as it always was
+                _handle(event_from_dict({"type": "log", **event}) if isinstance(event, Mapping) else event)
             except Exception:  # never let bookkeeping break the search
-                log.exception("job %s: recording event %r", run.job_id, event.get("type"))
+                log.exception("job %s: recording event %r", run.job_id, getattr(event, "kind", event))
 
-        def _handle(event: dict[str, Any]) -> None:
-            kind = event.get("type", "log")
+        def _handle(event: JobEvent) -> None:
             now = time.time()
-            if kind == "trial" and _int(event.get("index")) in seen:
-                return  # replayed from the evaluation log after a restart: the watcher had it
-            if kind == "trial":
-                if _int(event.get("index")) is not None:
-                    seen.add(_int(event["index"]))  # type: ignore[arg-type]
+            if isinstance(event, TrialEvent):
+                if event.index in seen:
+                    return  # replayed from the evaluation log after a restart: the watcher had it
+                seen.add(event.index)
                 state["done"] += 1
-                acc, feasible = _num(event.get("accuracy")), bool(event.get("feasible"))
-                outcome = "error" if event.get("error") else ("feasible" if feasible else "infeasible")
-                m.trials.labels(event.get("strategy") or strategy, outcome).inc()
-                wall = _num(event.get("wall_s"))
+                acc = _num(event.accuracy)
+                outcome = "error" if event.error else ("feasible" if event.feasible else "infeasible")
+                m.trials.labels(event.strategy or strategy, outcome).inc()
+                wall = _num(event.wall_s)
                 if wall is not None:
-                    m.evaluation_duration.labels(event.get("strategy") or strategy).observe(wall)
-                if _num(event.get("latency_ms")) is not None:
+                    m.evaluation_duration.labels(event.strategy or strategy).observe(wall)
+                if _num(event.latency_ms) is not None:
                     m.latency_predictions.labels(profile).inc()
-                best = _num(event.get("best_accuracy"))
-                if feasible and acc is not None and (state["best"] is None or acc >= state["best"]):
-                    state["best_latency"] = _num(event.get("latency_ms"))
+                best = _num(event.best_accuracy)
+                if event.feasible and acc is not None and (state["best"] is None or acc >= state["best"]):
+                    state["best_latency"] = _num(event.latency_ms)
                 if best is not None:
                     state["best"] = best
                     m.running_best_accuracy.labels(*labels).set(best)
@@ -381,18 +378,18 @@ class JobManager:
                     m.running_best_latency.labels(*labels).set(state["best_latency"] / 1000.0)
                 m.running_trials_done.labels(*labels).set(state["done"])
                 m.running_last_progress.labels(*labels).set(now)
-                total = int(event.get("total") or spec.get("trials", 0))
-                self.store.append_event(run.job_id, "trial", event, trials_done=state["done"],
-                                        trials_total=total, best_accuracy=state["best"],
+                self.store.append_event(run.job_id, event.kind, event.to_dict(), trials_done=state["done"],
+                                        trials_total=event.total or int(spec.get("trials", 0)),
+                                        best_accuracy=state["best"],
                                         best_latency_ms=state["best_latency"])
             else:
-                if kind == "started":
+                if isinstance(event, StartedEvent):
                     m.running_last_progress.labels(*labels).set(now)
-                    for metric, value in (event.get("limits") or {}).items():
+                    for metric, value in event.limits.items():
                         if _num(value) is not None:
                             m.set_budget(labels, metric, float(value), relative=False)
                     m.running_trials_done.labels(*labels).set(state["done"])
-                self.store.append_event(run.job_id, str(kind), event)
+                self.store.append_event(run.job_id, event.kind, event.to_dict())
             self._notify_events()
 
         return on_event
@@ -409,10 +406,6 @@ class JobManager:
                 artifacts.append({"name": path.name, "size_bytes": path.stat().st_size,
                                   "sha256": digest.hexdigest(), "content_type": ctype})
         return artifacts
-
-
-def _int(value: Any) -> int | None:
-    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _num(value: Any) -> float | None:

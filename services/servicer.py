@@ -16,21 +16,24 @@ import math
 import re
 import threading
 from pathlib import Path
-from typing import Iterator, NoReturn
+from typing import Iterator
 
 import grpc
 
 from latency_models.profile import DEFAULT_PROFILE
 
+from automl.core import HwcompressError
+from automl.data import DEFAULT_DATASET
+
 from . import convert
-from .catalog import MAX_NAME_CHARS, Catalog, SpecError, strategy_names
-from .errors import abort, short
-from .jobs import JobManager, QueueFull, ShuttingDown
+from .catalog import MAX_NAME_CHARS, Catalog, strategy_names
+from .errors import IdempotencyConflict, SpecError, UploadError, UploadTooLarge, abort, abort_error, short
+from .jobs import JobManager
 from .metrics import ServiceMetrics
 from .proto.hwcompress.v1 import service_pb2 as pb
 from .proto.hwcompress.v1 import service_pb2_grpc as pb_grpc
-from .store import FINAL_STATES, SUCCEEDED, IdempotencyConflict, JobStore, new_id
-from .uploads import Header, UploadError, UploadTooLarge, receive
+from .store import FINAL_STATES, SUCCEEDED, JobStore, new_id
+from .uploads import Header, receive
 from .version import VERSION
 
 log = logging.getLogger(__name__)
@@ -45,11 +48,6 @@ JOB_ID_RE = re.compile(r"^job-[0-9a-f]{16}$")
 WATCH_POLL_S = 1.0
 UPLOAD_CHECK_SLOTS = 2         # uploads built and loaded at once (each builds a model on data)
 UPLOAD_CHECK_WAIT_S = 30.0
-
-
-def _spec_error(context: grpc.ServicerContext, exc: SpecError, prefix: str = "spec.") -> NoReturn:
-    code = grpc.StatusCode.NOT_FOUND if exc.not_found else grpc.StatusCode.INVALID_ARGUMENT
-    abort(context, code, f"{prefix}{exc.field}: {exc.reason}")
 
 
 def _bound(context: grpc.ServicerContext, value: str, field: str, limit: int = MAX_NAME_CHARS) -> None:
@@ -93,16 +91,11 @@ class CompressionServicer(pb_grpc.CompressionServiceServicer):
     def SubmitJob(self, request: pb.SubmitJobRequest, context: grpc.ServicerContext) -> pb.SubmitJobResponse:
         try:
             spec = self.catalog.validate(request.spec)
-        except SpecError as exc:
-            _spec_error(context, exc)
-        try:
             job, created = self.manager.submit(spec, request.spec.idempotency_key or None)
-        except IdempotencyConflict as exc:
-            abort(context, grpc.StatusCode.ALREADY_EXISTS, f"spec.{exc}")
-        except QueueFull as exc:
-            abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, f"queue: {exc}; retry later")
-        except ShuttingDown as exc:
-            abort(context, grpc.StatusCode.UNAVAILABLE, str(exc))
+        except (SpecError, IdempotencyConflict) as exc:  # their fields are the spec's
+            abort_error(context, exc, prefix="spec.")
+        except HwcompressError as exc:  # QueueFull, ShuttingDown
+            abort_error(context, exc)
         if created:
             log.info("job %s submitted: %s %s %s x%d", job["id"], spec["model"], spec["strategy"],
                      spec["budgets"], spec["trials"])
@@ -233,10 +226,10 @@ class CompressionServicer(pb_grpc.CompressionServiceServicer):
                 raise SpecError("header.format", f"{h.format} is not a WeightsFormat")
             if h.size_bytes < 0:
                 raise SpecError("header.size_bytes", f"{h.size_bytes} is negative")
-            dataset_spec = self.catalog.resolve_dataset(h.dataset or "digits", "header.dataset")
+            dataset_spec = self.catalog.resolve_dataset(h.dataset or DEFAULT_DATASET, "header.dataset")
         except SpecError as exc:
             self.metrics.uploads.labels("invalid").inc()
-            _spec_error(context, exc, prefix="")
+            abort_error(context, exc)
         fmt = {pb.WEIGHTS_FORMAT_SAFETENSORS: "safetensors",
                pb.WEIGHTS_FORMAT_TORCH_STATE_DICT: "torch_state_dict"}.get(h.format, "")
 
@@ -246,19 +239,16 @@ class CompressionServicer(pb_grpc.CompressionServiceServicer):
                     raise UploadError("header: sent more than once")
                 yield msg.chunk
 
-        header = Header(h.architecture, dataset_spec, h.dataset or "digits", fmt, h.size_bytes)
+        header = Header(h.architecture, dataset_spec, h.dataset or DEFAULT_DATASET, fmt, h.size_bytes)
         if not self._upload_slots.acquire(timeout=UPLOAD_CHECK_WAIT_S):
             abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED,
                   f"uploads: {UPLOAD_CHECK_SLOTS} uploads are being checked; retry later")
         try:
             record = receive(chunks(), header, self.data_dir / "uploads", new_id("upl-"),
                              self.max_upload_bytes)
-        except UploadTooLarge as exc:
-            self.metrics.uploads.labels("too_large").inc()
-            abort(context, grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except UploadError as exc:
-            self.metrics.uploads.labels("invalid").inc()
-            abort(context, grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+            self.metrics.uploads.labels("too_large" if isinstance(exc, UploadTooLarge) else "invalid").inc()
+            abort_error(context, exc)
         finally:
             self._upload_slots.release()
         self.store.add_upload(record)

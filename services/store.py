@@ -19,6 +19,8 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
+from .errors import IdempotencyConflict
+
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = "QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED"
 STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED)
 FINAL_STATES = frozenset({SUCCEEDED, FAILED, CANCELLED})
@@ -74,10 +76,6 @@ CREATE TABLE IF NOT EXISTS uploads (
 _JOB_COLUMNS = ("id", "idempotency_key", "spec", "state", "reason", "created_at", "queued_at",
                 "started_at", "finished_at", "attempts", "trials_done", "trials_total",
                 "best_accuracy", "best_latency_ms", "result")
-
-
-class IdempotencyConflict(Exception):
-    """An idempotency key was reused with a different spec."""
 
 
 def new_id(prefix: str = "") -> str:
@@ -137,8 +135,8 @@ class JobStore:
                 if row is not None:
                     if row["spec"] != spec_json:
                         raise IdempotencyConflict(
-                            f"idempotency_key: {idempotency_key!r} was used for job {row['id']} "
-                            "with a different spec")
+                            field="idempotency_key", reason=f"{idempotency_key!r} was used for "
+                            f"job {row['id']} with a different spec")
                     return self._job(row), False  # type: ignore[return-value]
             if max_queued is not None and self.count_by_state().get(QUEUED, 0) >= max_queued:
                 raise OverflowError(f"queue full: {max_queued} jobs are already queued")

@@ -29,13 +29,7 @@ from typing import Iterator
 from automl.data import load_dataset
 from automl.models import build_model, is_known_model, load_weights
 
-
-class UploadError(ValueError):
-    """The upload is malformed or does not fit its architecture (INVALID_ARGUMENT)."""
-
-
-class UploadTooLarge(UploadError):
-    """Over the server's limit (RESOURCE_EXHAUSTED)."""
+from .errors import UploadError, UploadTooLarge  # noqa: F401  (defined with their status codes)
 
 
 MAX_ZIP_MEMBERS = 10_000

@@ -13,12 +13,18 @@ import threading
 import time
 from typing import Any, Callable
 
+from automl.core import DEFAULT_BASELINE_EPOCHS, SearchCancelled
+from automl.records import JobEvent
 from automl.search.runner import init_ray
+
+from .catalog import RL_MODES
 
 log = logging.getLogger(__name__)
 _ray_lock = threading.Lock()
 RAY_INIT_ATTEMPTS = 4
 RAY_INIT_BACKOFF_S = 2.0
+OnEvent = Callable[[JobEvent], None]
+WorkFn = Callable[[dict[str, Any], OnEvent, Callable[[], bool]], dict[str, Any]]
 
 
 def ensure_ray(address: str | None, data_dir: str | None = None,
@@ -73,23 +79,24 @@ def spec_to_config(spec: dict[str, Any], ray_address: str | None = None,
                         seed=int(spec["seed"]), hardware=spec.get("hardware"),
                         table=spec.get("table"), finetune_epochs=float(spec["finetune_epochs"]),
                         out_dir=spec["out_dir"], ray_address=ray_address,
-                        weights=spec.get("weights"), rl_mode=spec.get("rl_mode", "prune"),
-                        epochs=int(spec.get("epochs", 10)), quick_table=quick_table,
+                        weights=spec.get("weights"), rl_mode=spec.get("rl_mode", RL_MODES[0]),  # UNSPECIFIED
+                        epochs=int(spec.get("epochs", DEFAULT_BASELINE_EPOCHS)), quick_table=quick_table,
                         allow_import=False)
 
 
 def make_search_work(ray_address: str | None = None, quick_table: bool = False,
-                     data_dir: str | None = None) -> Callable[[dict[str, Any], Callable[[dict[str, Any]], None], Callable[[], bool]], dict[str, Any]]:
-    """The work function for :class:`services.jobs.JobManager`."""
+                     data_dir: str | None = None) -> WorkFn:
+    """The work function for :class:`services.jobs.JobManager`: the search, its result as the
+    dict ``result.json`` holds (:meth:`automl.records.SearchResult.to_dict`)."""
 
-    def run_search_job(spec: dict[str, Any], on_event: Callable[[dict[str, Any]], None],
+    def run_search_job(spec: dict[str, Any], on_event: OnEvent,
                        should_stop: Callable[[], bool]) -> dict[str, Any]:
         from automl.search.runner import run_search
 
         config = spec_to_config(spec, ray_address, quick_table)
         ensure_ray(ray_address, data_dir)
         try:
-            return run_search(config, on_event=on_event, should_stop=should_stop)
+            return run_search(config, on_event=on_event, should_stop=should_stop).to_dict()
         except BaseException as exc:
             if is_transient(exc):  # drop the dead connection so the retry's ensure_ray reconnects
                 import ray
@@ -102,7 +109,6 @@ def make_search_work(ray_address: str | None = None, quick_table: bool = False,
     return run_search_job
 
 
-WorkFn = Callable[[dict[str, Any], Callable[[dict[str, Any]], None], Callable[[], bool]], dict[str, Any]]
 
 
 def validated(work: WorkFn, check: Callable[[dict[str, Any]], None]) -> WorkFn:
@@ -110,7 +116,7 @@ def validated(work: WorkFn, check: Callable[[dict[str, Any]], None]) -> WorkFn:
     SpecError naming the field): they run in the job's worker, never on an RPC thread, so a
     heavy check is bounded by the job concurrency and SubmitJob stays fast."""
 
-    def checked(spec: dict[str, Any], on_event: Callable[[dict[str, Any]], None],
+    def checked(spec: dict[str, Any], on_event: OnEvent,
                 should_stop: Callable[[], bool]) -> dict[str, Any]:
         check(spec)
         return work(spec, on_event, should_stop)
@@ -131,8 +137,4 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def is_search_cancellation(exc: BaseException) -> bool:
-    try:
-        from automl.search.errors import SearchCancelled
-    except ImportError:
-        return False
     return isinstance(exc, SearchCancelled)

@@ -261,11 +261,11 @@ def test_ddpg_joint_end_to_end_through_the_runner(tmp_path, lenet_digits):
                                      hardware="bitfusion-sim", strategy="ddpg", rl_mode="joint", trials=8,
                                      quick_table=True, use_ray=False, finetune_epochs=0.2,
                                      out_dir=str(tmp_path)))
-    assert result["strategy"] == "ddpg" and result["evaluations"] == 8
-    assert result["latency_ms_predicted"] <= result["latency_ms_budget"] * 1.0001
-    assert result["accuracy_before_finetune"] > 0.5
-    assert json.loads((tmp_path / "result.json").read_text())["policy"] == result["policy"]
-    bits = {(lp["w_bits"], lp["a_bits"]) for lp in result["policy"]["layers"].values()}
+    assert result.strategy == "ddpg" and result.evaluations == 8
+    assert result.latency_ms_predicted <= result.latency_ms_budget * 1.0001
+    assert result.accuracy_before_finetune > 0.5
+    assert json.loads((tmp_path / "result.json").read_text())["policy"] == result.policy.to_dict()
+    bits = {(lp.w_bits, lp.a_bits) for lp in result.policy.layers.values()}
     assert all(w <= 8 and a <= 8 for w, a in bits)
     curve = json.loads((tmp_path / "learning_curve.json").read_text())
     assert len(curve["episodes"]) >= 8 and curve["mode"] == "joint"

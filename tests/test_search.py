@@ -19,9 +19,10 @@ import torch
 from torch import nn
 
 from automl.core import BudgetError
+from automl.records import SearchResult, TrialEvent
 from automl.search.problem import build_problem
 from automl.search.registry import strategy_names
-from automl.search.errors import SearchCancelled
+from automl.core import SearchCancelled
 from automl.search.runner import SearchConfig, run_search
 from automl.search.strategies.uniform import largest_feasible_ratio
 
@@ -39,19 +40,19 @@ def test_registry_names_every_core_strategy():
 @pytest.mark.parametrize("strategy", CORE_STRATEGIES)
 def test_each_strategy_finds_a_feasible_policy(strategy, tmp_path, lenet_digits):
     result = run_search(SearchConfig(strategy=strategy, out_dir=str(tmp_path), **TINY))
-    assert result["size_mb"] <= result["size_mb_budget"] * 1.0001
-    assert 0 < result["evaluations"] <= TINY["trials"]
-    assert result["accuracy_after_finetune"] > 0.5
+    assert result.size_mb <= result.size_mb_budget * 1.0001
+    assert 0 < result.evaluations <= TINY["trials"]
+    assert result.accuracy_after_finetune > 0.5
+    on_disk = json.loads((tmp_path / "result.json").read_text())
     for key in ("policy", "accuracy_before_finetune", "accuracy_after_finetune", "latency_ms_predicted",
                 "latency_ms_measured", "latency_ms_budget", "evaluations", "wall_s"):
-        assert key in result
-    on_disk = json.loads((tmp_path / "result.json").read_text())
-    assert on_disk["policy"] == result["policy"]
+        assert key in on_disk
+    assert SearchResult.from_dict(on_disk) == result
     assert (tmp_path / "compressed.onnx").stat().st_size > 0 and (tmp_path / "search.png").is_file()
     trace = json.loads((tmp_path / "trace.json").read_text())
-    assert len([r for r in trace if r["accuracy"] is not None]) == result["evaluations"]
+    assert len([r for r in trace if r["accuracy"] is not None]) == result.evaluations
     if strategy == "optuna-nsga2":
-        assert result["pareto"] and all(p["size_mb"] > 0 for p in result["pareto"])
+        assert result.pareto and all(p.size_mb > 0 for p in result.pareto)
 
 
 def test_uniform_bisection_just_meets_the_budget(lenet_digits):
@@ -101,7 +102,7 @@ def test_stopped_search_resumes_without_rescoring(tmp_path, lenet_digits):
     seen = []
 
     def on_event(e):
-        if e["type"] == "trial" and e["accuracy"] is not None:
+        if isinstance(e, TrialEvent) and e.accuracy is not None:
             seen.append(e)
 
     with pytest.raises(SearchCancelled):
@@ -110,7 +111,7 @@ def test_stopped_search_resumes_without_rescoring(tmp_path, lenet_digits):
     assert first >= 3
     seen.clear()
     result = run_search(config, on_event)
-    assert result["evaluations"] == 6          # the earlier ones count
+    assert result.evaluations == 6          # the earlier ones count
     assert len(seen) == 6 - first              # ... and are not scored again
 
 
@@ -146,13 +147,13 @@ def test_a_failing_trial_does_not_end_the_search(tmp_path):
     trace = json.loads((tmp_path / "trace.json").read_text())
     failed = [r for r in trace if r["error"]]
     assert failed and "fragile" in failed[0]["error"]
-    assert result["failed_trials"] == len(failed) and result["evaluations"] >= 1
+    assert result.failed_trials == len(failed) and result.evaluations >= 1
 
 
 def test_search_runs_on_embedded_ray(tmp_path, lenet_digits):
     result = run_search(SearchConfig(strategy="random", out_dir=str(tmp_path),
                                      **{**TINY, "use_ray": True, "workers": 2}))
-    assert result["evaluations"] == TINY["trials"] and result["nodes"]
+    assert result.evaluations == TINY["trials"] and result.nodes
 
 
 def _free_port() -> int:
@@ -209,7 +210,7 @@ def test_optuna_runs_through_ray_tune_with_budgets_as_constraints(tmp_path, lene
 
     result = run_search(SearchConfig(strategy="optuna-tpe", out_dir=str(tmp_path),
                                      **{**TINY, "use_ray": True, "workers": 2, "trials": 5}))
-    assert result["evaluations"] == 5
+    assert result.evaluations == 5
     assert any((tmp_path / "state" / "tune").iterdir())          # it went through Ray Tune
     study = optuna.load_study(study_name="hwcompress-optuna-tpe",
                               storage=f"sqlite:///{tmp_path / 'state' / 'optuna.db'}")
@@ -229,9 +230,9 @@ def test_relative_latency_budget_is_met_as_measured_on_this_cpu(tmp_path, vgg_di
     result = run_search(SearchConfig(model="vgg", data="digits", epochs=1, budgets=["latency_ms=0.6x"],
                                      strategy="random", trials=4, quick_table=True, use_ray=False,
                                      finetune_epochs=0, out_dir=str(tmp_path)))
-    kinds = {p["kind"] for p in result["latency_calibration"]}
+    kinds = {p["kind"] for p in result.latency_calibration}
     assert {"32/uniform", "32/mixed"} <= kinds
-    assert all(p["latency_fraction"] > 0 for p in result["latency_calibration"])
-    assert result["latency_checks"] and result["latency_within_budget_measured"]
-    assert result["latency_ms_measured"] <= result["latency_ms_budget"] * 1.05
-    assert result["latency_fraction_measured"] <= 0.6 * 1.05
+    assert all(p["latency_fraction"] > 0 for p in result.latency_calibration)
+    assert result.latency_checks and result.latency_within_budget_measured
+    assert result.latency_ms_measured <= result.latency_ms_budget * 1.05
+    assert result.latency_fraction_measured <= 0.6 * 1.05

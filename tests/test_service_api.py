@@ -20,6 +20,7 @@ import grpc
 import pytest
 import torch
 
+from automl.records import TrialEvent
 from services.client import Client
 from services.proto.hwcompress.v1 import service_pb2 as pb
 from services.server import ServerConfig, Service
@@ -30,7 +31,7 @@ SIZE = pb.BUDGET_METRIC_SIZE_MB
 
 
 def instant_work_for_tests(spec, on_event, should_stop):
-    """TEST-ONLY work function: emits the runner's event shapes for ``spec['trials']`` fake
+    """TEST-ONLY work function: emits the runner's event records for ``spec['trials']`` fake
     trials in milliseconds and returns a result-shaped dict. Used only where what a job computes
     is irrelevant (RPC validation, queue accounting); never in the end-to-end tests."""
     best = None
@@ -39,9 +40,8 @@ def instant_work_for_tests(spec, on_event, should_stop):
             raise RuntimeError("stopped")
         acc = 0.5 + 0.01 * i
         best = acc if best is None else max(best, acc)
-        on_event({"type": "trial", "index": i, "total": spec["trials"], "accuracy": acc,
-                  "latency_ms": 0.01, "feasible": True, "error": None, "best_accuracy": best,
-                  "strategy": spec["strategy"], "wall_s": 0.001})
+        on_event(TrialEvent(index=i, total=spec["trials"], accuracy=acc, latency_ms=0.01, feasible=True,
+                            best_accuracy=best, strategy=spec["strategy"], wall_s=0.001))
     Path(spec["out_dir"], "result.json").write_text('{"policy": {"layers": {}}}')
     return {"policy": {"layers": {}}, "accuracy_after_finetune": best, "strategy": spec["strategy"]}
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-from ..core import Evaluation, Policy
+from ..core import DEFAULT_OBJECTIVE, DEFAULT_SEED, DEFAULT_TRIALS, Evaluation, Policy
 from .problem import CompressionProblem
 
 
@@ -34,10 +34,10 @@ class Trial:
 class StrategyOptions:
     """What a job says about the search effort; strategies take what applies to them."""
 
-    trials: int = 20                 # accuracy evaluations allowed
-    seed: int = 0
+    trials: int = DEFAULT_TRIALS     # accuracy evaluations allowed
+    seed: int = DEFAULT_SEED
     state_dir: Path | None = None    # where a strategy keeps state so a stopped search resumes
-    objective: str = "latency_ms"    # second objective of multi-objective strategies
+    objective: str = DEFAULT_OBJECTIVE  # second objective of multi-objective strategies
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -13,16 +13,20 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from ..core import Budget, Evaluation, Policy
+from ..core import (DEFAULT_BASELINE_EPOCHS, DEFAULT_OBJECTIVE, DEFAULT_RL_MODE, DEFAULT_SEED,
+                    DEFAULT_STRATEGY, DEFAULT_TRIALS, Budget, Evaluation, Policy, SearchCancelled)
+from ..core import SearchFailed  # noqa: F401  (re-exported: callers catch runner.SearchFailed)
+from ..data import DEFAULT_DATASET
+from ..records import (FinishedEvent, JobEvent, LogEvent, SearchResult, StartedEvent, TrialEvent,
+                       TrialOutcome)
 from ..train import DEFAULT_FINETUNE_EPOCHS, DEFAULT_RECOVERY_STEPS
 from ..workflow import load_trained
 from .base import StrategyOptions, Trial
 from .evaluator import EvalPayload, LocalEvaluator, RayEvaluator
-from .errors import SearchCancelled
 from .finalize import finalize, measure_reference_ms
 from .measured_budget import DeviceProbe, calibrate_latency
 from .problem import CompressionProblem, build_problem
@@ -33,33 +37,34 @@ from .strategies.optuna_search import OptunaStrategy
 
 log = logging.getLogger(__name__)
 
-EventSink = Callable[[dict[str, Any]], None]
+EventSink = Callable[[JobEvent], None]
+"""Where ``run_search`` sends its events (typed records; ``.to_dict()`` for JSON)."""
 
 
 @dataclass
 class SearchConfig:
     model: str
-    data: str = "digits"
+    data: str = DEFAULT_DATASET
     budgets: list[str] = field(default_factory=lambda: ["latency_ms=0.5x"])
-    strategy: str = "uniform"
-    trials: int = 20
-    seed: int = 0
+    strategy: str = DEFAULT_STRATEGY
+    trials: int = DEFAULT_TRIALS
+    seed: int = DEFAULT_SEED
     hardware: str | None = None
     table: str | None = None
     finetune_epochs: float = DEFAULT_FINETUNE_EPOCHS
     out_dir: str = "out/search"
     ray_address: str | None = None
     weights: str | None = None
-    rl_mode: str = "joint"           # RL agents: prune, quantize or joint (channels + bits)
+    rl_mode: str = DEFAULT_RL_MODE   # RL agents: prune, quantize or joint (channels + bits)
     agent_kwargs: dict[str, Any] = field(default_factory=dict)   # RL hyper-parameter overrides
-    epochs: int = 10
+    epochs: int = DEFAULT_BASELINE_EPOCHS
     workers: int | None = None
     use_ray: bool = True
     use_tune: bool = True            # Optuna strategies on Ray go through Ray Tune
     quick_table: bool = False
     quantize: bool = True
     recovery_steps: int = DEFAULT_RECOVERY_STEPS  # distillation steps before scoring each candidate
-    objective: str = "latency_ms"    # second objective of multi-objective strategies
+    objective: str = DEFAULT_OBJECTIVE  # second objective of multi-objective strategies
     allow_import: bool = False       # local CLI only: model given as package.module:function
     max_train: int | None = None     # subsample the training split (benchmarks on MNIST)
     val_limit: int | None = None     # score candidates on the first N validation images
@@ -99,41 +104,50 @@ def _policy_key(policy: Policy) -> str:
 
 
 class EvaluationLog:
-    """Append-only JSONL of every evaluation of this search (resume and trace)."""
+    """Append-only JSONL of every evaluation of this search (resume and trace): one
+    :class:`~automl.records.TrialOutcome` a line. Rows are kept in their dict form, which
+    finalize and the measured-budget choice read."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.rows: dict[str, dict[str, Any]] = {}
-        if path.is_file():
-            for line in path.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by a crash
-                self.rows[row["key"]] = row
+        text = path.read_text() if path.is_file() else ""
+        # a line cut by a crash has no newline: the next row must not be glued onto it
+        self._cut = bool(text) and not text.endswith("\n")
+        for line in text.splitlines():
+            try:
+                data = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by a crash
+            # a newer schema raises RecordError: better than resuming from rows misread
+            row = TrialOutcome.from_dict(data).to_dict()
+            self.rows[row["key"]] = row
 
     def get(self, policy: Policy) -> dict[str, Any] | None:
         row = self.rows.get(_policy_key(policy))
         return None if row is None or row.get("error") else row
 
-    def add(self, row: dict[str, Any]) -> None:
+    def add(self, outcome: TrialOutcome) -> dict[str, Any]:
+        row = outcome.to_dict()
         self.rows[row["key"]] = row
         with self.path.open("a") as f:
-            f.write(json.dumps(row) + "\n")
+            f.write(("\n" if self._cut else "") + json.dumps(row) + "\n")
+            self._cut = False
             f.flush()
             os.fsync(f.fileno())
+        return row
 
 
 def run_search(config: SearchConfig, on_event: EventSink | None = None,
-               should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-    """Run ``config``'s search and return (and write) its result."""
+               should_stop: Callable[[], bool] | None = None) -> SearchResult:
+    """Run ``config``'s search and return (and write, as ``result.json``) its result."""
     t0 = time.perf_counter()
-    emit = on_event or (lambda e: None)
+    emit: EventSink = on_event or (lambda e: None)
     out = Path(config.out_dir)
     state_dir = out / "state"
     state_dir.mkdir(parents=True, exist_ok=True)
 
-    emit({"type": "log", "message": f"loading {config.model} on {config.data}"})
+    emit(LogEvent(f"loading {config.model} on {config.data}"))
     loaded = load_trained(config.model, config.data, seed=config.seed, epochs=config.epochs,
                           weights=config.weights, allow_import=config.allow_import,
                           progress=config.progress, max_train=config.max_train)
@@ -162,15 +176,14 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
             probe.on_measure = None
             bar.close()
         if calibration:
-            emit({"type": "log", "message": "latency table corrected to this device near the budget: "
-                  + ", ".join(f"{k} x{f:.3f}" for k, f in problem.latency_correction.items())})
+            emit(LogEvent("latency table corrected to this device near the budget: "
+                          + ", ".join(f"{k} x{f:.3f}" for k, f in problem.latency_correction.items())))
     strategy_cls = get_strategy(config.strategy)
     options = StrategyOptions(trials=config.trials, seed=config.seed, state_dir=state_dir,
                               objective=config.objective,
                               extra={"rl_mode": config.rl_mode, "agent_kwargs": dict(config.agent_kwargs)})
     strategy = strategy_cls(problem, options)
-    emit({"type": "started", "strategy": config.strategy, "trials": config.trials,
-          "limits": problem.limits, "reference": problem.reference})
+    emit(StartedEvent(config.strategy, config.trials, dict(problem.limits), dict(problem.reference)))
 
     n_val = config.val_limit or len(loaded.data.x_val)
     payload = EvalPayload(loaded.model, loaded.info, loaded.data.x_val[:n_val], loaded.data.y_val[:n_val],
@@ -190,12 +203,10 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
     rows = rec.rows
 
     result = finalize(problem, rows, config, strategy_cls.multi_objective, out, emit, probe)
-    result["latency_calibration"] = calibration
-    result["wall_s"] = time.perf_counter() - t0
-    (out / "result.json").write_text(json.dumps(result, indent=2))
-    emit({"type": "finished", "result": {k: result[k] for k in (
-        "accuracy_before_finetune", "accuracy_after_finetune", "latency_ms_predicted",
-        "latency_ms_measured", "evaluations", "wall_s")}})
+    result = replace(result, latency_calibration=calibration,
+                     wall_s=time.perf_counter() - t0)
+    (out / "result.json").write_text(json.dumps(result.to_dict(), indent=2))
+    emit(FinishedEvent.of(result))
     return result
 
 
@@ -217,21 +228,22 @@ class _Recorder:
         ev = Evaluation(trial.policy, outcome["accuracy"], costs["latency_ms"], costs["energy_mj"],
                         costs["size_mb"], int(costs["macs"]), feasible, outcome.get("error"),
                         outcome.get("wall_s", 0.0))
-        row = {"key": _policy_key(trial.policy), "trial": self.index, "strategy": self.config.strategy,
-               "accuracy": ev.accuracy, **costs, "feasible": feasible, "error": ev.error,
-               "intermediate": trial.intermediate, "node": outcome.get("node"),
-               "wall_s": ev.wall_s, "policy": trial.policy.to_dict(), "params": _jsonable(trial.params)}
         if not cached and (ev.accuracy is not None or ev.error is not None):
-            self.history.add(row)
-            self.rows.append(row)
+            self.rows.append(self.history.add(TrialOutcome(
+                key=_policy_key(trial.policy), trial=self.index, strategy=self.config.strategy,
+                policy=trial.policy, latency_ms=costs["latency_ms"], energy_mj=costs["energy_mj"],
+                size_mb=costs["size_mb"], macs=costs["macs"], accuracy=ev.accuracy,
+                feasible=feasible, error=ev.error, intermediate=trial.intermediate,
+                node=outcome.get("node"), wall_s=ev.wall_s, params=_jsonable(trial.params))))
         if feasible and ev.accuracy is not None and (self.best is None or ev.accuracy > self.best):
             self.best = ev.accuracy
-        self.emit({"type": "trial", "index": self.index, "total": self.config.trials,
-                   "accuracy": ev.accuracy, "latency_ms": costs["latency_ms"],
-                   "energy_mj": costs["energy_mj"], "size_mb": costs["size_mb"], "feasible": feasible,
-                   "error": ev.error, "best_accuracy": self.best, "strategy": self.config.strategy,
-                   "wall_s": ev.wall_s, "cached": cached, "elapsed_s": time.perf_counter() - self.t0,
-                   **(extra_event or {})})
+        self.emit(TrialEvent(index=self.index, total=self.config.trials, accuracy=ev.accuracy,
+                             latency_ms=costs["latency_ms"], energy_mj=costs["energy_mj"],
+                             size_mb=costs["size_mb"], feasible=feasible, error=ev.error,
+                             best_accuracy=self.best, strategy=self.config.strategy,
+                             wall_s=ev.wall_s, cached=cached,
+                             elapsed_s=time.perf_counter() - self.t0,
+                             strategy_state=_jsonable(extra_event or {})))
         self.index += 1
         return ev
 

@@ -10,10 +10,12 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from automl.core import HwcompressError
+
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_UNREACHABLE = 0, 1, 2, 3
 
 
-class EnvError(ValueError):
+class EnvError(HwcompressError, ValueError):
     """An environment variable holds a value its flag cannot take."""
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from automl.core import Policy
+from automl.core import DEFAULT_BASELINE_EPOCHS, DEFAULT_SEED, Policy
 from automl.data import DEFAULT_DATASET
+from automl.records import JobEvent, TrialEvent
 from automl.space import policy_template
 from automl.workflow import compress_with_policy, format_comparison, load_trained
 
 from .common import add_json_flag, print_json
-from .service_cmds import DEMO_BUDGET, DEMO_DATA, DEMO_MODEL, print_peers, relative_latency_fraction
+from .service_cmds import (DEMO_BUDGET, DEMO_DATA, DEMO_MODEL, DEMO_STRATEGY, DEMO_TRIALS, print_peers,
+                           relative_latency_fraction)
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
@@ -22,8 +24,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
                    help="digits | digits@SIZE | mnist:PATH[@SIZE] (default: digits)")
     p.add_argument("--weights", help="weights file (.safetensors, or a state dict loaded with "
                                      "weights_only=True); default: train a baseline (cached)")
-    p.add_argument("--epochs", type=int, default=10, help="baseline training epochs (cache key)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--epochs", type=int, default=DEFAULT_BASELINE_EPOCHS,
+                   help="baseline training epochs (cache key)")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,8 +52,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--model", default=DEMO_MODEL)
     d.add_argument("--data", default=DEMO_DATA)
     d.add_argument("--budget", default=DEMO_BUDGET)
-    d.add_argument("--strategy", default="optuna-tpe")
-    d.add_argument("--trials", type=int, default=16)
+    d.add_argument("--strategy", default=DEMO_STRATEGY)
+    d.add_argument("--trials", type=int, default=DEMO_TRIALS)
     d.add_argument("--no-peers", action="store_true",
                    help="skip the side-by-side with Torch-Pruning and ORT int8 at the same budget")
     d.add_argument("--out", default="out/demo")
@@ -97,23 +100,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
           f"uncompressed latency), strategy {args.strategy}, {args.trials} evaluations on Ray")
     bar = tqdm(total=args.trials, desc=f"search {args.strategy}", unit="eval")
 
-    def on_event(e: dict) -> None:
-        if e["type"] == "trial" and e.get("accuracy") is not None:
+    def on_event(e: JobEvent) -> None:
+        if isinstance(e, TrialEvent) and e.accuracy is not None:
             bar.update(1)
-            if e.get("best_accuracy") is not None:
-                bar.set_postfix(best_val_acc=f"{e['best_accuracy']:.4f}")
+            if e.best_accuracy is not None:
+                bar.set_postfix(best_val_acc=f"{e.best_accuracy:.4f}")
 
     try:
         r = run_search(config, on_event)
     finally:
         bar.close()
-    rows = [("accuracy (test)", f"{r['accuracy_original']:.4f}",
-             f"{r['accuracy_before_finetune']:.4f} -> {r['accuracy_after_finetune']:.4f} (fine-tuned)"),
-            ("latency_ms_measured (ORT, CPU, b=1)", f"{r['latency_ms_original_measured']:.4f}",
-             f"{r['latency_ms_measured']:.4f} (predicted {r['latency_ms_predicted']:.4f}, "
-             f"budget {r['latency_ms_budget']:.4f})"),
-            ("MACs", "", f"{r['macs']:,}"), ("size_mb", "", f"{r['size_mb']:.4f}"),
-            ("evaluations / wall_s", "", f"{r['evaluations']} / {r['wall_s']:.1f}")]
+    rows = [("accuracy (test)", f"{r.accuracy_original:.4f}",
+             f"{r.accuracy_before_finetune:.4f} -> {r.accuracy_after_finetune:.4f} (fine-tuned)"),
+            ("latency_ms_measured (ORT, CPU, b=1)", f"{r.latency_ms_original_measured:.4f}",
+             f"{r.latency_ms_measured:.4f} (predicted {r.latency_ms_predicted:.4f}, "
+             f"budget {r.latency_ms_budget:.4f})"),
+            ("MACs", "", f"{r.macs:,}"), ("size_mb", "", f"{r.size_mb:.4f}"),
+            ("evaluations / wall_s", "", f"{r.evaluations} / {r.wall_s:.1f}")]
     w = max(len(x[0]) for x in rows)
     print(f"{'':{w}}  {'original':>10}  compressed")
     for a, b, c in rows:

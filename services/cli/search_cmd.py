@@ -6,7 +6,10 @@ import argparse
 import json
 from pathlib import Path
 
+from automl.core import (DEFAULT_BASELINE_EPOCHS, DEFAULT_OBJECTIVE, DEFAULT_RL_MODE, DEFAULT_SEED,
+                         DEFAULT_STRATEGY, DEFAULT_TRIALS)
 from automl.data import DEFAULT_DATASET
+from automl.records import JobEvent, LogEvent, StartedEvent, TrialEvent
 from automl.train import DEFAULT_FINETUNE_EPOCHS, DEFAULT_RECOVERY_STEPS
 
 from .common import add_json_flag
@@ -22,9 +25,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", action="append", required=True, metavar="METRIC=VALUE[x]",
                    help="latency_ms=, energy_mj=, size_mb=, macs=; absolute or FRACTIONx of the "
                         "uncompressed model; repeatable (all must hold)")
-    p.add_argument("--strategy", default="uniform", choices=strategy_names())
-    p.add_argument("--trials", type=int, default=30, help="accuracy evaluations allowed")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--strategy", default=DEFAULT_STRATEGY, choices=strategy_names())
+    p.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
+                   help=f"accuracy evaluations allowed [{DEFAULT_TRIALS}]")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
     p.add_argument("--hardware", default=None, help="hardware profile (default: cpu-ort, this CPU)")
     p.add_argument("--table", help="latency table file (default: built on first use and cached)")
     p.add_argument("--quick-table", action="store_true", help="build a coarse table (tests, demos)")
@@ -34,14 +38,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recovery-steps", type=int, default=DEFAULT_RECOVERY_STEPS,
                    help="distillation steps each candidate gets before it is scored; 0 scores "
                         f"right after compression as AMC does [{DEFAULT_RECOVERY_STEPS}]")
-    p.add_argument("--objective", default="latency_ms", choices=["latency_ms", "energy_mj"],
+    p.add_argument("--objective", default=DEFAULT_OBJECTIVE, choices=["latency_ms", "energy_mj"],
                    help="second objective of multi-objective strategies")
-    p.add_argument("--rl-mode", default="joint", choices=["prune", "quantize", "joint"],
-                   help="RL agents: decide channels, bits, or both [joint]")
+    p.add_argument("--rl-mode", default=DEFAULT_RL_MODE, choices=["prune", "quantize", "joint"],
+                   help=f"RL agents: decide channels, bits, or both [{DEFAULT_RL_MODE}]")
     p.add_argument("--agent-kwargs", type=json.loads, default={}, metavar="JSON",
                    help='RL hyper-parameter overrides, e.g. \'{"warmup_episodes": 5}\'')
     p.add_argument("--no-quantize", action="store_true", help="search channel counts only")
-    p.add_argument("--epochs", type=int, default=10, help="baseline training epochs")
+    p.add_argument("--epochs", type=int, default=DEFAULT_BASELINE_EPOCHS, help="baseline training epochs")
     p.add_argument("--ray-address", default=None, help="existing Ray cluster (or RAY_ADDRESS)")
     p.add_argument("--workers", type=int, default=None, help="parallel evaluators (default: CPUs)")
     p.add_argument("--local", action="store_true", help="evaluate in-process without Ray (debugging)")
@@ -70,22 +74,21 @@ def cmd_search(args: argparse.Namespace) -> int:
         agent_kwargs=args.agent_kwargs)
     bar = None  # the trials' bar: from the search's start, not while earlier phases run
 
-    def on_event(event: dict) -> None:
+    def on_event(event: JobEvent) -> None:
         nonlocal bar
-        kind = event["type"]
-        if kind == "started" and bar is None:
+        if isinstance(event, StartedEvent) and bar is None:
             bar = tqdm(total=args.trials, desc=f"search {args.strategy}", unit="eval")
-        elif kind == "trial" and bar is not None and event.get("accuracy") is not None \
-                and not event.get("cached"):
+        elif isinstance(event, TrialEvent) and bar is not None and event.accuracy is not None \
+                and not event.cached:
             bar.update(1)
-            best = event.get("best_accuracy")
+            best = event.best_accuracy
             bar.set_postfix(best=f"{best:.4f}" if best is not None else "-",
-                            lat_ms=f"{event['latency_ms']:.4f}")
-        elif kind == "log":
+                            lat_ms=f"{event.latency_ms:.4f}")
+        elif isinstance(event, LogEvent):
             if bar is not None and bar.n >= (bar.total or 0):
                 bar.close()  # the trials are over: the final phases get their own bars
             (bar.write if bar is not None and not bar.disable else
-             (lambda m: print(m, file=sys.stderr, flush=True)))(event["message"])
+             (lambda m: print(m, file=sys.stderr, flush=True)))(event.message)
 
     try:
         result = run_search(config, on_event)
@@ -93,12 +96,13 @@ def cmd_search(args: argparse.Namespace) -> int:
         if bar is not None:
             bar.close()
     out = Path(args.out)
+    doc = result.to_dict()
     if args.json:
-        print(json.dumps(result, indent=2, default=str))
+        print(json.dumps(doc, indent=2, default=str))
         return 0
-    shown = {k: v for k, v in result.items() if k not in ("policy", "pareto")}
+    shown = {k: v for k, v in doc.items() if k not in ("policy", "pareto")}
     print(json.dumps(shown, indent=2))
     print("best policy:")
-    print(json.dumps(result["policy"], indent=1))
+    print(json.dumps(doc["policy"], indent=1))
     print(f"wrote {out / 'result.json'}, {out / 'trace.json'}, {out / 'search.png'}, {out / 'compressed.onnx'}")
     return 0

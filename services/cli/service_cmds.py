@@ -19,6 +19,9 @@ from typing import Any, Callable
 
 from google.protobuf.json_format import MessageToDict
 
+from automl.core import DEFAULT_BASELINE_EPOCHS, DEFAULT_STRATEGY, DEFAULT_TRIALS
+from automl.records import SearchResult
+
 from .common import (EXIT_FAILURE, EXIT_UNREACHABLE, add_json_flag, deprecated_alias, env_default,
                      env_flag, print_json, resolve_env_defaults)
 
@@ -171,21 +174,15 @@ def _job_dict(job: Any) -> dict[str, Any]:
 
 
 def parse_budget(text: str):
-    """``latency_ms=0.5x`` -> Budget message. Values are passed on as given (the server
-    validates them and names the field when one is wrong)."""
-    from automl.core import BUDGET_METRICS
-    from services.proto.hwcompress.v1 import service_pb2 as pb
+    """``latency_ms=0.5x`` -> Budget message, parsed by ``BudgetTerm.parse`` as everywhere else
+    (a malformed budget stops here, naming its metric; the server applies its own limits)."""
+    from automl.core import BudgetError
+    from services.convert import parse_budget_text
 
-    metric, sep, raw = (s.strip() for s in text.partition("="))
-    if not sep or metric not in BUDGET_METRICS:
-        raise ValueError(f"--budget {text!r}: expected METRIC=VALUE or METRIC=FRACTIONx with "
-                         f"METRIC one of {list(BUDGET_METRICS)}")
-    relative = raw.lower().endswith("x")
     try:
-        value = float(raw[:-1] if relative else raw)
-    except ValueError:
-        raise ValueError(f"--budget {text!r}: {raw!r} is not a number") from None
-    return pb.Budget(metric=BUDGET_METRICS.index(metric) + 1, value=value, relative=relative)
+        return parse_budget_text(text)
+    except BudgetError as exc:
+        raise BudgetError(f"--budget {text!r}: {exc.reason}", field=exc.field) from None
 
 
 def _add_submit(sub: argparse._SubParsersAction) -> None:
@@ -203,13 +200,15 @@ def _add_submit(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", action="append", default=None, metavar="METRIC=VALUE[x]",
                    help="latency_ms, energy_mj, size_mb or macs; 'x' = fraction of the "
                         "uncompressed model (repeatable, at least one)")
-    p.add_argument("--strategy", default=None, help="search strategy [uniform]")
-    p.add_argument("--trials", type=int, default=None, help="trials (episodes for RL agents) [20]")
+    p.add_argument("--strategy", default=None, help=f"search strategy [{DEFAULT_STRATEGY}]")
+    p.add_argument("--trials", type=int, default=None,
+                   help=f"trials (episodes for RL agents) [{DEFAULT_TRIALS}]")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--hardware", default=None, help="hardware profile (default: the server's)")
     p.add_argument("--table", default=None, help="latency table id registered on the server")
     p.add_argument("--finetune-epochs", type=float, default=None)
-    p.add_argument("--epochs", type=int, default=None, help="baseline training epochs (default 10)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"baseline training epochs (default {DEFAULT_BASELINE_EPOCHS})")
     p.add_argument("--rl-mode", default=None, choices=list(RL_MODES),
                    help="RL agents only: what the agent decides (default: prune)")
     p.add_argument("--idempotency-key", default=None)
@@ -218,7 +217,7 @@ def _add_submit(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_submit)
 
 
-SUBMIT_DEFAULTS = {"strategy": "uniform", "trials": 20}
+SUBMIT_DEFAULTS = {"strategy": DEFAULT_STRATEGY, "trials": DEFAULT_TRIALS}
 MAX_SPEC_BYTES = 1024 * 1024
 """A --spec file larger than this is refused before YAML parses it (the server bounds every
 field anyway; this keeps a wrong path, say a model file, from being read whole)."""
@@ -230,6 +229,8 @@ def load_spec(path: str):
     import yaml
     from google.protobuf.json_format import ParseDict, ParseError
 
+    from automl.core import BudgetError
+    from services.convert import parse_budget_text
     from services.proto.hwcompress.v1 import service_pb2 as pb
 
     with open(path, "rb") as f:  # FileNotFoundError: exit 2 naming the file
@@ -244,7 +245,12 @@ def load_spec(path: str):
         raise ValueError(f"--spec {path}: not YAML or JSON ({str(exc).splitlines()[0]})") from None
     if not isinstance(doc, dict):
         raise ValueError(f"--spec {path}: expected a mapping of JobSpec fields")
-    budgets = [parse_budget(b) if isinstance(b, str) else b for b in doc.pop("budgets", []) or []]
+    budgets = []
+    for i, b in enumerate(doc.pop("budgets", []) or []):
+        try:
+            budgets.append(parse_budget_text(b) if isinstance(b, str) else b)
+        except BudgetError as exc:
+            raise BudgetError(f"--spec {path}: budgets[{i}]: {exc.reason}", field=exc.field) from None
     try:
         spec = ParseDict(doc, pb.JobSpec())
         for b in budgets:
@@ -306,6 +312,8 @@ def follow(client: Any, job_id: str, out=sys.stderr, reconnect_s: float = 300.0)
     """Watch ``job_id`` with a progress bar on ``out``; 0 if it succeeds, 1 otherwise."""
     from tqdm import tqdm
 
+    from automl.records import LogEvent, TrialEvent
+    from services.convert import event_from_pb
     from services.proto.hwcompress.v1 import service_pb2 as pb
 
     job = client.get(job_id)
@@ -315,27 +323,30 @@ def follow(client: Any, job_id: str, out=sys.stderr, reconnect_s: float = 300.0)
     reason = job.reason
     try:
         for event in client.watch(job_id, reconnect_s=reconnect_s):
-            kind = event.WhichOneof("kind")
-            if kind == "trial":
-                t = event.trial
-                if t.total and bar.total != t.total:
-                    bar.total = t.total
-                bar.n = min(t.index + 1, bar.total or t.index + 1)
-                post = {"best": f"{t.best_accuracy:.4f}" if t.HasField("best_accuracy") else "-"}
-                bar.set_postfix(post, refresh=True)
-            elif kind == "state_change":
-                final, reason = event.state_change.state, event.state_change.reason
+            got = event_from_pb(event)
+            if isinstance(got, TrialEvent):
+                if got.total and bar.total != got.total:
+                    bar.total = got.total
+                bar.n = min(got.index + 1, bar.total or got.index + 1)
+                best = f"{got.best_accuracy:.4f}" if got.best_accuracy is not None else "-"
+                bar.set_postfix({"best": best}, refresh=True)
+            elif isinstance(got, pb.StateChange):
+                final, reason = got.state, got.reason
                 bar.write(f"{pb.JobState.Name(final).removeprefix('JOB_STATE_')}: {reason}", file=out)
-            elif kind == "log":
-                bar.write(event.log.message, file=out)
-            elif kind == "result":
-                m = event.result.metrics
-                keys = ("accuracy_before_finetune", "accuracy_after_finetune", "latency_ms_predicted",
-                        "latency_ms_measured", "latency_ms_budget", "size_mb", "evaluations", "wall_s")
-                bar.write("result: " + ", ".join(f"{k}={m[k]:.4g}" for k in keys if k in m), file=out)
+            elif isinstance(got, LogEvent):
+                bar.write(got.message, file=out)
+            elif isinstance(got, pb.ResultSummary):
+                m = got.metrics
+                bar.write("result: " + ", ".join(f"{k}={m[k]:.4g}" for k in RESULT_HEADLINE if k in m),
+                          file=out)
     finally:
         bar.close()
     return 0 if final == pb.JOB_STATE_SUCCEEDED else 1
+
+
+RESULT_HEADLINE = ("accuracy_before_finetune", "accuracy_after_finetune", "latency_ms_predicted",
+                   "latency_ms_measured", "latency_ms_budget", "size_mb", "evaluations", "wall_s")
+"""The :class:`automl.records.SearchResult` fields ``watch`` prints when a job succeeds."""
 
 
 def _add_job_cmd(sub: argparse._SubParsersAction, name: str, help_: str,
@@ -475,6 +486,8 @@ DEMO_MODEL, DEMO_DATA, DEMO_BUDGET = "vgg", "digits@32", "latency_ms=0.35x"
 """Where compression pays: the narrow VGG at 32x32 measures ~1 ms on one core and its smallest
 reachable graph (keep 0.1, int8) is far below 0.35x, so the budget is met with room on a loaded
 machine. (ResNet-20 on 16x16 digits sat on its floor: per-call overhead was 69% of it.)"""
+DEMO_STRATEGY, DEMO_TRIALS = "optuna-tpe", 16
+"""The demos' search (``demo`` and ``demo-service``), not the default of ``search``/``submit``."""
 
 
 def _add_demo(sub: argparse._SubParsersAction) -> None:
@@ -483,8 +496,8 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=DEMO_MODEL)
     p.add_argument("--data", default=DEMO_DATA)
     p.add_argument("--budget", action="append", default=None, help=f"default: {DEMO_BUDGET}")
-    p.add_argument("--strategy", default="optuna-tpe")
-    p.add_argument("--trials", type=int, default=16)
+    p.add_argument("--strategy", default=DEMO_STRATEGY)
+    p.add_argument("--trials", type=int, default=DEMO_TRIALS)
     p.add_argument("--no-peers", action="store_true",
                    help="skip the side-by-side with Torch-Pruning and ORT int8 at the same budget")
     p.add_argument("--data-dir", default="out/demo-service")
@@ -514,11 +527,8 @@ def cmd_demo_service(args: argparse.Namespace) -> int:
                       f"{client.get(job.id).reason}")
                 return code
             summary = client.download_result(job.id, args.out)
-            result = json.loads(summary.result_json)
-            print(json.dumps({k: result.get(k) for k in (
-                "model", "dataset", "strategy", "accuracy_original", "accuracy_before_finetune",
-                "accuracy_after_finetune", "accuracy_deployed", "latency_ms_predicted",
-                "latency_ms_measured", "latency_ms_budget", "size_mb", "evaluations", "wall_s")}, indent=2))
+            result = SearchResult.from_dict(json.loads(summary.result_json))
+            print(json.dumps({k: getattr(result, k) for k in DEMO_SHOWN}, indent=2))
             print(f"wrote {args.out}/result.json and the artifacts "
                   f"({', '.join(a.name for a in summary.artifacts)})")
     finally:
@@ -529,6 +539,12 @@ def cmd_demo_service(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_SHOWN = ("model", "dataset", "strategy", "accuracy_original", "accuracy_before_finetune",
+              "accuracy_after_finetune", "accuracy_deployed", "latency_ms_predicted",
+              "latency_ms_measured", "latency_ms_budget", "size_mb", "evaluations", "wall_s")
+"""The :class:`automl.records.SearchResult` fields the demos print."""
+
+
 def relative_latency_fraction(budgets: list[str]) -> float | None:
     """The fraction of a relative latency budget (``latency_ms=0.35x`` -> 0.35), if one is set."""
     from automl.core import Budget
@@ -537,7 +553,7 @@ def relative_latency_fraction(budgets: list[str]) -> float | None:
                  if t.metric == "latency_ms" and t.relative), None)
 
 
-def print_peers(model: str, data: str, fraction: float, result: dict[str, Any], onnx_path: str) -> None:
+def print_peers(model: str, data: str, fraction: float, result: SearchResult, onnx_path: str) -> None:
     """Our answer beside what a user would pick instead (Torch-Pruning global pruning tuned to
     the same measured latency, the same followed by ORT int8, ORT int8 alone), each recovered by
     the same distilled fine-tune, all timed side by side with the unpruned graph here."""
@@ -547,11 +563,11 @@ def print_peers(model: str, data: str, fraction: float, result: dict[str, Any], 
     from automl.workflow import load_trained
 
     print(f"\nthe same budget ({fraction:g}x of the measured fp32 latency) by the peers, each "
-          f"fine-tuned as ours ({result.get('finetune_epochs', 0):g} epochs, distilled)...", flush=True)
-    loaded = load_trained(model, data, seed=int(result.get("seed", 0)), progress=False)
+          f"fine-tuned as ours ({result.finetune_epochs:g} epochs, distilled)...", flush=True)
+    loaded = load_trained(model, data, seed=result.seed, progress=False)
     rows = side_by_side(loaded, Path(onnx_path).read_bytes(), fraction,
-                        float(result.get("finetune_epochs", 0)), seed=int(result.get("seed", 0)))
-    print(format_side_by_side(rows, fraction, result.get("accuracy_original")))
+                        float(result.finetune_epochs), seed=result.seed)
+    print(format_side_by_side(rows, fraction, result.accuracy_original))
 
 
 def register(sub: argparse._SubParsersAction) -> None:
