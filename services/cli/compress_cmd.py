@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from automl.core import DEFAULT_BASELINE_EPOCHS, DEFAULT_SEED, Policy
@@ -57,6 +58,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--no-peers", action="store_true",
                    help="skip the side-by-side with Torch-Pruning and ORT int8 at the same budget")
     d.add_argument("--out", default="out/demo")
+    add_json_flag(d, "the result and the peers' answers (progress and tables go to stderr)")
     d.set_defaults(func=cmd_demo)
 
 
@@ -96,8 +98,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     config = SearchConfig(model=args.model, data=args.data, budgets=[args.budget],
                           strategy=args.strategy, trials=args.trials, out_dir=args.out,
                           progress=True)
+    say = sys.stderr if args.json else sys.stdout   # with --json, stdout holds the JSON alone
     print(f"searching {args.model} on {args.data}: budget {args.budget} (of the measured "
-          f"uncompressed latency), strategy {args.strategy}, {args.trials} evaluations on Ray")
+          f"uncompressed latency), strategy {args.strategy}, {args.trials} evaluations on Ray", file=say)
     bar = tqdm(total=args.trials, desc=f"search {args.strategy}", unit="eval")
 
     def on_event(e: JobEvent) -> None:
@@ -118,11 +121,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
             ("MACs", "", f"{r.macs:,}"), ("size_mb", "", f"{r.size_mb:.4f}"),
             ("evaluations / wall_s", "", f"{r.evaluations} / {r.wall_s:.1f}")]
     w = max(len(x[0]) for x in rows)
-    print(f"{'':{w}}  {'original':>10}  compressed")
+    print(f"{'':{w}}  {'original':>10}  compressed", file=say)
     for a, b, c in rows:
-        print(f"{a:{w}}  {b:>10}  {c}")
-    print(f"wrote {args.out}/result.json, trace.json, search.png and compressed.onnx")
+        print(f"{a:{w}}  {b:>10}  {c}", file=say)
+    print(f"wrote {args.out}/result.json, trace.json, search.png and compressed.onnx", file=say)
     fraction = relative_latency_fraction([args.budget])
+    peers: list = []
     if not args.no_peers and fraction is not None:
-        print_peers(args.model, args.data, fraction, r, str(Path(args.out) / "compressed.onnx"))
+        peers = print_peers(args.model, args.data, fraction, r, str(Path(args.out) / "compressed.onnx"),
+                            file=say)
+    if args.json:
+        print_json({"result": r.to_dict(), "peers": peers})
     return 0

@@ -502,6 +502,7 @@ def _add_demo(sub: argparse._SubParsersAction) -> None:
                    help="skip the side-by-side with Torch-Pruning and ORT int8 at the same budget")
     p.add_argument("--data-dir", default="out/demo-service")
     p.add_argument("--out", default="out/demo-service/result")
+    add_json_flag(p, "the result and the peers' answers (progress and tables go to stderr)")
     p.set_defaults(func=cmd_demo_service)
 
 
@@ -511,31 +512,36 @@ def cmd_demo_service(args: argparse.Namespace) -> int:
     from services.server import ServerConfig, Service
 
     budgets = args.budget or [DEMO_BUDGET]
+    say = sys.stderr if args.json else sys.stdout   # with --json, stdout holds the JSON alone
     service = Service(ServerConfig(data_dir=args.data_dir, port=0, host="127.0.0.1",
                                    metrics_port=0, metrics_host="127.0.0.1")).start()
-    print(f"server on 127.0.0.1:{service.port} (metrics: http://127.0.0.1:{service.metrics_port}/metrics)")
+    print(f"server on 127.0.0.1:{service.port} (metrics: http://127.0.0.1:{service.metrics_port}/metrics)", file=say)
     try:
         with Client(f"127.0.0.1:{service.port}") as client:
             spec = pb.JobSpec(model=args.model, dataset=args.data, strategy=args.strategy,
                               trials=args.trials, budgets=[parse_budget(b) for b in budgets])
             job = client.submit(spec)
             print(f"submitted {job.id}: {args.model} on {args.data}, {args.strategy} x{args.trials}, "
-                  f"budgets {budgets}")
-            code = follow(client, job.id, out=sys.stdout)
+                  f"budgets {budgets}", file=say)
+            code = follow(client, job.id, out=say)
             if code != 0:
                 print(f"job {job.id} ended {pb.JobState.Name(client.get(job.id).state)}: "
-                      f"{client.get(job.id).reason}")
+                      f"{client.get(job.id).reason}", file=say)
                 return code
             summary = client.download_result(job.id, args.out)
             result = SearchResult.from_dict(json.loads(summary.result_json))
-            print(json.dumps({k: getattr(result, k) for k in DEMO_SHOWN}, indent=2))
+            print(json.dumps({k: getattr(result, k) for k in DEMO_SHOWN}, indent=2), file=say)
             print(f"wrote {args.out}/result.json and the artifacts "
-                  f"({', '.join(a.name for a in summary.artifacts)})")
+                  f"({', '.join(a.name for a in summary.artifacts)})", file=say)
     finally:
         service.stop()
     fraction = relative_latency_fraction(budgets)
+    peers: list[dict[str, Any]] = []
     if not args.no_peers and fraction is not None:
-        print_peers(args.model, args.data, fraction, result, os.path.join(args.out, "compressed.onnx"))
+        peers = print_peers(args.model, args.data, fraction, result,
+                            os.path.join(args.out, "compressed.onnx"), file=say)
+    if args.json:
+        print_json({"job_id": job.id, "result": result.to_dict(), "peers": peers})
     return 0
 
 
@@ -553,21 +559,26 @@ def relative_latency_fraction(budgets: list[str]) -> float | None:
                  if t.metric == "latency_ms" and t.relative), None)
 
 
-def print_peers(model: str, data: str, fraction: float, result: SearchResult, onnx_path: str) -> None:
+def print_peers(model: str, data: str, fraction: float, result: SearchResult, onnx_path: str,
+                file=None) -> list[dict[str, Any]]:
     """Our answer beside what a user would pick instead (Torch-Pruning global pruning tuned to
     the same measured latency, the same followed by ORT int8, ORT int8 alone), each recovered by
-    the same distilled fine-tune, all timed side by side with the unpruned graph here."""
+    the same distilled fine-tune, all timed side by side with the unpruned graph here. Printed
+    to ``file`` (stdout by default); returned as rows for ``--json``."""
+    from dataclasses import asdict
     from pathlib import Path
 
     from automl.peers import format_side_by_side, side_by_side
     from automl.workflow import load_trained
 
+    file = file or sys.stdout
     print(f"\nthe same budget ({fraction:g}x of the measured fp32 latency) by the peers, each "
-          f"fine-tuned as ours ({result.finetune_epochs:g} epochs, distilled)...", flush=True)
+          f"fine-tuned as ours ({result.finetune_epochs:g} epochs, distilled)...", flush=True, file=file)
     loaded = load_trained(model, data, seed=result.seed, progress=False)
     rows = side_by_side(loaded, Path(onnx_path).read_bytes(), fraction,
                         float(result.finetune_epochs), seed=result.seed)
-    print(format_side_by_side(rows, fraction, result.accuracy_original))
+    print(format_side_by_side(rows, fraction, result.accuracy_original), file=file)
+    return [asdict(r) for r in rows]
 
 
 def register(sub: argparse._SubParsersAction) -> None:
