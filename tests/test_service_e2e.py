@@ -248,4 +248,5 @@ def test_a_joint_rl_job_submitted_over_grpc_runs_to_a_result(server, tmp_path):
     assert summary.policy and json.loads(summary.result_json)["strategy"] == "ddpg"
     trials = [e["payload"] for e in JobStore(server.data_dir / "jobs.sqlite").events_after(job.id)
               if e["type"] == "trial"]
-    assert trials and {t.get("rl_mode") for t in trials} == {"joint"}, trials[:1]
+    # the agent's own state travels in the trial record's strategy_state (automl.records.TrialEvent)
+    assert trials and {t["strategy_state"].get("rl_mode") for t in trials} == {"joint"}, trials[:1]
