@@ -25,7 +25,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from automl.core import LayerInfo
+from automl.core import HwcompressError, LayerInfo
 
 FORMAT_NAME = "hwcompress-latency-table"
 SCHEMA_VERSION = 2  # 2: int8 entries time the kernel uint8 -> uint8, without the lone layer's Q/DQ
@@ -36,7 +36,7 @@ SOURCES = ("measured", "modeled", "simulated")
 COMPAT_FIELDS = ("device", "runtime", "threads", "batch", "hardware")
 
 
-class TableError(ValueError):
+class TableError(HwcompressError, ValueError):
     """A table file is unreadable, corrupted, truncated or of an unknown schema."""
 
 

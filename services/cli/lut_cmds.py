@@ -15,7 +15,7 @@ from pathlib import Path
 from latency_models.profile import DEFAULT_PROFILE, PROFILES, get_profile
 from latency_models.table import LatencyTable, TableError
 
-DEFAULT_DATASET = "digits"
+from automl.data import DEFAULT_DATASET
 
 
 def tables_dir() -> Path:
