@@ -14,6 +14,7 @@ import time
 
 from services.client import Client
 from services.proto.hwcompress.v1 import service_pb2 as pb
+from services.ray_local import _group_alive
 from services.store import JobStore
 from services.testing import ServerProcess
 
@@ -44,14 +45,6 @@ def _pids_in_group(pgid: int) -> list[int]:
             except ProcessLookupError:
                 pass
     return pids
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 def test_sigkill_then_sigterm_mid_job_and_the_job_still_finishes(tmp_path):

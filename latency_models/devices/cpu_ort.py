@@ -6,15 +6,13 @@ from typing import TYPE_CHECKING, ClassVar
 
 from automl.core import LayerInfo
 
-from ..energy import EnergyMeter, rapl_meter
-from .base import DeviceBackend
-from .host import cpu_model
+from .cpu import CpuBackend
 
 if TYPE_CHECKING:
     from ..timing import Runner
 
 
-class CpuOrtBackend(DeviceBackend):
+class CpuOrtBackend(CpuBackend):
     """ONNX Runtime's CPU execution provider. A layer is exported alone (BN folded, activation
     fused) and, at int8, quantized exactly as the deployed model is, so a table entry is the
     kernel the deployed graph runs."""
@@ -24,23 +22,16 @@ class CpuOrtBackend(DeviceBackend):
     runtime: ClassVar[str] = "onnxruntime"
     runs_onnx: ClassVar[bool] = True
 
-    def hardware(self) -> str:
-        return cpu_model()
-
     def runtime_version(self) -> str:
         import onnxruntime
         return onnxruntime.__version__
 
-    def energy_meter(self) -> EnergyMeter | None:
-        return rapl_meter()
-
     def layer_runner(self, layer: LayerInfo, cin: int, cout: int, precision: str) -> Runner:
         from ..onnx_runtime import export_onnx, int8_kernel_graph, quantize_int8_qdq
-        from ..timing import build_layer_module, calib_for, layer_input_shape, ort_runner
+        from ..timing import calib_for, ort_runner
 
         prof = self.profile
-        module = build_layer_module(layer, cin, cout)
-        shape = layer_input_shape(layer, cout if layer.op == "depthwise" else cin)
+        module, shape = self.layer_module(layer, cin, cout)
         onnx_bytes = export_onnx(module, shape, batch=prof.batch)
         if precision == "int8":
             onnx_bytes = int8_kernel_graph(quantize_int8_qdq(onnx_bytes, calib_for(shape)))

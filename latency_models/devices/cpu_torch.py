@@ -6,15 +6,13 @@ from typing import TYPE_CHECKING, ClassVar
 
 from automl.core import LayerInfo
 
-from ..energy import EnergyMeter, rapl_meter
-from .base import DeviceBackend
-from .host import cpu_model
+from .cpu import CpuBackend
 
 if TYPE_CHECKING:
     from ..timing import Runner
 
 
-class CpuTorchBackend(DeviceBackend):
+class CpuTorchBackend(CpuBackend):
     """Eager PyTorch on ``torch_device``: a layer is its module (conv + BN + activation, not
     folded, as eager mode runs it); fp16 runs the module in half precision."""
 
@@ -22,21 +20,14 @@ class CpuTorchBackend(DeviceBackend):
     kind: ClassVar[str] = "cpu"
     runtime: ClassVar[str] = "torch"
 
-    def hardware(self) -> str:
-        return cpu_model()
-
     def runtime_version(self) -> str:
         import torch
         return torch.__version__
 
-    def energy_meter(self) -> EnergyMeter | None:
-        return rapl_meter()
-
     def layer_runner(self, layer: LayerInfo, cin: int, cout: int, precision: str) -> Runner:
-        from ..timing import build_layer_module, layer_input_shape, torch_runner
+        from ..timing import torch_runner
 
         prof = self.profile
-        module = build_layer_module(layer, cin, cout)
-        shape = layer_input_shape(layer, cout if layer.op == "depthwise" else cin)
+        module, shape = self.layer_module(layer, cin, cout)
         return torch_runner(module, shape, prof.threads, prof.batch, self.torch_device,
                             half=precision == "fp16")
