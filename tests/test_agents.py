@@ -278,7 +278,11 @@ def test_episodes_hold_a_tight_latency_budget_under_per_shape_corrections(lenet_
     episode checks its completions on uniform policies but usually finishes mixed: with a
     budget just above the smallest uniform policy, every finished episode must still hold it
     as the problem judges it (it did not: DDPG joint at 0.25x scored 0 of 80 episodes)."""
-    problem = build_problem(lenet_digits, ["latency_ms=0.95x"], hardware="cpu-ort", quick_table=True)
+    # The budget given here only has to be reachable; the limit the test means is set below from
+    # the smallest uniform policy (on a tiny net the host's timing noise can make even the
+    # smallest policy slower than the uncompressed one, as on CI: 0.026 vs 0.018 ms).
+    problem = build_problem(lenet_digits, ["latency_ms=0.95x"], hardware="cpu-ort", quick_table=True,
+                            measured_reference_ms=1000.0)
     problem.latency_correction.update({"32/uniform": 1.0, "32/mixed": 1.6, "8/uniform": 1.1,
                                        "8/mixed": 1.8})
     smallest = problem.smallest_costs()["latency_ms"]
