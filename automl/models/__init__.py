@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .zoo import VGG, CifarResNet, LeNet5, MobileNetV2
+from .zoo import VGG, CifarResNet, LeNet5, MobileNetV2, ResNet18
 
 ModelFactory = Callable[..., nn.Module]
 
@@ -25,6 +25,10 @@ _REGISTRY: dict[str, ModelFactory] = {
     "resnet56": lambda in_channels, num_classes: CifarResNet(56, in_channels, num_classes),
     "mobilenetv2": lambda in_channels, num_classes: MobileNetV2(in_channels, num_classes, 1.0),
     "mobilenetv2_050": lambda in_channels, num_classes: MobileNetV2(in_channels, num_classes, 0.5),
+    # ImageNet-shaped, for deployment-scale latency work at 3×224×224 (issue 14)
+    "mobilenetv2_100": lambda in_channels, num_classes: MobileNetV2(in_channels, num_classes, 1.0,
+                                                                    imagenet=True),
+    "resnet18": lambda in_channels, num_classes: ResNet18(in_channels, num_classes),
 }
 
 
@@ -93,5 +97,5 @@ def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
     return model
 
 
-__all__ = ["LeNet5", "VGG", "CifarResNet", "MobileNetV2", "build_model", "load_weights",
+__all__ = ["LeNet5", "VGG", "CifarResNet", "MobileNetV2", "ResNet18", "build_model", "load_weights",
            "register_model", "register_factory_string", "zoo_names", "is_known_model"]

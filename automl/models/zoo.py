@@ -1,5 +1,7 @@
 """Our model zoo (no torchvision): small CIFAR-style nets that take 1- or 3-channel input of any
-reasonable size, so they run on digits (16×16), MNIST (28×28) or CIFAR-like (32×32) data."""
+reasonable size, so they run on digits (16×16), MNIST (28×28) or CIFAR-like (32×32) data, and
+the ImageNet-shaped nets users deploy at 3×224×224 (MobileNetV2-1.0 with the stride-2 stem,
+ResNet-18 with the 7×7 stem and max-pool), whose random weights serve latency work."""
 
 from __future__ import annotations
 
@@ -150,19 +152,24 @@ class InvertedResidual(nn.Module):
 
 
 class MobileNetV2(nn.Module):
-    """MobileNetV2 with a width multiplier; CIFAR-style (stem and first stages at stride 1, two
-    fewer downsamplings than ImageNet's) so small inputs keep spatial extent."""
+    """MobileNetV2 with a width multiplier. CIFAR-style by default (stem and first stages at
+    stride 1, two fewer downsamplings than ImageNet's) so small inputs keep spatial extent;
+    ``imagenet=True`` is the paper's network (stride-2 stem, 32× downsampling) for 224×224."""
 
     SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
                 (6, 160, 3, 2), (6, 320, 1, 1))
+    IMAGENET_SETTINGS = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
+                         (6, 160, 3, 2), (6, 320, 1, 1))
 
     def __init__(self, in_channels: int = 3, num_classes: int = 10, width_mult: float = 1.0,
-                 last_channel: int = 1280) -> None:
+                 last_channel: int = 1280, imagenet: bool = False) -> None:
         super().__init__()
         cin = _make_divisible(32 * width_mult)
         self.last_channel = _make_divisible(last_channel * max(1.0, width_mult))
-        layers: list[nn.Module] = [nn.Sequential(*_conv_bn_relu(in_channels, cin, 3, 1, act=nn.ReLU6))]
-        for t, c, n, s in self.SETTINGS:
+        stem_stride = 2 if imagenet else 1
+        layers: list[nn.Module] = [nn.Sequential(*_conv_bn_relu(in_channels, cin, 3, stem_stride,
+                                                                act=nn.ReLU6))]
+        for t, c, n, s in (self.IMAGENET_SETTINGS if imagenet else self.SETTINGS):
             cout = _make_divisible(c * width_mult)
             for i in range(n):
                 layers.append(InvertedResidual(cin, cout, s if i == 0 else 1, t))
@@ -175,3 +182,30 @@ class MobileNetV2(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.flatten(self.pool(self.features(x))))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18 as on ImageNet: 7×7 stride-2 stem, 3×3 stride-2 max-pool, four stages of two
+    basic blocks (64, 128, 256, 512 channels), global pool, one FC."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 1000) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        stages: list[nn.Module] = []
+        cin = 64
+        for i, cout in enumerate((64, 128, 256, 512)):
+            stages.append(nn.Sequential(BasicBlock(cin, cout, 1 if i == 0 else 2),
+                                        BasicBlock(cout, cout, 1)))
+            cin = cout
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.flatten = nn.Flatten()
+        self.fc = nn.Linear(512, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return self.fc(self.flatten(self.pool(x)))
