@@ -133,9 +133,11 @@ def profile_model(model_name: str, input_shape: Sequence[int], profile: Hardware
 def validate_model(model_name: str, table: LatencyTable, samples: int = 100, seed: int = 0, *,
                    threads: int | None = None, input_shape: Sequence[int] | None = None,
                    num_classes: int = 10, json_out: str | Path | None = None,
-                   png_out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+                   png_out: str | Path | None = None, progress: bool = True,
+                   passes: int = 2) -> dict[str, Any]:
     """Fidelity of ``table`` for ``model_name`` on ``samples`` random policies, each built for
-    real (``apply_policy`` then ``export_deployable``, exactly what is deployed) and timed."""
+    real (``apply_policy`` then ``export_deployable``, exactly what is deployed) and timed
+    ``passes`` times (the noise floor: :mod:`latency_models.validate`)."""
     profile = table_profile(table, threads)
     if not profile.backend.measures_latency:
         raise TableError("a simulated table cannot be validated against measurement "
@@ -149,4 +151,4 @@ def validate_model(model_name: str, table: LatencyTable, samples: int = 100, see
     calib = _random_calibration(info.input_shape)
     return validate_predictions(
         table, info, profile, lambda policy: measure_model_ms(model, policy, info, profile, calib),
-        samples, seed, json_out=json_out, png_out=png_out, progress=progress)
+        samples, seed, json_out=json_out, png_out=png_out, progress=progress, passes=passes)

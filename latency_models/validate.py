@@ -3,6 +3,13 @@
 Samples random policies, asks the caller to measure each one as deployed (the engine builds
 the model: :func:`automl.profiling.validate_model`), and compares with the table's prediction:
 share within ±5%/±10%, MAPE, Spearman, per precision mode, and a scatter plot.
+
+**The noise floor.** Every policy is measured ``passes`` times (default 2), each time built and
+timed afresh, the passes interleaved (pass 1 in order, pass 2 in reverse), so a busy stretch of
+the machine hits different policies in different passes. The share of policies whose
+measurements agree within ±5%/±10% is what measurement itself can do: read prediction fidelity
+against that ceiling. The figure compared with the prediction is the fastest pass (the
+uncontended latency, as :func:`latency_models.timing.robust_time` keeps the fastest block).
 """
 
 from __future__ import annotations
@@ -74,6 +81,18 @@ def fidelity_metrics(predicted: Sequence[float], measured: Sequence[float]) -> d
             "max_abs_error": float(np.max(np.abs(rel))) if len(rel) else math.nan}
 
 
+def repeatability(passes: Sequence[Sequence[float]]) -> dict[str, float]:
+    """How well ≥2 measurements of the same policies agree: per policy the spread
+    (max − min) / min; the share within ±5% / ±10% and the median spread."""
+    if len(passes) < 2 or not passes[0]:
+        return {}
+    arr = np.asarray(passes, float)                 # [passes, policies]
+    spread = (arr.max(0) - arr.min(0)) / arr.min(0)
+    return {"passes": int(arr.shape[0]), "within_5pct": float(np.mean(spread <= 0.05)),
+            "within_10pct": float(np.mean(spread <= 0.10)),
+            "median_spread": float(np.median(spread)), "max_spread": float(spread.max())}
+
+
 @dataclass
 class Sample:
     mode: str
@@ -85,6 +104,7 @@ class Sample:
     int8_fraction: float
     boundary_ratio: float
     policy: dict
+    measured_ms_passes: list[float]
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -103,9 +123,11 @@ def table_profile(table: LatencyTable, threads: int | None = None) -> HardwarePr
 def validate_predictions(table: LatencyTable, info: ModelInfo, profile: HardwareProfile,
                          measure: Callable[[Policy], tuple[float, float]], samples: int = 100,
                          seed: int = 0, *, json_out: str | Path | None = None,
-                         png_out: str | Path | None = None, progress: bool = True) -> dict[str, Any]:
+                         png_out: str | Path | None = None, progress: bool = True,
+                         passes: int = 2) -> dict[str, Any]:
     """Fidelity of ``table`` on ``samples`` random policies of ``info``: each predicted, then
-    ``measure(policy)`` → (median ms, IQR ms) on the device. The caller builds the models
+    ``measure(policy)`` → (median ms, IQR ms) on the device, ``passes`` times interleaved (the
+    noise floor, see the module docstring). The caller builds the models
     (:func:`automl.profiling.validate_model` builds them exactly as deployed)."""
     from tqdm.auto import tqdm
 
@@ -114,15 +136,29 @@ def validate_predictions(table: LatencyTable, info: ModelInfo, profile: Hardware
     rng = np.random.default_rng(seed)
     policies = [sample_policy(info, rng) for _ in range(samples)]
 
-    results: list[Sample] = []
+    passes = max(1, int(passes))
+    measured: list[list[tuple[float, float]]] = [[(math.nan, math.nan)] * len(policies)
+                                                 for _ in range(passes)]
+    order = [list(range(len(policies))) if p % 2 == 0 else list(reversed(range(len(policies))))
+             for p in range(passes)]
     t_measure = 0.0
-    for policy, mode in tqdm(policies, desc=f"validate {model_name}", disable=not progress):
+    bar = tqdm(total=passes * len(policies), desc=f"validate {model_name} ({passes} passes)",
+               disable=not progress)
+    for p, idx in enumerate(order):
+        for i in idx:
+            t0 = time.perf_counter()
+            measured[p][i] = measure(policies[i][0])
+            t_measure += time.perf_counter() - t0
+            bar.update()
+    bar.close()
+    results: list[Sample] = []
+    for i, (policy, mode) in enumerate(policies):
         lat, en = pred.predict(info, policy)
-        t0 = time.perf_counter()
-        measured, iqr = measure(policy)
-        t_measure += time.perf_counter() - t0
+        runs = [measured[p][i] for p in range(passes)]
+        best_ms, best_iqr = min(runs)
         act, q, b = policy_features(info, policy, profile)
-        results.append(Sample(mode, lat, measured, iqr, en, act, q, b, policy.to_dict()))
+        results.append(Sample(mode, lat, best_ms, best_iqr, en, act, q, b, policy.to_dict(),
+                              [ms for ms, _ in runs]))
 
     # prediction time: warm (the per-layer cache filled by a search's first policies)
     fresh = Predictor(table, profile, warn=False)
@@ -145,7 +181,9 @@ def validate_predictions(table: LatencyTable, info: ModelInfo, profile: Hardware
         "runtime": f"{table.metadata.runtime} {table.metadata.runtime_version}", "seed": seed,
         **fidelity_metrics(pm, mm),
         "predict_us_per_policy": warm_us, "predict_us_per_policy_cold": cold_us,
-        "measure_ms_per_policy": t_measure / len(results) * 1e3,
+        "measure_ms_per_policy": t_measure / (len(results) * passes) * 1e3,
+        "repeatability": repeatability([[r.measured_ms_passes[p] for r in results]
+                                        for p in range(passes)]),
         "by_mode": {m: fidelity_metrics([r.predicted_ms for r in results if r.mode == m],
                                         [r.measured_ms for r in results if r.mode == m])
                     for m in MODES if any(r.mode == m for r in results)},

@@ -99,6 +99,19 @@ def test_lut_validate_writes_the_report(lenet_table, tmp_path):
         assert k in rep
     assert rep["n"] == 3 and 0 <= rep["within_10pct"] <= 1 and rep["mape"] >= 0
     assert out.with_suffix(".png").stat().st_size > 0
+    # the noise floor: every policy measured twice (built afresh), the passes agreeing to a share
+    noise = rep["repeatability"]
+    assert noise["passes"] == 2 and 0 <= noise["within_5pct"] <= noise["within_10pct"] <= 1
+    for s in rep["samples"]:
+        assert len(s["measured_ms_passes"]) == 2 and s["measured_ms"] == min(s["measured_ms_passes"])
+
+
+def test_repeatability_counts_policies_whose_passes_agree():
+    from latency_models.validate import repeatability
+    rep = repeatability([[1.0, 1.0, 1.0, 2.0], [1.04, 1.08, 1.3, 2.0]])
+    assert rep["within_5pct"] == 0.5 and rep["within_10pct"] == 0.75
+    assert rep["max_spread"] == pytest.approx(0.3) and rep["passes"] == 2
+    assert repeatability([[1.0, 2.0]]) == {}
 
 
 def test_validate_refuses_other_threads(lenet_table, capsys):

@@ -149,6 +149,7 @@ def test_python_api_search_example(tmp_path):
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True,
                           timeout=1800, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "'layers'" in proc.stdout, proc.stdout   # the printed policy
 
 
 @pytest.mark.slow

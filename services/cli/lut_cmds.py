@@ -160,11 +160,11 @@ def cmd_validate(args: argparse.Namespace) -> int:
         png = args.png or (str(Path(args.out).with_suffix(".png")) if args.out else None)
         report = validate_model(args.model, table, args.samples, args.seed, threads=args.threads,
                           input_shape=shape, num_classes=num_classes, json_out=args.out,
-                          png_out=png, progress=not args.no_progress)
+                          png_out=png, progress=not args.no_progress, passes=args.passes)
     except (TableError, ValueError) as exc:
         return _err(str(exc))
     keys = ("n", "mape", "rmse_ms", "within_5pct", "within_10pct", "spearman",
-            "predict_us_per_policy", "measure_ms_per_policy")
+            "predict_us_per_policy", "measure_ms_per_policy", "repeatability")
     print(json.dumps({k: report[k] for k in keys}, indent=1))
     return 0
 
@@ -217,6 +217,9 @@ def register(subparsers) -> None:
                     help="print the summary as JSON on stdout (it always does)")
     va.add_argument("--png", default=None, help="scatter plot (default: next to --out)")
     va.add_argument("--seed", type=int, default=0)
+    va.add_argument("--passes", type=int, default=2,
+                    help="times each policy is built and measured, interleaved (default 2): the "
+                         "share of policies whose passes agree is the noise floor")
     va.add_argument("--threads", type=int, default=None, help="default: the table's")
     va.add_argument("--data", default=None, help="default: the input size the table was profiled at")
     _alias(va, "--dataset", "--data", "data")
