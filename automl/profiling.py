@@ -20,9 +20,11 @@ from torch import nn
 from latency_models.energy import HorowitzEnergyModel
 from latency_models.predictor import Predictor, policy_features
 from latency_models.profile import HardwareProfile
-from latency_models.profiler import DEFAULT_POINTS, open_table, profile_layers
+from latency_models.grid import default_points
+from latency_models.profiler import open_table, profile_layers
 from latency_models.timing import ort_runner, torch_runner
 from latency_models.table import LatencyTable, RemainderEntry, TableError
+from latency_models.unseen import UnseenModel, table_without
 from latency_models.validate import table_profile, validate_predictions
 
 from .core import FLOAT_BITS, LayerPolicy, ModelInfo, Policy
@@ -112,8 +114,8 @@ def profile_model(model_name: str, input_shape: Sequence[int], profile: Hardware
     """Build (or continue) the table of ``model_name`` at ``input_shape`` on ``profile``."""
 
     energy = HorowitzEnergyModel()
-    points = points or (QUICK_POINTS if quick else DEFAULT_POINTS)
     model, info = load_model_and_info(model_name, input_shape, num_classes)
+    points = points or (QUICK_POINTS if quick else default_points(info))
     table = open_table(out, profile, energy.name, resume)
     if not profile.backend.measures_latency:   # a simulated device: the backend prices the grid
         profile.backend.simulate_table(table, info, points=points)
@@ -134,10 +136,15 @@ def validate_model(model_name: str, table: LatencyTable, samples: int = 100, see
                    threads: int | None = None, input_shape: Sequence[int] | None = None,
                    num_classes: int = 10, json_out: str | Path | None = None,
                    png_out: str | Path | None = None, progress: bool = True,
-                   passes: int = 2) -> dict[str, Any]:
+                   passes: int = 2, unseen: bool = False) -> dict[str, Any]:
     """Fidelity of ``table`` for ``model_name`` on ``samples`` random policies, each built for
     real (``apply_policy`` then ``export_deployable``, exactly what is deployed) and timed
-    ``passes`` times (the noise floor: :mod:`latency_models.validate`)."""
+    ``passes`` times (the noise floor: :mod:`latency_models.validate`).
+
+    ``unseen``: predict ``model_name`` as a net the table never profiled — its remainders and
+    every entry at its layer shapes dropped, kernels and remainder predicted from the table's
+    other models (:mod:`latency_models.unseen`). ``input_shape`` is then required when the
+    table does not list the model."""
     profile = table_profile(table, threads)
     if not profile.backend.measures_latency:
         raise TableError("a simulated table cannot be validated against measurement "
@@ -145,10 +152,32 @@ def validate_model(model_name: str, table: LatencyTable, samples: int = 100, see
     if input_shape is None:
         if model_name not in table.metadata.input_shapes:
             raise TableError(f"latency table has no model {model_name!r} (it has "
-                             f"{sorted(table.metadata.input_shapes)}); profile it first")
+                             f"{sorted(table.metadata.input_shapes)}); profile it first, or pass "
+                             "its input shape to predict it as an unseen net")
         input_shape = table.metadata.input_shapes[model_name]
     model, info = load_model_and_info(model_name, input_shape, num_classes)
+    fallback = None
+    if unseen:
+        table, fallback = unseen_view(table, info, num_classes)
     calib = _random_calibration(info.input_shape)
     return validate_predictions(
         table, info, profile, lambda policy: measure_model_ms(model, policy, info, profile, calib),
-        samples, seed, json_out=json_out, png_out=png_out, progress=progress, passes=passes)
+        samples, seed, json_out=json_out, png_out=png_out, progress=progress, passes=passes,
+        unseen=fallback)
+
+
+def unseen_view(table: LatencyTable, info: ModelInfo, num_classes: int = 10
+                ) -> tuple[LatencyTable, UnseenModel]:
+    """``table`` as it would be had it never profiled ``info``'s net, and the fallback that
+    predicts that net from the other models the table holds (each traced at its input shape)."""
+    others = {}
+    for name, shape in table.metadata.input_shapes.items():
+        if name != info.model_name:
+            others[name] = load_model_and_info(name, shape, num_classes)[1]
+    rest = table_without(table, [info])
+    fallback = UnseenModel.fit(rest, others)
+    if not rest.entries or fallback.remainder is None:
+        raise TableError(f"latency table has too little of other models to predict "
+                         f"{info.model_name!r} as unseen (models: {sorted(others)}; at least one "
+                         "other profiled model with its remainders is needed)")
+    return rest, fallback

@@ -1,11 +1,17 @@
-"""LUT fidelity benchmark (issue 3): predicted vs measured latency of random compressed models.
+"""LUT fidelity benchmark (issues 3 and 14): predicted vs measured latency of random compressed
+models, read against the noise floor, at 32×32 and at deployment scale, and on unseen nets.
 
-    python -m bench.lut_fidelity [--quick] [--models resnet20,vgg,mobilenetv2_050] [--samples N]
+    python -m bench.lut_fidelity [--quick] [--models resnet20@1x32x32,mobilenetv2_100@3x224x224]
+                                 [--samples N] [--passes 2] [--holdout-only] [--table-only]
 
-For each model at 1×32×32 input (``digits@32``: 1 channel, 32×32, used for every model), on this
-CPU with ONNX Runtime, 1 intra-op thread, batch 1: build the table (``hwcompress profile``,
-cached under bench/results/tables/ and resumed), then ``hwcompress lut validate``. Writes
-bench/results/lut_fidelity.json and one scatter PNG per model.
+For each model at its input shape, on this CPU with ONNX Runtime, 1 intra-op thread, batch 1:
+build the table (``hwcompress profile``: cached under bench/results/tables/, resumed, its build
+time recorded the first time), then ``hwcompress lut validate`` (every policy measured ``passes``
+times, interleaved: the repeatability is the ceiling prediction can reach). Then
+**leave-one-family-out**: each model's measured policies predicted again from a table made of
+the *other* families only (its layer shapes and remainders never seen: ``latency_models.unseen``).
+Writes bench/results/lut_fidelity.json (one cell per model, resumable: a model already in it is
+not re-measured; ``--force`` re-runs) and one scatter PNG per model; ``--table`` prints the rows.
 """
 
 from __future__ import annotations
@@ -14,41 +20,176 @@ import argparse
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 RESULTS = Path(__file__).parent / "results"
-INPUT_SHAPE = (1, 32, 32)
+OUT = RESULTS / "lut_fidelity.json"
+DEFAULT_MODELS = ("resnet20@1x32x32,mobilenetv2_050@1x32x32,vgg@1x32x32,"
+                  "mobilenetv2_100@3x224x224,resnet18@3x224x224")
+FAMILIES = {"resnet": ("resnet20", "resnet56", "resnet18"), "vgg": ("vgg",),
+            "mobilenet": ("mobilenetv2_050", "mobilenetv2", "mobilenetv2_100"), "lenet": ("lenet5",)}
+SUMMARY_KEYS = ("n", "mape", "within_5pct", "within_10pct", "spearman", "predict_us_per_policy",
+                "measure_ms_per_policy")
+
+
+def family_of(model: str) -> str:
+    return next((f for f, names in FAMILIES.items() if model in names), model)
+
+
+def parse_cell(spec: str) -> tuple[str, tuple[int, ...]]:
+    name, _, shape = spec.partition("@")
+    return name, tuple(int(v) for v in (shape or "1x32x32").split("x"))
+
+
+def cell_id(name: str, shape: tuple[int, ...]) -> str:
+    return f"{name}@{'x'.join(map(str, shape))}"
+
+
+def table_path(name: str, shape: tuple[int, ...], quick: bool) -> Path:
+    return RESULTS / "tables" / f"{name}-{'x'.join(map(str, shape))}-{'quick' if quick else 'full'}.json"
+
+
+def load_results() -> dict[str, Any]:
+    if OUT.is_file():
+        data = json.loads(OUT.read_text())
+        if data.get("schema") == 2:
+            return data
+    return {"schema": 2, "threads": 1, "batch": 1, "cells": {}}
+
+
+def save_results(data: dict[str, Any]) -> None:
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(data, indent=1))
+
+
+def measure_cell(name: str, shape: tuple[int, ...], args: argparse.Namespace) -> dict[str, Any]:
+    from automl.profiling import profile_model, validate_model
+    from latency_models.profile import get_profile
+
+    profile = get_profile("cpu-ort", args.threads)
+    path = table_path(name, shape, args.quick)
+    fresh = not path.is_file()
+    t0 = time.perf_counter()
+    table = profile_model(name, shape, profile, path, quick=args.quick, num_classes=10)
+    build_s = time.perf_counter() - t0
+    cell: dict[str, Any] = {"model": name, "input_shape": list(shape), "family": family_of(name),
+                            "table": str(path), "table_entries": len(table.entries),
+                            "table_build_s": build_s if fresh else None}
+    if args.table_only:
+        return cell
+    tag = cell_id(name, shape).replace("@", "_")
+    t0 = time.perf_counter()
+    rep = validate_model(name, table, args.samples, seed=0, input_shape=shape,
+                         json_out=RESULTS / f"lut_fidelity_{tag}.json",
+                         png_out=RESULTS / f"lut_fidelity_{tag}.png", passes=args.passes)
+    cell.update({k: v for k, v in rep.items() if k != "samples"}, validate_s=time.perf_counter() - t0)
+    return cell
+
+
+def holdout(data: dict[str, Any], quick: bool) -> None:
+    """Leave-one-family-out, re-predicting each cell's measured policies (no new measurement)."""
+    import numpy as np
+
+    from automl.core import Policy
+    from automl.profiling import load_model_and_info
+    from latency_models.predictor import Predictor
+    from latency_models.table import LatencyTable
+    from latency_models.unseen import UnseenModel, table_without
+    from latency_models.validate import fidelity_metrics, table_profile
+
+    cells = data["cells"]
+    tables = {cid: LatencyTable.load(c["table"]) for cid, c in cells.items() if Path(c["table"]).is_file()}
+    infos = {cid: load_model_and_info(c["model"], c["input_shape"], 10)[1] for cid, c in cells.items()}
+    for cid, cell in cells.items():
+        samples_path = RESULTS / f"lut_fidelity_{cid.replace('@', '_')}.json"
+        if not samples_path.is_file() or cid not in tables:
+            continue
+        others = [o for o in tables if cells[o]["family"] != cell["family"]]
+        if not others:
+            continue
+        train = tables[others[0]]
+        for o in others[1:]:
+            train = train.merge(tables[o])
+        info = infos[cid]
+        train = table_without(train, [info])
+        fallback = UnseenModel.fit(train, {cells[o]["model"]: infos[o] for o in others})
+        pred = Predictor(train, table_profile(tables[cid]), warn=False, unseen=fallback)
+        samples = json.loads(samples_path.read_text())["samples"]
+        predicted = [pred.predict(info, Policy.from_dict(s["policy"]))[0] for s in samples]
+        measured = [s["measured_ms"] for s in samples]
+        modes = {m: fidelity_metrics([p for p, s in zip(predicted, samples) if s["mode"] == m],
+                                     [s["measured_ms"] for s in samples if s["mode"] == m])
+                 for m in sorted({s["mode"] for s in samples})}
+        cell["holdout"] = {"trained_on": [cells[o]["model"] + "@" + "x".join(map(str, cells[o]["input_shape"]))
+                                          for o in others],
+                           **fidelity_metrics(predicted, measured), "by_mode": modes,
+                           "median_signed_error": float(np.median(
+                               (np.array(predicted) - np.array(measured)) / np.array(measured)))}
+
+
+def table_rows(data: dict[str, Any]) -> str:
+    lines = ["| model | input | table entries (build s) | noise floor ±5% / ±10% | within ±5% | "
+             "within ±10% | MAPE | Spearman | mixed within ±10% | unseen (leave-one-family-out) ±10% / Spearman |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for cell in data["cells"].values():
+        if "n" not in cell:
+            lines.append(f"| {cell['model']} | {'x'.join(map(str, cell['input_shape']))} | "
+                         f"{cell['table_entries']} ({_s(cell.get('table_build_s'))}) | | | | | | | |")
+            continue
+        noise = cell.get("repeatability") or {}
+        mixed = cell.get("by_mode", {}).get("mixed", {})
+        ho = cell.get("holdout") or {}
+        lines.append(
+            f"| {cell['model']} | {'x'.join(map(str, cell['input_shape']))} | {cell['table_entries']} "
+            f"({_s(cell.get('table_build_s'))}) | {_p(noise.get('within_5pct'))} / {_p(noise.get('within_10pct'))} | "
+            f"{_p(cell['within_5pct'])} | {_p(cell['within_10pct'])} | {_p(cell['mape'])} | "
+            f"{cell['spearman']:.3f} | {_p(mixed.get('within_10pct'))} | "
+            f"{_p(ho.get('within_10pct'))} / {ho.get('spearman', float('nan')):.3f} |")
+    return "\n".join(lines)
+
+
+def _p(v: float | None) -> str:
+    return "–" if v is None else f"{100 * v:.0f}%"
+
+
+def _s(v: float | None) -> str:
+    return "cached" if v is None else f"{v:.0f} s"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="lenet5 only, quick grid, 10 samples")
-    ap.add_argument("--models", default="resnet20,vgg,mobilenetv2_050")
+    ap.add_argument("--quick", action="store_true", help="lenet5 and resnet20 at 1x16x16, quick grid, 6 samples")
+    ap.add_argument("--models", default=DEFAULT_MODELS, help="comma-separated NAME@CxHxW")
     ap.add_argument("--samples", type=int, default=100)
+    ap.add_argument("--passes", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--force", action="store_true", help="re-measure cells already in the results")
+    ap.add_argument("--table-only", action="store_true", help="build (and time) the tables only")
+    ap.add_argument("--holdout-only", action="store_true", help="only re-run leave-one-family-out")
+    ap.add_argument("--table", action="store_true", help="print the markdown table and exit")
     args = ap.parse_args(argv)
 
-    from latency_models.profile import get_profile
-    from automl.profiling import profile_model, validate_model as validate
-
-    models = ["lenet5"] if args.quick else args.models.split(",")
-    samples = 10 if args.quick else args.samples
-    out: dict = {"input_shape": list(INPUT_SHAPE), "threads": args.threads, "batch": 1,
-                 "samples": samples, "quick": args.quick, "models": {}}
-    profile = get_profile("cpu-ort", args.threads)
-    for name in models:
-        table_path = RESULTS / "tables" / f"{name}-{'quick' if args.quick else 'full'}.json"
-        t0 = time.perf_counter()
-        table = profile_model(name, INPUT_SHAPE, profile, table_path, quick=args.quick)
-        profile_s = time.perf_counter() - t0
-        rep = validate(name, table, samples, seed=0, json_out=RESULTS / f"lut_fidelity_{name}.json",
-                       png_out=RESULTS / f"lut_fidelity_{name}.png")
-        out["models"][name] = {k: v for k, v in rep.items() if k != "samples"}
-        out["models"][name].update(profile_s=profile_s, table=str(table_path),
-                                   table_entries=len(table.entries))
-        (RESULTS / "lut_fidelity.json").write_text(json.dumps(out, indent=1))
-        print(name, json.dumps({k: out["models"][name][k] for k in
-                                ("n", "mape", "within_5pct", "within_10pct", "spearman",
-                                 "predict_us_per_policy", "measure_ms_per_policy")}))
+    data = load_results()
+    if args.table:
+        print(table_rows(data))
+        return 0
+    specs = ["lenet5@1x16x16", "resnet20@1x16x16"] if args.quick else args.models.split(",")
+    if args.quick:
+        args.samples = 6
+    if not args.holdout_only:
+        for spec in specs:
+            name, shape = parse_cell(spec)
+            cid = cell_id(name, shape)
+            done = data["cells"].get(cid, {})
+            if not args.force and ("n" in done or (args.table_only and done)):
+                continue
+            data["cells"][cid] = measure_cell(name, shape, args)
+            save_results(data)
+            print(cid, json.dumps({k: data["cells"][cid].get(k) for k in
+                                   ("table_entries", "table_build_s", *SUMMARY_KEYS, "repeatability")}))
+    holdout(data, args.quick)
+    save_results(data)
+    print(table_rows(data))
     return 0
 
 

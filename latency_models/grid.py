@@ -17,6 +17,17 @@ from .energy import HorowitzEnergyModel, precision_bits
 from .table import layer_key
 
 DEFAULT_POINTS = 12   # per channel axis; every step multiple when there are no more
+LARGE_MODEL_POINTS = 5   # per axis for deployment-scale models (see default_points)
+LARGE_MODEL_MACS = 100e6
+
+
+def default_points(info: ModelInfo) -> int:
+    """Grid points per channel axis when the user names none. A kernel's time is bilinear in its
+    channel counts (see latency_models.predictor), so a few points pin it; the dense grid pays
+    where kernels are short and noisy (32×32 nets: 12 points). A deployment-scale net (≥100 M
+    MACs: MobileNetV2-1.0 at 224×224 has 300 M) would spend over half an hour on 12 points of
+    millisecond kernels, so it gets 5 (issue 14: its table in ≤10 minutes on 2 cores)."""
+    return LARGE_MODEL_POINTS if info.total_macs >= LARGE_MODEL_MACS else DEFAULT_POINTS
 
 
 def layer_at(layer: LayerInfo, cin: int, cout: int) -> LayerInfo:

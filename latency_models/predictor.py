@@ -20,7 +20,7 @@ import warnings
 import weakref
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
@@ -29,6 +29,9 @@ from automl.core import FLOAT_BITS, ModelInfo, Policy, kept_channels
 from .devices.registry import kind_for_runtime
 from .profile import PROFILES, HardwareProfile
 from .table import LatencyTable, RemainderEntry, TableError, layer_key
+
+if TYPE_CHECKING:
+    from .unseen import UnseenModel
 
 
 Curves = dict[float, tuple[list[float], list[float]]]
@@ -212,8 +215,11 @@ class Predictor:
     """Predicts (latency_ms, energy_mj) of policies of models whose layers are in ``table``."""
 
     def __init__(self, table: LatencyTable, profile: HardwareProfile | None = None,
-                 warn: bool = True) -> None:
+                 warn: bool = True, unseen: "UnseenModel | None" = None) -> None:
+        """``unseen``: what to predict from when the table lacks a layer shape or a model's
+        remainder (:mod:`latency_models.unseen`); without it a missing shape is an error."""
         self.table = table
+        self.unseen = unseen
         self.profile = profile or profile_of(table)
         self.warn = warn
         self._grids: dict[tuple[str, str], Grid | None] = {}
@@ -236,6 +242,10 @@ class Predictor:
         if gk not in self._grids:
             self._grids[gk] = build_grid(self.table, key, precision)
         grid = self._grids[gk]
+        if grid is None and self.unseen is not None:
+            guess = self.unseen.kernels.predict(key, precision, cin, cout)
+            if guess is not None:
+                return guess
         if grid is None:
             raise MissingEntryError(
                 f"latency table ({self.table.metadata.device}) has no entries for layer shape "
@@ -295,6 +305,8 @@ class Predictor:
             rows = self.table.remainders_for(info.model_name, info.input_shape)
             self._curves[rk] = RemainderModel.fit(rows) if rows else None
         curves = self._curves[rk]
+        if curves is None and self.unseen is not None and self.unseen.remainder is not None:
+            return self.unseen.remainder.at(info, act, q, boundary)
         if curves is None:
             if self.warn and ("remainder", info.model_name) not in self._warned:
                 self._warned.add(("remainder", info.model_name))

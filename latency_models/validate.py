@@ -19,7 +19,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from automl.core import FLOAT_BITS, LayerPolicy, ModelInfo, Policy
 from .predictor import Predictor, policy_features, profile_of
 from .profile import HardwareProfile, get_profile, PROFILES
 from .table import LatencyTable
+
+if TYPE_CHECKING:
+    from .unseen import UnseenModel
 
 MODES = ("fp32", "int8", "mixed")
 
@@ -124,15 +127,16 @@ def validate_predictions(table: LatencyTable, info: ModelInfo, profile: Hardware
                          measure: Callable[[Policy], tuple[float, float]], samples: int = 100,
                          seed: int = 0, *, json_out: str | Path | None = None,
                          png_out: str | Path | None = None, progress: bool = True,
-                         passes: int = 2) -> dict[str, Any]:
+                         passes: int = 2, unseen: "UnseenModel | None" = None) -> dict[str, Any]:
     """Fidelity of ``table`` on ``samples`` random policies of ``info``: each predicted, then
     ``measure(policy)`` → (median ms, IQR ms) on the device, ``passes`` times interleaved (the
     noise floor, see the module docstring). The caller builds the models
-    (:func:`automl.profiling.validate_model` builds them exactly as deployed)."""
+    (:func:`automl.profiling.validate_model` builds them exactly as deployed). ``unseen``: the
+    fallback for shapes and remainders the table lacks (a net it never profiled)."""
     from tqdm.auto import tqdm
 
     model_name = info.model_name
-    pred = Predictor(table, profile)
+    pred = Predictor(table, profile, warn=unseen is None, unseen=unseen)
     rng = np.random.default_rng(seed)
     policies = [sample_policy(info, rng) for _ in range(samples)]
 
@@ -161,7 +165,7 @@ def validate_predictions(table: LatencyTable, info: ModelInfo, profile: Hardware
                               [ms for ms, _ in runs]))
 
     # prediction time: warm (the per-layer cache filled by a search's first policies)
-    fresh = Predictor(table, profile, warn=False)
+    fresh = Predictor(table, profile, warn=False, unseen=unseen)
     t0 = time.perf_counter()
     for policy, _ in policies:
         fresh.predict(info, policy)
@@ -179,6 +183,7 @@ def validate_predictions(table: LatencyTable, info: ModelInfo, profile: Hardware
         "model": model_name, "input_shape": list(info.input_shape), "device": profile.name,
         "threads": profile.threads, "batch": profile.batch, "hardware": table.metadata.hardware,
         "runtime": f"{table.metadata.runtime} {table.metadata.runtime_version}", "seed": seed,
+        "unseen": unseen is not None,
         **fidelity_metrics(pm, mm),
         "predict_us_per_policy": warm_us, "predict_us_per_policy_cold": cold_us,
         "measure_ms_per_policy": t_measure / (len(results) * passes) * 1e3,

@@ -88,6 +88,42 @@ def test_netadapt_cuts_selected_groups_before_shrinking_when_the_budget_is_far(v
     assert len(ratios) > 1  # not the uniform policy
 
 
+def _run_strategy(strategy, problem, score):
+    from automl.core import Evaluation
+    asked = []
+    while trials := strategy.ask(2):
+        for t in trials:
+            c = problem.costs(t.policy)
+            asked.append(t)
+            strategy.tell(t, Evaluation(t.policy, score(t.policy), c["latency_ms"], c["energy_mj"],
+                                        c["size_mb"], int(c["macs"]), problem.feasible(c)))
+    return asked
+
+
+@pytest.mark.parametrize("quantize", [True, False])
+def test_netadapt_spends_the_budget_on_bits_as_well_as_channels(vgg_digits, quantize):
+    """Joint by default (issue 12 part 2): at 30% of the size, int8 alone meets the budget with
+    every channel kept, so NetAdapt's precision proposal wins over cutting channels (scored by a
+    proxy that rewards kept channels); without quantization it can only cut channels."""
+    from automl.search.base import StrategyOptions
+    from automl.search.strategies.netadapt import NetAdaptStrategy
+
+    problem = build_problem(vgg_digits, ["size_mb=0.3x"], hardware="cpu-ort", quick_table=True,
+                            quantize=quantize)
+    strategy = NetAdaptStrategy(problem, StrategyOptions(trials=8, seed=0))
+    mean_keep = lambda policy: sum(lp.keep_ratio for lp in policy.layers.values()) / len(policy.layers)
+    asked = _run_strategy(strategy, problem, mean_keep)
+    assert len(asked) <= 8
+    feasible = [t for t in asked if problem.feasible(problem.costs(t.policy))]
+    best = max(feasible, key=lambda t: mean_keep(t.policy))
+    bits = {lp.w_bits for lp in best.policy.layers.values()}
+    if quantize:
+        assert bits == {8} and mean_keep(best.policy) > 0.9
+        assert any(t.params.get("bits") == 8 and not t.params.get("group") for t in asked)
+    else:
+        assert bits == {32} and min(lp.keep_ratio for lp in best.policy.layers.values()) < 0.5
+
+
 def test_unreachable_budget_fails_fast_naming_budget_and_smallest_value(lenet_digits):
     t0 = time.perf_counter()
     with pytest.raises(BudgetError) as exc:

@@ -160,7 +160,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
         png = args.png or (str(Path(args.out).with_suffix(".png")) if args.out else None)
         report = validate_model(args.model, table, args.samples, args.seed, threads=args.threads,
                           input_shape=shape, num_classes=num_classes, json_out=args.out,
-                          png_out=png, progress=not args.no_progress, passes=args.passes)
+                          png_out=png, progress=not args.no_progress, passes=args.passes,
+                          unseen=args.unseen)
     except (TableError, ValueError) as exc:
         return _err(str(exc))
     keys = ("n", "mape", "rmse_ms", "within_5pct", "within_10pct", "spearman",
@@ -183,7 +184,7 @@ def register(subparsers) -> None:
     _alias(p, "--dataset", "--data", "data")
     p.add_argument("--input-shape", default=None, help="C,H,W (overrides --data)")
     p.add_argument("--num-classes", type=int, default=10, help="with --input-shape")
-    p.add_argument("--grid-points", type=int, default=None, help="points per channel axis")
+    p.add_argument("--grid-points", type=int, default=None, help="points per channel axis (default 12; 5 for models of ≥100 M MACs)")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming --out")
     p.add_argument("--no-progress", action="store_true")
     _json_flag(p, always=True)
@@ -217,6 +218,10 @@ def register(subparsers) -> None:
                     help="print the summary as JSON on stdout (it always does)")
     va.add_argument("--png", default=None, help="scatter plot (default: next to --out)")
     va.add_argument("--seed", type=int, default=0)
+    va.add_argument("--unseen", action="store_true",
+                    help="predict --model as a net the table never profiled: drop its remainders "
+                         "and every entry at its layer shapes, predict from the table's other "
+                         "models (works for your own package.module:factory with --input-shape)")
     va.add_argument("--passes", type=int, default=2,
                     help="times each policy is built and measured, interleaved (default 2): the "
                          "share of policies whose passes agree is the noise floor")

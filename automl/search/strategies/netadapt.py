@@ -13,11 +13,18 @@ reached within the evaluations allowed; when no single group can reach an iterat
 (large reductions in few iterations), the target is relaxed to what the best few groups reach
 alone; if evaluations run out first, the current policy is shrunk uniformly to the budget and
 scored once more.
+
+**Joint with precision** (issue 12: pruning + int8 by default): where the problem searches bits
+(``quantize``, the CPU target's default), each iteration also proposes one precision step — the
+whole model at the next narrower bit-width, channels as they are — beside the channel proposals,
+scored like them; NetAdapt keeps whichever does best. The final shrink tries every bit-width and
+keeps the one that leaves the most channels. A model-wide step, not per layer: on the CPU every
+precision switch between layers costs a quantize/dequantize (see BENCHMARKS.md, int8 export).
 """
 
 from __future__ import annotations
 
-from ...core import Evaluation, kept_channels
+from ...core import FLOAT_BITS, Evaluation, Policy, kept_channels
 from ..base import Strategy, Trial
 from .uniform import largest_feasible_ratio
 
@@ -30,9 +37,10 @@ class NetAdaptStrategy(Strategy):
     def __init__(self, problem, options) -> None:
         super().__init__(problem, options)
         self.keep = {g: 1.0 for g in problem.groups}
+        self.bits = FLOAT_BITS if FLOAT_BITS in problem.bits_choices else max(problem.bits_choices)
         self.iteration = 0
         self.evaluations = 0
-        self.resource = problem.resource(problem.costs(problem.policy_from(self.keep)))
+        self.resource = problem.resource(problem.costs(self._policy(self.keep)))
         # NetAdapt proposes for every layer each iteration; with few evaluations that leaves no
         # second iteration, so propose for the groups whose best proposal saves the most
         self.proposals_per_iteration = max(2, min(len(problem.groups), options.trials // 4))
@@ -47,6 +55,23 @@ class NetAdaptStrategy(Strategy):
     def _channels(self, group: str) -> int:
         return self.problem.info.layer(group).out_channels
 
+    def _policy(self, keep: dict[str, float], bits: int | None = None) -> Policy:
+        b = self.bits if bits is None else bits
+        return self.problem.policy_from(keep, {layer.name: (b, b) for layer in self.problem.info.layers})
+
+    def _precision_proposal(self) -> list[tuple[float, Trial]]:
+        """The whole model at the next narrower bit-width, if that lowers the resource."""
+        narrower = sorted((b for b in self.problem.bits_choices if b < self.bits), reverse=True)
+        if not narrower:
+            return []
+        p, b = self.problem, narrower[0]
+        policy = self._policy(self.keep, b)
+        resource = p.resource(p.costs(policy))
+        if resource >= self.resource - 1e-9:
+            return []
+        return [(resource, self._trial(policy, {"bits": b, "keep": dict(self.keep),
+                                                "iteration": self.iteration}, intermediate=True))]
+
     def _propose(self, target: float) -> list[Trial]:
         p = self.problem
         proposals: list[tuple[float, Trial]] = []
@@ -59,14 +84,18 @@ class NetAdaptStrategy(Strategy):
                 if ratio < p.min_keep_ratio:
                     break
                 keep = {**self.keep, g: ratio}
-                resource = p.resource(p.costs(p.policy_from(keep)))
+                resource = p.resource(p.costs(self._policy(keep)))
                 if resource <= target:
                     proposals.append((resource, self._trial(
-                        p.policy_from(keep), {"group": g, "keep": keep, "iteration": self.iteration},
+                        self._policy(keep), {"group": g, "keep": keep, "bits": self.bits,
+                                             "iteration": self.iteration},
                         intermediate=True)))
                     break
         proposals.sort(key=lambda rt: rt[0])
-        return [t for _, t in proposals[:self.proposals_per_iteration]]
+        chosen = [t for _, t in proposals[:self.proposals_per_iteration]]
+        if chosen:  # the precision step competes with this iteration's channel proposals
+            chosen += [t for _, t in self._precision_proposal()]
+        return chosen
 
     def _propose_relaxed(self) -> list[Trial]:
         """When no single group can reach this iteration's target (a 4x reduction in a handful
@@ -76,7 +105,7 @@ class NetAdaptStrategy(Strategy):
         shrinking everything uniformly."""
         p = self.problem
         reachable = sorted(
-            p.resource(p.costs(p.policy_from({**self.keep, g: p.min_keep_ratio}))) for g in p.groups
+            p.resource(p.costs(self._policy({**self.keep, g: p.min_keep_ratio}))) for g in p.groups
             if kept_channels(self._channels(g), self.keep[g], p.channel_step)
             > kept_channels(self._channels(g), p.min_keep_ratio, p.channel_step))
         if not reachable:
@@ -109,12 +138,19 @@ class NetAdaptStrategy(Strategy):
             return []
         p = self.problem
         base = dict(self.keep)
-        scale = largest_feasible_ratio(
-            p, lambda s: p.policy_from({g: max(p.min_keep_ratio, r * s) for g, r in base.items()}), lo=0.0)
-        if scale is None:
+        best: tuple[float, int] | None = None     # (scale, bits): the most channels kept wins
+        for bits in sorted({b for b in p.bits_choices if b <= self.bits}, reverse=True):
+            scale = largest_feasible_ratio(
+                p, lambda s, b=bits: self._policy({g: max(p.min_keep_ratio, r * s) for g, r in base.items()}, b),
+                lo=0.0)
+            if scale is not None and (best is None or scale > best[0] + 1e-9):
+                best = (scale, bits)
+        if best is None:
             return []
+        scale, bits = best
         keep = {g: max(p.min_keep_ratio, r * scale) for g, r in base.items()}
-        return [self._trial(p.policy_from(keep), {"keep": keep, "iteration": self.iteration, "final": True})]
+        return [self._trial(self._policy(keep, bits), {"keep": keep, "bits": bits,
+                                                       "iteration": self.iteration, "final": True})]
 
     def tell(self, trial: Trial, evaluation: Evaluation) -> None:
         if evaluation.accuracy is not None:
@@ -131,10 +167,11 @@ class NetAdaptStrategy(Strategy):
             return
         best_trial, _ = max(scored, key=lambda te: te[1].accuracy)
         self.keep = dict(best_trial.params["keep"])
+        self.bits = int(best_trial.params.get("bits", self.bits))
         self.resource = self.problem.resource(self.problem.costs(best_trial.policy))
         self.iteration += 1
         if self.resource <= 1.0:
             self._finished = True
 
     def state(self) -> dict:
-        return {"iteration": self.iteration, "resource": self.resource}
+        return {"iteration": self.iteration, "resource": self.resource, "bits": self.bits}

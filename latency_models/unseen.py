@@ -1,0 +1,202 @@
+"""Predicting nets a table never profiled, from what it measured of other nets.
+
+A table holds measured grids for the layer shapes (keys) of the models it profiled, and each
+model's remainder (whole − overhead − Σ kernels). A net it never saw has keys with no grid and
+no remainder. nn-Meter's lesson is that kernels, not whole models, generalise: a conv kernel's
+time follows its work whichever net it sits in. So:
+
+- :class:`KernelRegressor`: per (op, kernel size, precision), a non-negative linear model of the
+  layer's time in its work terms — MACs, input, output and weight elements, a constant — fitted
+  on every measured entry of the table, weighted for *relative* error (each row divided by its
+  latency). Non-negative and linear, it extrapolates with the work (a 224×224 layer from 32×32
+  ones) where a tree model would flatten out. A (op, kernel) group with too few entries falls
+  back to the op's pooled fit.
+- :class:`CrossModelRemainder`: the remainder of an unseen net from the remainders measured on
+  the others, least squares in absolute terms — the kept activation elements (what pooling,
+  residual adds and layout changes touch), those of int8 layers (isolated int8 entries include a
+  quantize and a dequantize that vanish between int8 layers in a graph), the elements where
+  precision switches, the layer count, a constant.
+
+Both plug into :class:`latency_models.predictor.Predictor` as its ``unseen`` fallback: a key
+with no grid goes to the regressor, a model with no remainder to the cross-model fit. Only the
+core types are imported: the caller passes the traced :class:`ModelInfo` of the table's models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy.optimize import nnls
+
+from automl.core import ModelInfo
+
+from .table import LatencyTable
+
+MIN_GROUP_ENTRIES = 8
+
+
+@dataclass(frozen=True)
+class KernelShape:
+    """A table key read back: the layer's op and geometry (channels aside)."""
+
+    op: str
+    kernel: int = 1
+    stride: int = 1
+    padding: int = 0
+    in_hw: tuple[int, int] = (1, 1)
+
+    @classmethod
+    def parse(cls, key: str) -> "KernelShape":
+        parts = key.split("|")
+        fields = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+        if parts[0] == "linear":
+            return cls("linear")
+        h, w = (int(v) for v in fields["hw"].split("x"))
+        return cls(parts[0], int(fields["k"]), int(fields["s"]), int(fields["p"]), (h, w))
+
+    @property
+    def out_hw(self) -> tuple[int, int]:
+        if self.op == "linear":
+            return (1, 1)
+        return tuple((d + 2 * self.padding - self.kernel) // self.stride + 1  # type: ignore[return-value]
+                     for d in self.in_hw)
+
+    def features(self, cin: int, cout: int) -> np.ndarray:
+        """[1, MACs, input, output, weight elements] in millions (the constant in units of 1)."""
+        (h, w), (oh, ow) = self.in_hw, self.out_hw
+        if self.op == "linear":
+            macs, inp, out, wts = cin * cout, cin, cout, cin * cout
+        elif self.op == "depthwise":
+            macs = cout * self.kernel ** 2 * oh * ow
+            inp, out, wts = cout * h * w, cout * oh * ow, cout * self.kernel ** 2
+        else:
+            macs = cin * cout * self.kernel ** 2 * oh * ow
+            inp, out, wts = cin * h * w, cout * oh * ow, cin * cout * self.kernel ** 2
+        return np.array([1.0, macs / 1e6, inp / 1e6, out / 1e6, wts / 1e6])
+
+    def group(self) -> str:
+        return self.op if self.op == "linear" else f"{self.op}|k={self.kernel}"
+
+
+@dataclass
+class KernelRegressor:
+    """Non-negative linear models of a kernel's time and energy in its work (module docstring)."""
+
+    latency: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    energy: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)
+    rows: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    @classmethod
+    def fit(cls, table: LatencyTable) -> "KernelRegressor":
+        by_group: dict[tuple[str, str], list[tuple[np.ndarray, float, float]]] = {}
+        for e in table.entries.values():
+            if e.latency_ms <= 0:
+                continue
+            shape = KernelShape.parse(e.key)
+            row = (shape.features(e.in_channels, e.out_channels), e.latency_ms, e.energy_mj)
+            by_group.setdefault((shape.group(), e.precision), []).append(row)
+            by_group.setdefault((shape.op, e.precision), []).append(row)
+        reg = cls()
+        for gk, rows in by_group.items():
+            x = np.stack([r[0] for r in rows])
+            reg.rows[gk] = len(rows)
+            reg.latency[gk] = _relative_nnls(x, np.array([r[1] for r in rows]))
+            reg.energy[gk] = _relative_nnls(x, np.array([max(r[2], 1e-12) for r in rows]))
+        return reg
+
+    def coefficients(self, shape: KernelShape, precision: str) -> tuple[np.ndarray, np.ndarray] | None:
+        for gk in ((shape.group(), precision), (shape.op, precision)):
+            if self.rows.get(gk, 0) >= MIN_GROUP_ENTRIES:
+                return self.latency[gk], self.energy[gk]
+        gk = (shape.op, precision)
+        return (self.latency[gk], self.energy[gk]) if gk in self.latency else None
+
+    def predict(self, key: str, precision: str, cin: int, cout: int) -> tuple[float, float] | None:
+        """(latency_ms, energy_mj) of this kernel, or None when the table has no such op at all."""
+        shape = KernelShape.parse(key)
+        coef = self.coefficients(shape, precision)
+        if coef is None:
+            return None
+        f = shape.features(cin, cout)
+        return float(f @ coef[0]), float(f @ coef[1])
+
+
+def _relative_nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """argmin_{c ≥ 0} Σ ((x·c − y) / y)²: relative error, so small kernels count as much as big."""
+    w = 1.0 / y
+    coef, _ = nnls(x * w[:, None], np.ones_like(y))
+    return coef
+
+
+def remainder_features(info: ModelInfo, act_ratio: float, int8_fraction: float,
+                       boundary_ratio: float) -> np.ndarray:
+    """[1, kept activation, int8 activation, boundary elements (millions), layer count / 100]."""
+    full = sum(l.out_channels * l.out_hw[0] * l.out_hw[1] for l in info.layers) / 1e6
+    kept = act_ratio * full
+    return np.array([1.0, kept, kept * int8_fraction, boundary_ratio * full, len(info.layers) / 100])
+
+
+@dataclass
+class CrossModelRemainder:
+    """A remainder for any net, fitted on the remainders the table measured on its models."""
+
+    coef: np.ndarray
+    models: list[str]
+
+    @classmethod
+    def fit(cls, table: LatencyTable, infos: Mapping[str, ModelInfo]) -> "CrossModelRemainder | None":
+        x, y, used = [], [], []
+        for name, info in infos.items():
+            rows = table.remainders_for(name, info.input_shape)
+            for r in rows:
+                x.append(remainder_features(info, r.act_ratio, r.int8_fraction, r.boundary_ratio))
+                y.append(r.remainder_ms)
+            if rows:
+                used.append(name)
+        if len(y) < 5:
+            return None
+        # a small ridge, relative to each term's scale: three or four models leave some terms
+        # nearly collinear (the layer count takes one value per model)
+        xa, ya = np.stack(x), np.array(y)
+        gram = xa.T @ xa
+        lam = np.diag(1e-6 * np.diag(gram) + 1e-12)
+        coef = np.linalg.solve(gram + lam, xa.T @ ya)
+        return cls(coef, used)
+
+    def at(self, info: ModelInfo, act_ratio: float, int8_fraction: float, boundary_ratio: float) -> float:
+        return float(remainder_features(info, act_ratio, int8_fraction, boundary_ratio) @ self.coef)
+
+
+@dataclass
+class UnseenModel:
+    """The fallback a :class:`~latency_models.predictor.Predictor` uses for what its table lacks."""
+
+    kernels: KernelRegressor
+    remainder: CrossModelRemainder | None
+
+    @classmethod
+    def fit(cls, table: LatencyTable, infos: Mapping[str, ModelInfo]) -> "UnseenModel":
+        return cls(KernelRegressor.fit(table), CrossModelRemainder.fit(table, infos))
+
+
+def table_without(table: LatencyTable, models: Sequence[ModelInfo]) -> LatencyTable:
+    """A copy of ``table`` that never saw ``models``: their remainders and every entry whose
+    key is one of their layers' keys dropped (also where another model shares the key, so the
+    copy knows nothing measured at their shapes)."""
+    from .table import layer_key
+
+    from .table import TableMetadata
+
+    keys = {layer_key(l) for info in models for l in info.layers}
+    names = {info.model_name for info in models}
+    md = TableMetadata(**table.metadata.to_dict())
+    md.input_shapes = {m: s for m, s in md.input_shapes.items() if m not in names}
+    return LatencyTable(md, [e for e in table.entries.values() if e.key not in keys],
+                        [r for r in table.remainders if r.model not in names],
+                        table.overhead_ms, table.overhead_source)
+
+
+__all__ = ["KernelShape", "KernelRegressor", "CrossModelRemainder", "UnseenModel", "table_without",
+           "remainder_features"]

@@ -1,0 +1,143 @@
+"""Predicting nets a table never profiled (issue 14 part 4): kernel regression over the table's
+entries, a cross-model remainder, the Predictor's fallback, and `lut validate --unseen` on a net
+the table never saw, measured for real."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from automl.core import Policy
+from automl.profiling import load_model_and_info, unseen_view
+from latency_models.predictor import MissingEntryError, Predictor
+from latency_models.profile import get_profile
+from latency_models.profiler import new_metadata
+from latency_models.table import LatencyTable, RemainderEntry, TableEntry, TableError, layer_key
+from latency_models.unseen import (CrossModelRemainder, KernelRegressor, KernelShape, UnseenModel,
+                                   table_without)
+from services.cli import main as cli
+
+SHAPE = (1, 16, 16)
+
+
+def _law(shape: KernelShape, cin: int, cout: int) -> float:
+    """A known cost law: 2 µs + 0.5 ms per MMAC + 0.1 ms per M output elements."""
+    f = shape.features(cin, cout)
+    return 0.002 + 0.5 * f[1] + 0.1 * f[3]
+
+
+def _synthetic_table(infos) -> LatencyTable:
+    table = LatencyTable(new_metadata(get_profile("cpu-ort", 1), "horowitz45nm"))
+    for info in infos:
+        for layer in info.layers:
+            key = layer_key(layer)
+            shape = KernelShape.parse(key)
+            for frac in (0.25, 0.5, 1.0):
+                cout = max(1, int(layer.out_channels * frac))
+                cin = cout if layer.op == "depthwise" else max(1, int(layer.in_channels * frac))
+                table.add(TableEntry(key, cin, cout, "fp32", _law(shape, cin, cout),
+                                     energy_mj=1e-3 * shape.features(cin, cout)[1]))
+    return table
+
+
+def test_a_key_parses_back_to_the_layer_it_came_from():
+    _, info = load_model_and_info("mobilenetv2_050", (3, 32, 32), 10)
+    for layer in info.layers:
+        shape = KernelShape.parse(layer_key(layer))
+        assert shape.op == layer.op
+        if layer.op != "linear":
+            assert (shape.kernel, shape.stride, shape.in_hw) == (layer.kernel, layer.stride, tuple(layer.in_hw))
+            assert shape.out_hw == tuple(layer.out_hw), layer.name
+
+
+def test_the_kernel_regression_recovers_a_cost_law_on_shapes_it_never_saw():
+    """Fitted on VGG's and LeNet's layers at 16×16, it prices ResNet-20's at 32×32 by the same law."""
+    seen = [load_model_and_info(m, SHAPE, 10)[1] for m in ("vgg", "lenet5")]
+    reg = KernelRegressor.fit(_synthetic_table(seen))
+    _, unseen = load_model_and_info("resnet20", (1, 32, 32), 10)
+    for layer in unseen.layers:
+        key = layer_key(layer)
+        lat, energy = reg.predict(key, "fp32", layer.in_channels, layer.out_channels)
+        truth = _law(KernelShape.parse(key), layer.in_channels, layer.out_channels)
+        assert lat == pytest.approx(truth, rel=0.02), key
+        assert energy > 0
+    assert reg.predict("depthwise|k=3|s=1|p=1|hw=8x8|bn=1|act=relu", "fp32", 8, 8) is None  # no such op
+
+
+def test_the_cross_model_remainder_fits_a_law_across_models():
+    infos = {m: load_model_and_info(m, SHAPE, 10)[1] for m in ("vgg", "lenet5", "resnet20")}
+    table = LatencyTable(new_metadata(get_profile("cpu-ort", 1), "horowitz45nm"))
+    from latency_models.unseen import remainder_features
+    coef = np.array([0.01, 0.2, -0.05, 0.3, 0.02])
+    for name, info in infos.items():
+        rows = []
+        for act in (0.25, 0.5, 1.0):
+            for q in (0.0, 1.0):
+                rem = float(remainder_features(info, act, q, 0.1 * q) @ coef)
+                rows.append(RemainderEntry(name, list(SHAPE), act, q, rem, rem, 0.0, boundary_ratio=0.1 * q))
+        table.set_remainders(name, SHAPE, rows)
+    fit = CrossModelRemainder.fit(table, {k: v for k, v in infos.items() if k != "resnet20"})
+    _, mnv2 = load_model_and_info("mobilenetv2_050", SHAPE, 10)
+    truth = float(remainder_features(mnv2, 0.6, 0.5, 0.05) @ coef)
+    assert fit.at(mnv2, 0.6, 0.5, 0.05) == pytest.approx(truth, rel=0.05, abs=1e-3)
+    assert CrossModelRemainder.fit(table, {}) is None
+
+
+def test_the_predictor_falls_back_only_when_asked():
+    seen = [load_model_and_info(m, SHAPE, 10)[1] for m in ("vgg", "lenet5")]
+    table = _synthetic_table(seen)
+    _, unseen = load_model_and_info("resnet20", SHAPE, 10)
+    policy = Policy.uniform(unseen, 0.5, 32, 32)
+    with pytest.raises(MissingEntryError):
+        Predictor(table, warn=False).predict(unseen, policy)
+    fallback = UnseenModel(KernelRegressor.fit(table), None)
+    lat, _ = Predictor(table, warn=False, unseen=fallback).predict(unseen, policy)
+    assert lat > table.overhead_ms
+
+
+def test_table_without_forgets_the_models_shapes_and_remainders(tmp_path):
+    infos = [load_model_and_info(m, SHAPE, 10)[1] for m in ("vgg", "resnet20")]
+    table = _synthetic_table(infos)
+    table.set_remainders("resnet20", SHAPE, [RemainderEntry("resnet20", list(SHAPE), 1.0, 0.0, 0.1, 0.2, 0.1)])
+    table.metadata.input_shapes = {"vgg": list(SHAPE), "resnet20": list(SHAPE)}
+    rest = table_without(table, [infos[1]])
+    assert not {layer_key(l) for l in infos[1].layers} & {e.key for e in rest.entries.values()}
+    assert not rest.remainders_for("resnet20", SHAPE) and "resnet20" not in rest.metadata.input_shapes
+    assert table.remainders_for("resnet20", SHAPE)  # the original is untouched
+
+
+@pytest.fixture(scope="module")
+def two_model_table(tmp_path_factory):
+    """A quick real table of LeNet-5 and VGG at 16×16 (profiled on this machine)."""
+    out = tmp_path_factory.mktemp("lut") / "two.json"
+    for model in ("lenet5", "vgg"):
+        assert cli.main(["profile", "--model", model, "--out", str(out), "--quick",
+                         "--input-shape", "1,16,16", "--no-progress"]) == 0
+    return out
+
+
+def test_lut_validate_unseen_predicts_a_net_the_table_never_profiled(two_model_table, tmp_path):
+    """ResNet-20 is in no table: --unseen predicts it from LeNet's and VGG's kernels and
+    remainders, and the policies are measured for real."""
+    out = tmp_path / "unseen.json"
+    rc = cli.main(["lut", "validate", "--model", "resnet20", "--table", str(two_model_table), "--unseen",
+                   "--input-shape", "1,16,16", "--samples", "3", "--passes", "1", "--out", str(out),
+                   "--no-progress"])
+    assert rc == 0
+    rep = json.loads(out.read_text())
+    assert rep["unseen"] is True and rep["n"] == 3
+    for s in rep["samples"]:
+        assert s["predicted_ms"] > 0 and s["measured_ms"] > 0
+    # without --unseen the same request is refused, naming what to do
+    assert cli.main(["lut", "validate", "--model", "resnet20", "--table", str(two_model_table),
+                     "--input-shape", "1,16,16", "--samples", "1", "--no-progress"]) != 0
+
+
+def test_unseen_needs_another_model_with_remainders(two_model_table):
+    table = LatencyTable.load(two_model_table)
+    lenet_only = table_without(table, [load_model_and_info("vgg", SHAPE, 10)[1]])
+    _, info = load_model_and_info("lenet5", SHAPE, 10)
+    with pytest.raises(TableError, match="too little"):
+        unseen_view(lenet_only, info)
