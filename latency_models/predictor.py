@@ -280,6 +280,10 @@ class Predictor:
         shapes = plan.shapes(policy)
         lat, en = self._kernel_sum(shapes)
         rem = self._remainder(info, *plan.features(shapes, self._precision))
+        # a remainder corrects the kernels (isolated entries carry costs a graph shares) but
+        # never takes away more than half of them: a fitted one (curves far from their points,
+        # the cross-model fit for an unseen net) could otherwise predict a negative latency
+        rem = max(rem, -0.5 * lat)
         return self.table.overhead_ms + lat + rem, en
 
     def kernels(self, info: ModelInfo, policy: Policy) -> tuple[float, float]:

@@ -8,8 +8,8 @@ share within ±5%/±10%, MAPE, Spearman, per precision mode, and a scatter plot.
 timed afresh, the passes interleaved (pass 1 in order, pass 2 in reverse), so a busy stretch of
 the machine hits different policies in different passes. The share of policies whose
 measurements agree within ±5%/±10% is what measurement itself can do: read prediction fidelity
-against that ceiling. The figure compared with the prediction is the fastest pass (the
-uncontended latency, as :func:`latency_models.timing.robust_time` keeps the fastest block).
+against that ceiling. The figure compared with the prediction is the fastest pass (each pass is
+already the 25th percentile of ~2 s of calls: :func:`latency_models.timing.sample_time`).
 """
 
 from __future__ import annotations
