@@ -32,6 +32,8 @@ from .core import FLOAT_BITS, LayerPolicy, ModelInfo, Policy
 QUICK_POINTS = 3
 QUICK_WIDTHS = (1.0, 0.5)
 DEFAULT_WIDTHS = (1.0, 0.75, 0.5, 0.25)
+RANDOM_REMAINDER_POINTS = 4   # per precision, beside the uniform widths (full tables only)
+REMAINDER_SEED = 1000          # not lut validate's seed: calibration and validation policies differ
 
 
 def uniform_policy(info: ModelInfo, keep_ratio: float, precision: str) -> Policy:
@@ -62,17 +64,27 @@ def measure_model_ms(model: nn.Module, policy: Policy, info: ModelInfo, profile:
         runner = torch_runner(compressed, info.input_shape, profile.threads, profile.batch,
                               profile.backend.torch_device, budget_s=MODEL_BUDGET_S)
     stats = runner.time()
-    return stats.p25_ms, stats.iqr_ms
+    return stats.uncontended_ms, stats.iqr_ms
 
 
 def measure_remainders(table: LatencyTable, model: nn.Module, info: ModelInfo,
                        profile: HardwareProfile, calib: list[torch.Tensor],
-                       widths: Sequence[float] = DEFAULT_WIDTHS, progress: bool = True) -> None:
-    """Time the whole model at uniform widths × precisions (and, with int8, two alternating
-    mixed-precision models per width for the boundary cost); store whole − overhead − kernels."""
+                       widths: Sequence[float] = DEFAULT_WIDTHS, progress: bool = True,
+                       random_points: int = 0) -> None:
+    """Time the whole model at uniform widths × precisions, at ``random_points`` random keep
+    ratios per precision (so the remainder's line is fitted on policies shaped like a search's,
+    not on uniform ones alone), and, with int8, two alternating mixed-precision models per width
+    for the boundary cost; store whole − overhead − kernels."""
+    import numpy as np
     from tqdm.auto import tqdm
 
+    from latency_models.validate import sample_policy
+
     points = [uniform_policy(info, w, prec) for w in widths for prec in profile.precisions]
+    rng = np.random.default_rng(REMAINDER_SEED)
+    for prec in profile.precisions:
+        points += [sample_policy(info, rng, "int8" if prec == "int8" else "fp32", min_keep=0.25)[0]
+                   for _ in range(random_points)]
     if "int8" in profile.precisions and "fp32" in profile.precisions:
         # pruned widths only: at full width ORT sometimes leaves the fp32 convs of a mixed
         # ResNet-20 off its NCHWc path (0.5 ms slower), which is not a boundary cost
@@ -127,7 +139,8 @@ def profile_model(model_name: str, input_shape: Sequence[int], profile: Hardware
     profile_layers(table, info, profile, points=points, out=out, progress=progress, energy=energy)
     if remainder and (not resume or not table.remainders_for(model_name, info.input_shape)):
         measure_remainders(table, model, info, profile, calib or _random_calibration(info.input_shape),
-                           QUICK_WIDTHS if quick else DEFAULT_WIDTHS, progress)
+                           QUICK_WIDTHS if quick else DEFAULT_WIDTHS, progress,
+                           random_points=0 if quick else RANDOM_REMAINDER_POINTS)
     table.metadata.input_shapes[model_name] = list(info.input_shape)
     if out is not None:
         table.save(out)

@@ -192,7 +192,7 @@ class TimingStats:
     min_ms: float
     repeats: int
     remeasured: bool = False
-    p25_ms: float = float("nan")   # the 25th percentile: latency_models.timing's figure
+    uncontended_ms: float = float("nan")   # latency_models.timing.sample_time's figure
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -213,7 +213,7 @@ def time_callable(fn, warmup: int = 10, repeats: int = 50, max_rel_iqr: float = 
             samples.append((time.perf_counter() - t0) * 1e3)
         q = statistics.quantiles(samples, n=4)
         stats = TimingStats(statistics.median(samples), q[2] - q[0], statistics.fmean(samples),
-                            min(samples), repeats, remeasured=attempt > 0, p25_ms=q[0])
+                            min(samples), repeats, remeasured=attempt > 0, uncontended_ms=q[0])
         if best is None or stats.iqr_ms / stats.median_ms < best.iqr_ms / best.median_ms:
             best = stats
         if stats.iqr_ms <= max_rel_iqr * stats.median_ms:

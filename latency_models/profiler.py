@@ -39,7 +39,7 @@ SAVE_EVERY = 25
 def measure_overhead_ms(profile: HardwareProfile) -> float:
     """The runtime's per-call cost: a run of the device's smallest graph. Counted once per model."""
     runner = profile.backend.overhead_runner()
-    return runner.time().p25_ms
+    return runner.time().uncontended_ms
 
 
 # ---- metadata ----------------------------------------------------------------------------
@@ -106,8 +106,8 @@ def profile_layers(table: LatencyTable, info: ModelInfo, profile: HardwareProfil
                 e_mj, e_src = layer_energy_mj(energy, plan.layer, cin, cout, prec), "modeled"
             table.add(TableEntry(
                 key=plan.key, in_channels=cin, out_channels=cout, precision=prec,
-                latency_ms=max(1e-5, stats.p25_ms - table.overhead_ms), iqr_ms=stats.iqr_ms,
-                raw_median_ms=stats.p25_ms, repeats=stats.repeats, blocks=len(runner.fns),
+                latency_ms=max(1e-5, stats.uncontended_ms - table.overhead_ms), iqr_ms=stats.iqr_ms,
+                raw_median_ms=stats.uncontended_ms, repeats=stats.repeats, blocks=len(runner.fns),
                 remeasured=stats.remeasured,
                 latency_source="measured", energy_mj=e_mj, energy_source=e_src))
             done += 1

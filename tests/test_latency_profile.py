@@ -146,9 +146,8 @@ def test_simulated_bitfusion_table(tmp_path):
 
 
 def test_sample_time_keeps_the_typical_latency_through_slow_stretches(monkeypatch):
-    """A callable slow (3 ms) in a stretch of calls and fast (1 ms) otherwise, as this VM runs
-    ORT: the 25th percentile over the budget is the fast figure, the budget is honoured, and the
-    sessions are taken in turn."""
+    """A callable slow (3 ms) for most of the time and fast (1 ms) in stretches, as this VM runs
+    ORT: the figure is the fast state's, the budget is honoured, the sessions are taken in turn."""
     import time as _time
     from latency_models.timing import sample_time
 
@@ -158,13 +157,13 @@ def test_sample_time_keeps_the_typical_latency_through_slow_stretches(monkeypatc
     def make(name):
         def fn():
             calls[name] += 1
-            slow = (calls["a"] + calls["b"]) % 10 < 3
+            slow = (calls["a"] + calls["b"]) % 40 >= 12   # fast 30% of the time, in stretches
             _time.sleep(0.003 if slow else 0.001)
         return fn
 
     t0 = _time.perf_counter()
-    stats = sample_time([make("a"), make("b")], budget_s=0.4, chunk_s=0.01, min_calls=20)
+    stats = sample_time([make("a"), make("b")], budget_s=0.4, chunk_s=0.006, min_calls=20)
     wall = _time.perf_counter() - t0
     assert 0.4 <= wall < 0.8
-    assert stats.p25_ms == pytest.approx(1.1, abs=0.25) and stats.mean_ms > stats.p25_ms
+    assert stats.uncontended_ms == pytest.approx(1.1, abs=0.25) and stats.median_ms > 2.5
     assert calls["a"] > 10 and calls["b"] > 10 and stats.repeats >= 20
