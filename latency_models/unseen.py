@@ -98,6 +98,7 @@ class KernelRegressor:
             row = (shape.features(e.in_channels, e.out_channels), e.latency_ms, e.energy_mj)
             by_group.setdefault((shape.group(), e.precision), []).append(row)
             by_group.setdefault((shape.op, e.precision), []).append(row)
+            by_group.setdefault(("*", e.precision), []).append(row)
         reg = cls()
         for gk, rows in by_group.items():
             x = np.stack([r[0] for r in rows])
@@ -107,14 +108,19 @@ class KernelRegressor:
         return reg
 
     def coefficients(self, shape: KernelShape, precision: str) -> tuple[np.ndarray, np.ndarray] | None:
-        for gk in ((shape.group(), precision), (shape.op, precision)):
+        """The (op, kernel) fit, else the op's, else every op's at this precision (a net whose
+        classifier shape the table never saw: every zoo net shares ``linear|act=none``)."""
+        for gk in ((shape.group(), precision), (shape.op, precision), ("*", precision)):
             if self.rows.get(gk, 0) >= MIN_GROUP_ENTRIES:
                 return self.latency[gk], self.energy[gk]
-        gk = (shape.op, precision)
-        return (self.latency[gk], self.energy[gk]) if gk in self.latency else None
+        for gk in ((shape.op, precision), ("*", precision)):
+            if gk in self.latency:
+                return self.latency[gk], self.energy[gk]
+        return None
 
     def predict(self, key: str, precision: str, cin: int, cout: int) -> tuple[float, float] | None:
-        """(latency_ms, energy_mj) of this kernel, or None when the table has no such op at all."""
+        """(latency_ms, energy_mj) of this kernel, or None when the table has nothing at this
+        precision."""
         shape = KernelShape.parse(key)
         coef = self.coefficients(shape, precision)
         if coef is None:
