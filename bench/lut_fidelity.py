@@ -94,7 +94,7 @@ def refit_remainders(data: dict[str, Any], cid: str, threads: int) -> None:
     from latency_models.predictor import Predictor
     from latency_models.profile import get_profile
     from latency_models.table import LatencyTable
-    from latency_models.validate import MODES, fidelity_metrics
+    from latency_models.validate import fidelity_metrics, metrics_by_mode
 
     cell = data["cells"][cid]
     path = Path(cell["table"])
@@ -112,9 +112,7 @@ def refit_remainders(data: dict[str, Any], cid: str, threads: int) -> None:
     pm = [smp["predicted_ms"] for smp in report["samples"]]
     mm = [smp["measured_ms"] for smp in report["samples"]]
     report.update(fidelity_metrics(pm, mm))
-    report["by_mode"] = {m: fidelity_metrics([x["predicted_ms"] for x in report["samples"] if x["mode"] == m],
-                                             [x["measured_ms"] for x in report["samples"] if x["mode"] == m])
-                         for m in MODES if any(x["mode"] == m for x in report["samples"])}
+    report["by_mode"] = metrics_by_mode(report["samples"])
     report["remainders_refit"] = True
     samples_path.write_text(json.dumps(report, indent=1))
     cell.update({k: v for k, v in report.items() if k != "samples"})
@@ -129,7 +127,7 @@ def holdout(data: dict[str, Any], quick: bool) -> None:
     from latency_models.predictor import Predictor
     from latency_models.table import LatencyTable
     from latency_models.unseen import UnseenModel, table_without
-    from latency_models.validate import fidelity_metrics, table_profile
+    from latency_models.validate import fidelity_metrics, metrics_by_mode, table_profile
 
     cells = data["cells"]
     tables = {cid: LatencyTable.load(c["table"]) for cid, c in cells.items() if Path(c["table"]).is_file()}
@@ -151,9 +149,7 @@ def holdout(data: dict[str, Any], quick: bool) -> None:
         samples = json.loads(samples_path.read_text())["samples"]
         predicted = [pred.predict(info, Policy.from_dict(s["policy"]))[0] for s in samples]
         measured = [s["measured_ms"] for s in samples]
-        modes = {m: fidelity_metrics([p for p, s in zip(predicted, samples) if s["mode"] == m],
-                                     [s["measured_ms"] for s in samples if s["mode"] == m])
-                 for m in sorted({s["mode"] for s in samples})}
+        modes = metrics_by_mode([{**s, "predicted_ms": p} for p, s in zip(predicted, samples)])
         cell["holdout"] = {"trained_on": [cells[o]["model"] + "@" + "x".join(map(str, cells[o]["input_shape"]))
                                           for o in others],
                            **fidelity_metrics(predicted, measured), "by_mode": modes,

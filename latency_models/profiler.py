@@ -28,8 +28,8 @@ from .grid import (DEFAULT_POINTS, GridPlan, channel_choices, layer_at,  # noqa:
                    layer_energy_mj, plan_grid)
 from .profile import HardwareProfile
 from .table import LatencyTable, TableEntry, TableError, TableMetadata
-from .timing import (BLOCKS, SESSIONS, CudaRunner, Runner, build_layer_module,  # noqa: F401
-                     calib_for, layer_input_shape, ort_runner, robust_time, torch_runner)
+from .timing import (SESSIONS, CudaRunner, Runner, build_layer_module,  # noqa: F401
+                     calib_for, layer_input_shape, ort_runner, sample_time, torch_runner)
 
 log = logging.getLogger(__name__)
 

@@ -48,7 +48,6 @@ def build_layer_module(layer: LayerInfo, cin: int, cout: int) -> nn.Module:
 
 
 # ---- timing backends ----------------------------------------------------------------------
-BLOCKS = 2          # kept for the table's ``blocks`` field: chunks are now counted in ``repeats``
 SESSIONS = 3
 LAYER_BUDGET_S = 0.5    # per table entry (all its sessions together)
 MODEL_BUDGET_S = 2.0    # per whole-model measurement (remainders, ``lut validate``)
@@ -110,11 +109,6 @@ def sample_time(fns: Sequence[Callable[[], object]], budget_s: float, chunk_s: f
     q1, q3 = np.percentile(arr, [25, 75])
     return TimingStats(float(np.median(arr)), float(q3 - q1), float(arr.mean()), float(arr.min()),
                        len(samples), uncontended_ms=float(np.percentile(readings, PERCENTILE)))
-
-
-def robust_time(fn: Callable[[], object], budget_s: float = LAYER_BUDGET_S) -> TimingStats:
-    """:func:`sample_time` of one callable."""
-    return sample_time([fn], budget_s)
 
 
 @dataclass

@@ -136,10 +136,15 @@ def _relative_nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return coef
 
 
+def full_volume_m(info: ModelInfo) -> float:
+    """The uncompressed model's activation elements (millions): what the ratios are relative to."""
+    return sum(l.out_channels * l.out_hw[0] * l.out_hw[1] for l in info.layers) / 1e6
+
+
 def remainder_features(info: ModelInfo, act_ratio: float, int8_fraction: float,
-                       boundary_ratio: float) -> np.ndarray:
+                       boundary_ratio: float, full: float | None = None) -> np.ndarray:
     """[1, kept activation, int8 activation, boundary elements (millions), layer count / 100]."""
-    full = sum(l.out_channels * l.out_hw[0] * l.out_hw[1] for l in info.layers) / 1e6
+    full = full_volume_m(info) if full is None else full
     kept = act_ratio * full
     return np.array([1.0, kept, kept * int8_fraction, boundary_ratio * full, len(info.layers) / 100])
 
@@ -150,6 +155,7 @@ class CrossModelRemainder:
 
     coef: np.ndarray
     models: list[str]
+    _volumes: dict[int, float] = field(default_factory=dict, repr=False)
 
     @classmethod
     def fit(cls, table: LatencyTable, infos: Mapping[str, ModelInfo]) -> "CrossModelRemainder | None":
@@ -172,7 +178,11 @@ class CrossModelRemainder:
         return cls(coef, used)
 
     def at(self, info: ModelInfo, act_ratio: float, int8_fraction: float, boundary_ratio: float) -> float:
-        return float(remainder_features(info, act_ratio, int8_fraction, boundary_ratio) @ self.coef)
+        # the model's volume once per model, not per prediction (a search predicts thousands)
+        full = self._volumes.get(id(info))
+        if full is None:
+            full = self._volumes[id(info)] = full_volume_m(info)
+        return float(remainder_features(info, act_ratio, int8_fraction, boundary_ratio, full) @ self.coef)
 
 
 @dataclass

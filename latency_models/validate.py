@@ -19,7 +19,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .unseen import UnseenModel
 
 MODES = ("fp32", "int8", "mixed")
+MAX_PASSES = 10
 
 
 def sample_policy(info: ModelInfo, rng: np.random.Generator, mode: str | None = None,
@@ -96,6 +97,14 @@ def repeatability(passes: Sequence[Sequence[float]]) -> dict[str, float]:
             "median_spread": float(np.median(spread)), "max_spread": float(spread.max())}
 
 
+def metrics_by_mode(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, float]]:
+    """:func:`fidelity_metrics` per precision mode of ``samples`` (dicts with ``mode``,
+    ``predicted_ms``, ``measured_ms``: a report's samples)."""
+    return {m: fidelity_metrics([x["predicted_ms"] for x in samples if x["mode"] == m],
+                                [x["measured_ms"] for x in samples if x["mode"] == m])
+            for m in MODES if any(x["mode"] == m for x in samples)}
+
+
 @dataclass
 class Sample:
     mode: str
@@ -140,7 +149,9 @@ def validate_predictions(table: LatencyTable, info: ModelInfo, profile: Hardware
     rng = np.random.default_rng(seed)
     policies = [sample_policy(info, rng) for _ in range(samples)]
 
-    passes = max(1, int(passes))
+    if not 1 <= int(passes) <= MAX_PASSES:
+        raise ValueError(f"passes: {passes} is outside 1..{MAX_PASSES}")
+    passes = int(passes)
     measured: list[list[tuple[float, float]]] = [[(math.nan, math.nan)] * len(policies)
                                                  for _ in range(passes)]
     order = [list(range(len(policies))) if p % 2 == 0 else list(reversed(range(len(policies))))
@@ -189,9 +200,7 @@ def validate_predictions(table: LatencyTable, info: ModelInfo, profile: Hardware
         "measure_ms_per_policy": t_measure / (len(results) * passes) * 1e3,
         "repeatability": repeatability([[r.measured_ms_passes[p] for r in results]
                                         for p in range(passes)]),
-        "by_mode": {m: fidelity_metrics([r.predicted_ms for r in results if r.mode == m],
-                                        [r.measured_ms for r in results if r.mode == m])
-                    for m in MODES if any(r.mode == m for r in results)},
+        "by_mode": metrics_by_mode([r.to_dict() for r in results]),
         "samples": [r.to_dict() for r in results],
     }
     if json_out is not None:

@@ -167,3 +167,9 @@ def test_sample_time_keeps_the_typical_latency_through_slow_stretches(monkeypatc
     assert 0.4 <= wall < 0.8
     assert stats.uncontended_ms == pytest.approx(1.1, abs=0.25) and stats.median_ms > 2.5
     assert calls["a"] > 10 and calls["b"] > 10 and stats.repeats >= 20
+
+
+def test_validate_bounds_the_passes(lenet_table, capsys):
+    rc = cli.main(["lut", "validate", "--model", "lenet5", "--table", str(lenet_table),
+                   "--samples", "1", "--passes", "1000", "--no-progress"])
+    assert rc == 2 and "passes" in capsys.readouterr().err
