@@ -127,8 +127,8 @@ class PeerRunner:
 
     def timed(self, onnx_bytes: bytes) -> tuple[float, float]:
         """(latency ratio to the unpruned fp32 graph, this graph's ms), timed side by side."""
-        a, ref = measure_onnx_pair(onnx_bytes, self.fp32, self.shape, threads=self.threads, sessions=3)
-        return a.median_ms / ref.median_ms, a.median_ms
+        a, ref = measure_onnx_pair(onnx_bytes, self.fp32, self.shape, threads=self.threads)
+        return a.uncontended_ms / ref.uncontended_ms, a.uncontended_ms
 
     def latency_ratio(self, onnx_bytes: bytes) -> float:
         return self.timed(onnx_bytes)[0]

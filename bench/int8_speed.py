@@ -42,7 +42,7 @@ def run(model_name: str, data_spec: str, rounds: int) -> dict:
     samples: dict[str, list[float]] = {k: [] for k in graphs}
     for _ in range(rounds):
         for name, g in graphs.items():
-            samples[name].append(measure_onnx_latency(g, shape, repeats=100).median_ms)
+            samples[name].append(measure_onnx_latency(g, shape).uncontended_ms)
     med = {k: statistics.median(v) for k, v in samples.items()}
     ratios = [o / p for o, p in zip(samples["ours"], samples["ort"])]
     return {"model": model_name, "input_shape": list(shape), "rounds": rounds,

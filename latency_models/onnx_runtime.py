@@ -1,7 +1,8 @@
 """The deployment runtime on a CPU: export to ONNX, int8 QDQ quantization, and timing.
 
 ``latency_ms_measured`` everywhere in the project means: the exported ONNX model run in ONNX
-Runtime on this CPU, batch 1, 1 intra-op thread unless said, median of many runs after warm-up.
+Runtime on this CPU, batch 1, 1 intra-op thread unless said, read by the project's one timing
+protocol (:mod:`latency_models.sampling`).
 
 int8 uses ONNX Runtime's static QDQ format (QuantizeLinear/DequantizeLinear pairs around the
 ops): it is the format ORT recommends for CPU, it keeps the float graph readable, and ORT fuses
@@ -13,11 +14,8 @@ from __future__ import annotations
 
 import io
 import os
-import statistics
 import tempfile
-import time
 import warnings
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -25,6 +23,8 @@ import numpy as np
 import onnxruntime as ort
 import torch
 from torch import nn
+
+from .sampling import MODEL_BUDGET_S, SESSIONS, TimingStats, sample_time, sample_times  # noqa: F401
 
 
 def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | Path | None = None,
@@ -182,80 +182,39 @@ def make_session(onnx_model: bytes | str | Path, threads: int = 1) -> ort.Infere
     return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-@dataclass
-class TimingStats:
-    """Latency statistics of repeated runs, in milliseconds."""
-
-    median_ms: float
-    iqr_ms: float
-    mean_ms: float
-    min_ms: float
-    repeats: int
-    remeasured: bool = False
-    uncontended_ms: float = float("nan")   # latency_models.timing.sample_time's figure
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def time_callable(fn, warmup: int = 10, repeats: int = 50, max_rel_iqr: float = 0.15,
-                  retries: int = 2) -> TimingStats:
-    """Median and IQR of ``fn()`` after warm-up; re-measure (up to ``retries`` times) when the
-    spread is too wide (IQR / median above ``max_rel_iqr``), keeping the tightest run."""
-    best: TimingStats | None = None
-    for attempt in range(retries + 1):
-        for _ in range(warmup):
-            fn()
-        samples = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            samples.append((time.perf_counter() - t0) * 1e3)
-        q = statistics.quantiles(samples, n=4)
-        stats = TimingStats(statistics.median(samples), q[2] - q[0], statistics.fmean(samples),
-                            min(samples), repeats, remeasured=attempt > 0, uncontended_ms=q[0])
-        if best is None or stats.iqr_ms / stats.median_ms < best.iqr_ms / best.median_ms:
-            best = stats
-        if stats.iqr_ms <= max_rel_iqr * stats.median_ms:
-            break
-    assert best is not None
-    return best
+def _session_fns(onnx_model: bytes | str | Path, input_shape: Sequence[int], threads: int,
+                 batch: int, sessions: int) -> list:
+    """One ready-to-time callable per fresh ORT session (sessions of one model differ
+    persistently, by up to 2x for int8 here, so a figure should not hinge on which one it drew)."""
+    x = np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
+    fns = []
+    for _ in range(max(1, sessions)):
+        sess = make_session(onnx_model, threads)
+        feed = {sess.get_inputs()[0].name: x}
+        fns.append(lambda sess=sess, feed=feed: sess.run(None, feed))
+    return fns
 
 
 def measure_onnx_latency(onnx_model: bytes | str | Path, input_shape: Sequence[int], threads: int = 1,
-                         batch: int = 1, warmup: int = 10, repeats: int = 50,
-                         sessions: int = 1) -> TimingStats:
-    """``latency_ms_measured``: median latency of one ORT run at ``batch`` on this CPU. With
-    ``sessions`` > 1, the fastest of that many fresh sessions: ORT sessions of one model differ
-    persistently (by up to 2x for int8 here), and a budget check should not hinge on which one
-    it drew."""
-    best: TimingStats | None = None
-    for _ in range(max(1, sessions)):
-        sess = make_session(onnx_model, threads)
-        name = sess.get_inputs()[0].name
-        feed = {name: np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)}
-        stats = time_callable(lambda: sess.run(None, feed), warmup=warmup, repeats=repeats)
-        if best is None or stats.median_ms < best.median_ms:
-            best = stats
-    assert best is not None
-    return best
+                         batch: int = 1, sessions: int = SESSIONS,
+                         budget_s: float = MODEL_BUDGET_S) -> TimingStats:
+    """``latency_ms_measured``: one ORT run at ``batch`` on this CPU, read by the project's one
+    timing protocol (:func:`latency_models.sampling.sample_times`, over ``sessions`` fresh
+    sessions): use ``.uncontended_ms``, the figure the lookup tables are built from too."""
+    return sample_time(_session_fns(onnx_model, input_shape, threads, batch, sessions), budget_s)
 
 
 def measure_onnx_pair(a: bytes | str | Path, b: bytes | str | Path, input_shape: Sequence[int],
-                      threads: int = 1, sessions: int = 3, warmup: int = 10,
-                      repeats: int = 50) -> tuple[TimingStats, TimingStats]:
-    """Time two models side by side, alternating fresh sessions (a, b, a, b, ...; the fastest
-    session of each counts), so that both see the same machine. On a shared VM the same graph
-    measured minutes apart moved by 30-80% here; measured interleaved, the *ratio* of two
-    graphs holds, which is what a relative budget ("half the latency") asks about."""
-    best: list[TimingStats | None] = [None, None]
-    for _ in range(max(1, sessions)):
-        for i, model in enumerate((a, b)):
-            stats = measure_onnx_latency(model, input_shape, threads=threads, warmup=warmup, repeats=repeats)
-            if best[i] is None or stats.median_ms < best[i].median_ms:  # type: ignore[union-attr]
-                best[i] = stats
-    assert best[0] is not None and best[1] is not None
-    return best[0], best[1]
+                      threads: int = 1, sessions: int = SESSIONS,
+                      budget_s: float = MODEL_BUDGET_S) -> tuple[TimingStats, TimingStats]:
+    """Time two models side by side, their sessions' chunks interleaved (a, b, a, b, ...), so
+    that both see the same machine. On a shared VM the same graph measured minutes apart moved
+    by 30-80% here; measured interleaved, the *ratio* of two graphs holds, which is what a
+    relative budget ("half the latency") asks about. Use ``.uncontended_ms`` of each."""
+    fa = _session_fns(a, input_shape, threads, 1, sessions)
+    fb = _session_fns(b, input_shape, threads, 1, sessions)
+    ta, tb = sample_times([fa, fb], budget_s)
+    return ta, tb
 
 
 def run_onnx(onnx_model: bytes | str | Path, x: np.ndarray, threads: int = 1) -> np.ndarray:

@@ -1,5 +1,6 @@
 """Timing a layer or a model as a runtime executes it: the module of one layer, ready-to-time
-runners (ONNX Runtime sessions, torch on CPU or CUDA) and the robust timing loop.
+runners (ONNX Runtime sessions, torch on CPU or CUDA); the timing protocol itself is
+:mod:`latency_models.sampling`.
 
 Imports nothing of ours beyond ``automl.core`` and :mod:`latency_models.onnx_runtime`: the device
 backends (:mod:`latency_models.devices`) build their runners from these pieces.
@@ -7,7 +8,6 @@ backends (:mod:`latency_models.devices`) build their runners from these pieces.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -17,7 +17,9 @@ from torch import nn
 
 from automl.core import LayerInfo
 
-from .onnx_runtime import TimingStats, make_session
+from .onnx_runtime import make_session
+from .sampling import (CHUNK_S, LAYER_BUDGET_S, MODEL_BUDGET_S, MIN_CHUNK_CALLS,  # noqa: F401
+                       PERCENTILE, SESSIONS, TimingStats, budget_scale, sample_time, sample_times)
 
 
 def layer_input_shape(layer: LayerInfo, cin: int) -> tuple[int, ...]:
@@ -48,69 +50,6 @@ def build_layer_module(layer: LayerInfo, cin: int, cout: int) -> nn.Module:
 
 
 # ---- timing backends ----------------------------------------------------------------------
-SESSIONS = 3
-LAYER_BUDGET_S = 0.5    # per table entry (all its sessions together)
-MODEL_BUDGET_S = 2.0    # per whole-model measurement (remainders, ``lut validate``)
-PERCENTILE = 0     # of the chunk medians: the fastest chunk
-MIN_CHUNK_CALLS = 5
-CHUNK_S = 0.02
-
-
-def _budget_scale() -> float:
-    """``HWCOMPRESS_TIMING_SCALE`` shortens (<1) or lengthens every timing budget; the test suite
-    runs at 0.25 (its numbers are checked for sense, not for the noise floor)."""
-    import os
-    try:
-        return max(0.01, float(os.environ.get("HWCOMPRESS_TIMING_SCALE", "1")))
-    except ValueError:
-        raise ValueError(f"HWCOMPRESS_TIMING_SCALE={os.environ['HWCOMPRESS_TIMING_SCALE']!r}: "
-                         "expected a number such as 0.25") from None
-
-
-def sample_time(fns: Sequence[Callable[[], object]], budget_s: float, chunk_s: float = CHUNK_S,
-                min_calls: int = 30) -> TimingStats:
-    """The latency of a model or layer when the machine is not slowed by others.
-
-    Measured here (issue 14): this VM runs the same int8 ResNet-20 at 0.25 ms in some stretches
-    of seconds and 0.35–0.42 ms in others, and within a stretch some ORT sessions are fast and
-    some slow. The earlier protocol (fastest of 2 blocks × 3 sessions, ~0.4 s) or a percentile of
-    all calls over 2 s landed in either state, so two measurements of one policy agreed within
-    ±10% for 57% of policies. Here: warm every session up, then call them in turn in chunks of
-    ~``chunk_s`` (≥5 calls) until ``budget_s`` has passed (and ≥ ``min_calls`` calls); each
-    chunk's median is one reading, and the figure (``uncontended_ms``) is the lowest reading: the
-    fast state, found if it occurs in any session at any time of the budget (a chunk's median
-    needs most of its calls fast, so one lucky call does not count). A 10th percentile of the
-    readings still missed the fast state in 2 of 6 int8 policies. Median, IQR and the rest are
-    over all calls."""
-    budget_s *= _budget_scale()
-    one = []
-    for fn in fns:
-        for _ in range(3):
-            fn()
-        t0 = time.perf_counter()
-        fn()
-        one.append(max(1e-6, time.perf_counter() - t0))
-    per_chunk = max(MIN_CHUNK_CALLS, int(chunk_s / (sum(one) / len(one))))
-    samples: list[float] = []
-    readings: list[float] = []
-    t_end = time.perf_counter() + budget_s
-    i = 0
-    while time.perf_counter() < t_end or len(samples) < min_calls:
-        fn = fns[i % len(fns)]
-        i += 1
-        chunk = []
-        for _ in range(per_chunk):
-            t0 = time.perf_counter()
-            fn()
-            chunk.append((time.perf_counter() - t0) * 1e3)
-        samples += chunk
-        readings.append(float(np.median(chunk)))
-    arr = np.asarray(samples)
-    q1, q3 = np.percentile(arr, [25, 75])
-    return TimingStats(float(np.median(arr)), float(q3 - q1), float(arr.mean()), float(arr.min()),
-                       len(samples), uncontended_ms=float(np.percentile(readings, PERCENTILE)))
-
-
 @dataclass
 class Runner:
     """Ready-to-time callables: one per runtime session of the same model.

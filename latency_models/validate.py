@@ -9,7 +9,7 @@ timed afresh, the passes interleaved (pass 1 in order, pass 2 in reverse), so a 
 the machine hits different policies in different passes. The share of policies whose
 measurements agree within ±5%/±10% is what measurement itself can do: read prediction fidelity
 against that ceiling. The figure compared with the prediction is the fastest pass (each pass is
-already the 25th percentile of ~2 s of calls: :func:`latency_models.timing.sample_time`).
+already the fastest ~20 ms chunk of ~2 s of calls: :func:`latency_models.sampling.sample_times`).
 """
 
 from __future__ import annotations

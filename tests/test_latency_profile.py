@@ -169,6 +169,32 @@ def test_sample_time_keeps_the_typical_latency_through_slow_stretches(monkeypatc
     assert calls["a"] > 10 and calls["b"] > 10 and stats.repeats >= 20
 
 
+def test_two_models_timed_together_see_the_same_slow_stretches(monkeypatch):
+    """The budget check times a candidate beside the unpruned reference: while the machine is
+    slow for both, the ratio of their figures must still be their true ratio (1:2), because the
+    two are read chunk by chunk in turn and each keeps its own fastest chunk."""
+    import time as _time
+    from latency_models.sampling import sample_times
+
+    monkeypatch.setenv("HWCOMPRESS_TIMING_SCALE", "1")
+    order: list[str] = []
+
+    def make(name, base_s):
+        def fn():
+            order.append(name)
+            slow = len(order) % 60 >= 20          # the machine is 3x slower 2/3 of the time
+            _time.sleep(base_s * (3 if slow else 1))
+        return fn
+
+    cand, ref = sample_times([[make("cand", 0.0005)], [make("ref", 0.001)]], budget_s=0.5,
+                             chunk_s=0.004, min_calls=20)
+    assert cand.uncontended_ms / ref.uncontended_ms == pytest.approx(0.5, abs=0.12)
+    switches = sum(1 for x, y in zip(order, order[1:]) if x != y)
+    assert switches >= 10 and cand.repeats >= 20 and ref.repeats >= 20
+    with pytest.raises(ValueError, match="nothing to time"):
+        sample_times([[]], budget_s=0.1)
+
+
 def test_validate_bounds_the_passes(lenet_table, capsys):
     rc = cli.main(["lut", "validate", "--model", "lenet5", "--table", str(lenet_table),
                    "--samples", "1", "--passes", "1000", "--no-progress"])

@@ -109,16 +109,16 @@ class DeviceProbe:
         shape = loaded.data.input_shape
         onnx = export_deployable(model, policy, loaded.info, shape, self.calib)
         if self.reference_ms is None:
-            ms = measure_onnx_latency(onnx, shape, threads=self.threads, sessions=MEASURE_SESSIONS).median_ms
+            ms = measure_onnx_latency(onnx, shape, threads=self.threads, sessions=MEASURE_SESSIONS).uncontended_ms
             self.last = {"latency_ms_raw": ms}
             return ms
         if self._reference_onnx is None:
             self._reference_onnx = export_onnx(loaded.model, shape)
         cand, ref = measure_onnx_pair(onnx, self._reference_onnx, shape, threads=self.threads,
                                       sessions=MEASURE_SESSIONS)
-        self.last = {"latency_ms_raw": cand.median_ms, "latency_ms_original_now": ref.median_ms,
-                     "latency_fraction": cand.median_ms / ref.median_ms}
-        return cand.median_ms / ref.median_ms * self.reference_ms
+        self.last = {"latency_ms_raw": cand.uncontended_ms, "latency_ms_original_now": ref.uncontended_ms,
+                     "latency_fraction": cand.uncontended_ms / ref.uncontended_ms}
+        return cand.uncontended_ms / ref.uncontended_ms * self.reference_ms
 
     def score(self, model: torch.nn.Module) -> float:
         return evaluate_accuracy(model, self.x_val, self.y_val)
