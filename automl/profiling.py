@@ -20,7 +20,7 @@ from torch import nn
 from latency_models.energy import HorowitzEnergyModel
 from latency_models.predictor import Predictor, policy_features
 from latency_models.profile import HardwareProfile
-from latency_models.grid import default_points
+from latency_models.grid import check_points, default_points
 from latency_models.profiler import open_table, profile_layers
 from latency_models.timing import MODEL_BUDGET_S, ort_runner, torch_runner
 from latency_models.table import LatencyTable, RemainderEntry, TableError
@@ -132,7 +132,7 @@ def profile_model(model_name: str, input_shape: Sequence[int], profile: Hardware
 
     energy = HorowitzEnergyModel()
     model, info = load_model_and_info(model_name, input_shape, num_classes)
-    points = points or (QUICK_POINTS if quick else default_points(info))
+    points = check_points(points) if points is not None else (QUICK_POINTS if quick else default_points(info))
     table = open_table(out, profile, energy.name, resume)
     if not profile.backend.measures_latency:   # a simulated device: the backend prices the grid
         profile.backend.simulate_table(table, info, points=points)

@@ -19,6 +19,15 @@ from .table import layer_key
 DEFAULT_POINTS = 12   # per channel axis; every step multiple when there are no more
 LARGE_MODEL_POINTS = 5   # per axis for deployment-scale models (see default_points)
 LARGE_MODEL_MACS = 100e6
+MIN_POINTS, MAX_POINTS = 2, 32   # a bilinear fit needs 2; 32 per axis is already ~1000 entries a layer
+
+
+def check_points(points: int) -> int:
+    """``points`` per channel axis, refused outside ``MIN_POINTS..MAX_POINTS`` with its name: a
+    grid grows as points² per layer and precision, so an unbounded value is hours of profiling."""
+    if not MIN_POINTS <= int(points) <= MAX_POINTS:
+        raise ValueError(f"grid_points: {points} is outside {MIN_POINTS}..{MAX_POINTS}")
+    return int(points)
 
 
 def default_points(info: ModelInfo) -> int:
@@ -96,6 +105,7 @@ def plan_grid(info: ModelInfo, channel_step: int, points: int = DEFAULT_POINTS) 
         by_key.setdefault(layer_key(layer), []).append(layer)
     group_channels = {layer.prune_group: layer.out_channels for layer in info.layers
                       if layer.prune_group is not None}
+    points = check_points(points)
     plans = []
     for key, members in by_key.items():
         ins: set[int] = set()

@@ -182,7 +182,7 @@ def make_session(onnx_model: bytes | str | Path, threads: int = 1) -> ort.Infere
     return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def _session_fns(onnx_model: bytes | str | Path, input_shape: Sequence[int], threads: int,
+def session_callables(onnx_model: bytes | str | Path, input_shape: Sequence[int], threads: int,
                  batch: int, sessions: int) -> list:
     """One ready-to-time callable per fresh ORT session (sessions of one model differ
     persistently, by up to 2x for int8 here, so a figure should not hinge on which one it drew)."""
@@ -201,7 +201,7 @@ def measure_onnx_latency(onnx_model: bytes | str | Path, input_shape: Sequence[i
     """``latency_ms_measured``: one ORT run at ``batch`` on this CPU, read by the project's one
     timing protocol (:func:`latency_models.sampling.sample_times`, over ``sessions`` fresh
     sessions): use ``.uncontended_ms``, the figure the lookup tables are built from too."""
-    return sample_time(_session_fns(onnx_model, input_shape, threads, batch, sessions), budget_s)
+    return sample_time(session_callables(onnx_model, input_shape, threads, batch, sessions), budget_s)
 
 
 def measure_onnx_pair(a: bytes | str | Path, b: bytes | str | Path, input_shape: Sequence[int],
@@ -211,8 +211,8 @@ def measure_onnx_pair(a: bytes | str | Path, b: bytes | str | Path, input_shape:
     that both see the same machine. On a shared VM the same graph measured minutes apart moved
     by 30-80% here; measured interleaved, the *ratio* of two graphs holds, which is what a
     relative budget ("half the latency") asks about. Use ``.uncontended_ms`` of each."""
-    fa = _session_fns(a, input_shape, threads, 1, sessions)
-    fb = _session_fns(b, input_shape, threads, 1, sessions)
+    fa = session_callables(a, input_shape, threads, 1, sessions)
+    fb = session_callables(b, input_shape, threads, 1, sessions)
     ta, tb = sample_times([fa, fb], budget_s)
     return ta, tb
 

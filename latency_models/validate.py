@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
 MODES = ("fp32", "int8", "mixed")
 MAX_PASSES = 10
+MAX_SAMPLES = 2000   # policies per validation: each is built and timed (~2 s a pass)
 
 
 def sample_policy(info: ModelInfo, rng: np.random.Generator, mode: str | None = None,
@@ -146,8 +147,10 @@ def validate_predictions(table: LatencyTable, info: ModelInfo, profile: Hardware
 
     model_name = info.model_name
     pred = Predictor(table, profile, warn=unseen is None, unseen=unseen)
+    if not 1 <= int(samples) <= MAX_SAMPLES:
+        raise ValueError(f"samples: {samples} is outside 1..{MAX_SAMPLES}")
     rng = np.random.default_rng(seed)
-    policies = [sample_policy(info, rng) for _ in range(samples)]
+    policies = [sample_policy(info, rng) for _ in range(int(samples))]
 
     if not 1 <= int(passes) <= MAX_PASSES:
         raise ValueError(f"passes: {passes} is outside 1..{MAX_PASSES}")

@@ -199,3 +199,22 @@ def test_validate_bounds_the_passes(lenet_table, capsys):
     rc = cli.main(["lut", "validate", "--model", "lenet5", "--table", str(lenet_table),
                    "--samples", "1", "--passes", "1000", "--no-progress"])
     assert rc == 2 and "passes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("samples", ["0", "1000000"])
+def test_validate_bounds_the_samples(lenet_table, capsys, samples):
+    rc = cli.main(["lut", "validate", "--model", "lenet5", "--table", str(lenet_table),
+                   "--samples", samples, "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "samples" in err and "outside" in err
+
+
+@pytest.mark.parametrize("points", ["0", "1", "100000"])
+def test_profile_bounds_the_grid_points(tmp_path, capsys, points):
+    """An unbounded grid is hours of profiling (points² entries per layer): refused by name
+    before anything is timed or written."""
+    out = tmp_path / "t.json"
+    rc = cli.main(["profile", "--model", "lenet5", "--out", str(out), "--grid-points", points,
+                   "--no-progress"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "grid_points" in err and "outside" in err and not out.exists()
