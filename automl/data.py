@@ -8,6 +8,7 @@ Data lives in memory because these sets are small and it lets Ray share them zer
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,10 +134,24 @@ def load_dataset(spec: str = DEFAULT_DATASET, seed: int = 0, val_fraction: float
 
 
 def dataset_fingerprint(spec: str) -> str:
-    """A cache key part that changes when the file behind a path spec changes."""
+    """A cache key part that changes when the data behind a path spec changes: a hash of the
+    file's bytes, not its path or modification time (a fresh copy of the same file, as a new
+    machine or a restored volume has, keeps its trained baselines)."""
     name, path, size = parse_spec(spec)
     if path:
-        st = Path(path).stat()
-        return hashlib.sha1(f"{name}:{Path(path).resolve()}:{st.st_size}:{st.st_mtime_ns}:{size}"
-                            .encode()).hexdigest()[:12]
+        return hashlib.sha1(f"{name}:{_file_digest(Path(path).resolve())}:{size}".encode()).hexdigest()[:12]
     return f"{name}{'' if size is None else size}"
+
+
+@functools.lru_cache(maxsize=32)
+def _digest_cached(path: Path, size: int, mtime_ns: int) -> str:
+    h = hashlib.sha1()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _file_digest(path: Path) -> str:
+    st = path.stat()
+    return _digest_cached(path, st.st_size, st.st_mtime_ns)

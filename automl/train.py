@@ -169,19 +169,26 @@ def architecture_fingerprint(model: nn.Module) -> str:
     return hashlib.sha1(sig.encode()).hexdigest()[:10]
 
 
-def baseline_cache_path(model_name: str, dataset: str, seed: int, epochs: int, arch: str = "") -> Path:
+def baseline_cache_path(model_name: str, dataset: str, seed: int, epochs: int, arch: str = "",
+                        train_images: int | None = None) -> Path:
+    """Where the baseline of (model, data, seed, epochs) is cached. ``train_images`` is part of
+    the key: a baseline trained on a 10k-image subset (``max_train``) is not the full-data one."""
     safe = model_name.replace(":", "_").replace("/", "_")
-    return cache_dir() / "baselines" / f"{safe}-{arch}-{dataset_fingerprint(dataset)}-s{seed}-e{epochs}.safetensors"
+    n = "" if train_images is None else f"-n{train_images}"
+    return (cache_dir() / "baselines"
+            / f"{safe}-{arch}-{dataset_fingerprint(dataset)}{n}-s{seed}-e{epochs}.safetensors")
 
 
 def pretrained_model(model_name: str, data: DatasetSplits, seed: int = 0, epochs: int = 10,
                      lr: float = 0.05, progress: bool = True, allow_import: bool = False) -> nn.Module:
-    """Return a trained baseline, training it once and caching it by (model, dataset, seed, epochs)."""
+    """Return a trained baseline, training it once and caching it by (model, dataset content,
+    training images, seed, epochs)."""
     from safetensors.torch import save_file
 
     torch.manual_seed(seed)
     model = build_model(model_name, data.in_channels, data.num_classes, allow_import=allow_import)
-    path = baseline_cache_path(model_name, data.name, seed, epochs, architecture_fingerprint(model))
+    path = baseline_cache_path(model_name, data.name, seed, epochs, architecture_fingerprint(model),
+                               train_images=len(data.x_train))
     if path.is_file():
         return load_weights(model, path).eval()
     train_epochs(model, data, epochs, lr=lr, seed=seed, progress=progress,

@@ -93,3 +93,31 @@ def test_lenet5_pool_matches_adaptive_where_it_divides_and_exports_at_28x28():
     x = np.random.default_rng(0).standard_normal((1, 1, 28, 28)).astype(np.float32)
     out = session.run(None, {session.get_inputs()[0].name: x})[0]
     assert np.allclose(out, model(torch.from_numpy(x)).detach().numpy(), atol=1e-5)
+
+
+def test_baseline_cache_key_follows_the_data_not_the_file_copy(tmp_path):
+    """A fresh copy of the same npz (new path, new mtime) keeps its trained baselines; other
+    bytes, or a subset of the training images (max_train), get another baseline."""
+    import os
+    import numpy as np
+    from automl.data import dataset_fingerprint, load_dataset
+    from automl.train import baseline_cache_path
+
+    rng = np.random.default_rng(0)
+    arrays = {"x_train": rng.integers(0, 255, (60, 8, 8), dtype=np.uint8), "y_train": np.arange(60) % 10,
+              "x_test": rng.integers(0, 255, (20, 8, 8), dtype=np.uint8), "y_test": np.arange(20) % 10}
+    a, b = tmp_path / "a.npz", tmp_path / "copy" / "b.npz"
+    b.parent.mkdir()
+    np.savez(a, **arrays)
+    b.write_bytes(a.read_bytes())
+    os.utime(b, ns=(1, 1))
+    assert dataset_fingerprint(f"mnist:{a}") == dataset_fingerprint(f"mnist:{b}")
+    arrays["y_test"] = arrays["y_test"][::-1].copy()
+    c = tmp_path / "c.npz"
+    np.savez(c, **arrays)
+    assert dataset_fingerprint(f"mnist:{c}") != dataset_fingerprint(f"mnist:{a}")
+
+    full, subset = load_dataset(f"mnist:{a}"), load_dataset(f"mnist:{a}", max_train=10)
+    paths = {baseline_cache_path("lenet5", d.name, 0, 2, "arch", train_images=len(d.x_train))
+             for d in (full, subset)}
+    assert len(paths) == 2
