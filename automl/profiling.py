@@ -124,6 +124,29 @@ def _random_calibration(input_shape: Sequence[int]) -> list[torch.Tensor]:
     return [torch.randn(16, *input_shape, generator=torch.Generator().manual_seed(0))]
 
 
+def profile_kernel_sample(profile: HardwareProfile, out: str | Path | None = None, *,
+                          samples: int = 300, max_hw: int = 224, seed: int = 0,
+                          resume: bool = True, progress: bool = True) -> LatencyTable:
+    """Measure a model-independent kernel sample on ``profile`` (:mod:`latency_models.kernel_sample`).
+
+    Merged with model tables (``hwcompress lut merge``) it gives the unseen-net predictor
+    (``lut validate --unseen``, :func:`unseen_view`) rows of kernel types no profiled model has.
+    Resumable like a model's table: a re-run with the same seed measures only what is missing."""
+    from latency_models.kernel_sample import kernel_plans, sample_kernels
+
+    if not profile.backend.measures_latency:
+        raise TableError(f"{profile.name} is simulated: its simulator prices any layer already, "
+                         "a kernel sample is for a measured device")
+    energy = HorowitzEnergyModel()
+    info = sample_kernels(samples, max_hw, seed)
+    table = open_table(out, profile, energy.name, resume)
+    profile_layers(table, info, profile, out=out, progress=progress, energy=energy,
+                   plans=kernel_plans(info.layers))
+    if out is not None:
+        table.save(out)
+    return table
+
+
 def profile_model(model_name: str, input_shape: Sequence[int], profile: HardwareProfile,
                   out: str | Path | None = None, *, num_classes: int = 10, quick: bool = False,
                   points: int | None = None, resume: bool = True, progress: bool = True,

@@ -15,7 +15,7 @@ import datetime as _dt
 import logging
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -77,8 +77,10 @@ def open_table(path: str | Path | None, profile: HardwareProfile, energy_model: 
 # ---- profiling a model ---------------------------------------------------------------------
 def profile_layers(table: LatencyTable, info: ModelInfo, profile: HardwareProfile, *,
                    points: int = DEFAULT_POINTS, out: str | Path | None = None,
-                   progress: bool = True, energy: HorowitzEnergyModel | None = None) -> int:
-    """Measure every missing (key, precision, in, out) of ``info``'s grid; returns how many.
+                   progress: bool = True, energy: HorowitzEnergyModel | None = None,
+                   plans: Sequence[GridPlan] | None = None) -> int:
+    """Measure every missing (key, precision, in, out) of ``info``'s grid (or of ``plans``, a
+    kernel sample's own grids); returns how many.
 
     Saves to ``out`` every few entries and on interruption, so a re-run resumes."""
     from tqdm.auto import tqdm
@@ -86,7 +88,8 @@ def profile_layers(table: LatencyTable, info: ModelInfo, profile: HardwareProfil
     energy = energy or HorowitzEnergyModel()
     backend = profile.backend
     meter = backend.energy_meter()
-    todo = [(plan, p, prec) for plan in plan_grid(info, profile.channel_step, points)
+    plans = plans if plans is not None else plan_grid(info, profile.channel_step, points)
+    todo = [(plan, p, prec) for plan in plans
             for p in plan.points() for prec in profile.precisions
             if not table.has(plan.key, prec, *p)]
     if not todo:

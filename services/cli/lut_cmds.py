@@ -84,6 +84,21 @@ def _table_files(paths: list[str]) -> list[Path]:
     return sorted(d.glob("*.json")) if d.is_dir() else []
 
 
+def cmd_kernels(args: argparse.Namespace) -> int:
+    from automl.profiling import profile_kernel_sample
+    from latency_models.profiler import table_stats
+
+    try:
+        profile = get_profile(args.hardware, args.threads)
+        table = profile_kernel_sample(profile, args.out, samples=args.samples, max_hw=args.max_hw,
+                                      seed=args.seed, resume=not args.fresh,
+                                      progress=not args.no_progress)
+    except (TableError, ValueError) as exc:
+        return _err(str(exc))
+    print(json.dumps({**table.summary(), **table_stats(table), "out": str(args.out)}, indent=1))
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     files = _table_files(args.paths)
     if args.json:
@@ -208,6 +223,18 @@ def register(subparsers) -> None:
     mg.add_argument("--prefer", choices=("tighter", "other"), default="tighter")
     _json_flag(mg)
     mg.set_defaults(func=cmd_merge)
+    kn = sub.add_parser("kernels", help="measure a model-independent kernel sample (for nets never "
+                                        "profiled: merge it into a table, then predict --unseen)")
+    kn.add_argument("--out", required=True, help="table file (JSON); an existing one is resumed")
+    kn.add_argument("--samples", type=int, default=300, help="kernels drawn (each timed at every precision)")
+    kn.add_argument("--max-hw", type=int, default=224, help="largest input resolution drawn")
+    kn.add_argument("--seed", type=int, default=0)
+    kn.add_argument("--threads", type=int, default=1)
+    kn.add_argument("--hardware", default=DEFAULT_PROFILE, choices=sorted(PROFILES))
+    kn.add_argument("--fresh", action="store_true", help="start over instead of resuming --out")
+    kn.add_argument("--no-progress", action="store_true")
+    _json_flag(kn, always=True)
+    kn.set_defaults(func=cmd_kernels)
     va = sub.add_parser("validate", help="predicted vs measured latency on random policies")
     va.add_argument("--model", required=True)
     va.add_argument("--table", required=True)

@@ -1,0 +1,58 @@
+"""The model-independent kernel sample (issue 14: nets never profiled): drawn deterministically,
+bounded, covering the kernel types real nets use, measured for real and resumable."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from latency_models.kernel_sample import MAX_KERNEL_MACS, kernel_plans, sample_kernels
+from latency_models.table import LatencyTable
+from latency_models.unseen import KernelRegressor, KernelShape
+from services.cli import main as cli
+
+
+def test_a_kernel_sample_is_fixed_by_its_seed_and_covers_the_kernel_types():
+    a, b, c = sample_kernels(400, 224, seed=0), sample_kernels(400, 224, seed=0), sample_kernels(400, 224, seed=1)
+    assert a.layers == b.layers and a.layers != c.layers
+    kinds = {(lay.op, lay.kernel) for lay in a.layers}
+    assert {("conv", 1), ("conv", 3), ("conv", 5), ("conv", 7), ("depthwise", 3), ("depthwise", 5),
+            ("depthwise", 7), ("linear", 1)} <= kinds
+    assert {lay.stride for lay in a.layers} == {1, 2}
+    assert max(lay.in_hw[0] for lay in a.layers) == 224 and min(lay.in_hw[0] for lay in a.layers if lay.op != "linear") == 7
+    assert all(0 < lay.macs <= MAX_KERNEL_MACS for lay in a.layers)
+    assert all(lay.in_channels == lay.out_channels for lay in a.layers if lay.op == "depthwise")
+    plans = kernel_plans(a.layers)
+    assert [p.points() for p in plans[:3]] == [[(lay.in_channels, lay.out_channels)] for lay in a.layers[:3]]
+    assert all(lay.in_hw[0] <= 16 for lay in sample_kernels(50, 16).layers)
+
+
+@pytest.mark.parametrize("flags,field", [(["--samples", "0"], "samples"), (["--samples", "100000"], "samples"),
+                                         (["--max-hw", "3"], "max_hw")])
+def test_kernel_sample_bounds_are_named(tmp_path, capsys, flags, field):
+    out = tmp_path / "k.json"
+    assert cli.main(["lut", "kernels", "--out", str(out), "--no-progress", *flags]) == 2
+    err = capsys.readouterr().err
+    assert field in err and "outside" in err and not out.exists()
+
+
+def test_a_measured_kernel_sample_fits_the_unseen_regressor_and_resumes(tmp_path, capsys):
+    out = tmp_path / "kernels.json"
+    assert cli.main(["lut", "kernels", "--out", str(out), "--samples", "24", "--max-hw", "16",
+                     "--no-progress"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    table = LatencyTable.load(out)
+    assert summary["entries"] == len(table.entries) >= 40          # 24 kernels × fp32/int8, few shared
+    assert {e.precision for e in table.entries.values()} >= {"fp32", "int8"}
+    assert all(e.latency_source == "measured" and e.latency_ms > 0 for e in table.entries.values())
+    assert table.metadata.input_shapes == {}                      # no model: nothing else claims it
+    reg = KernelRegressor.fit(table)
+    conv = next(e for e in table.entries.values() if e.key.startswith("conv|"))
+    got = reg.predict(conv.key, conv.precision, conv.in_channels, conv.out_channels)
+    assert got is not None and got[0] > 0
+    assert KernelShape.parse(conv.key).op == "conv"
+    assert cli.main(["lut", "kernels", "--out", str(out), "--samples", "24", "--max-hw", "16",
+                     "--no-progress"]) == 0                         # resumed: nothing left to time
+    again = LatencyTable.load(out).entries    # a re-measurement would have changed the timings
+    assert {k: e.latency_ms for k, e in again.items()} == {k: e.latency_ms for k, e in table.entries.items()}
