@@ -210,15 +210,18 @@ def validate_model(model_name: str, table: LatencyTable, samples: int = 100, see
 def unseen_view(table: LatencyTable, info: ModelInfo, num_classes: int = 10
                 ) -> tuple[LatencyTable, UnseenModel]:
     """``table`` as it would be had it never profiled ``info``'s net, and the fallback that
-    predicts that net from the other models the table holds (each traced at its input shape)."""
+    predicts that net's kernels from everything else the table measured (other models' entries,
+    a kernel sample merged in: ``hwcompress lut kernels``). Its remainder is not predicted (see
+    :meth:`latency_models.unseen.UnseenModel.fit`)."""
     others = {}
     for name, shape in table.metadata.input_shapes.items():
         if name != info.model_name:
             others[name] = load_model_and_info(name, shape, num_classes)[1]
     rest = table_without(table, [info])
     fallback = UnseenModel.fit(rest, others)
-    if not rest.entries or fallback.remainder is None:
+    if not rest.entries:
         raise TableError(f"latency table has too little of other models to predict "
-                         f"{info.model_name!r} as unseen (models: {sorted(others)}; at least one "
-                         "other profiled model with its remainders is needed)")
+                         f"{info.model_name!r} as unseen (models: {sorted(others)}; no measured "
+                         "kernel is left once its layer shapes are dropped: profile another model, "
+                         "or merge in a kernel sample from `hwcompress lut kernels`)")
     return rest, fallback

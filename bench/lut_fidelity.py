@@ -118,7 +118,8 @@ def refit_remainders(data: dict[str, Any], cid: str, threads: int) -> None:
     cell.update({k: v for k, v in report.items() if k != "samples"})
 
 
-def holdout(data: dict[str, Any], quick: bool, kernels: Path | None = None) -> None:
+def holdout(data: dict[str, Any], quick: bool, kernels: Path | None = None,
+            remainder: str = "none") -> None:
     """Leave-one-family-out, re-predicting each cell's measured policies (no new measurement).
     ``kernels``: a kernel sample (``hwcompress lut kernels``) merged into every training table,
     recorded as ``holdout_kernels``; without it the figures are recorded as ``holdout``."""
@@ -148,7 +149,7 @@ def holdout(data: dict[str, Any], quick: bool, kernels: Path | None = None) -> N
         if kernels is not None:
             train = train.merge(LatencyTable.load(kernels))
         train = table_without(train, [info])
-        fallback = UnseenModel.fit(train, {cells[o]["model"]: infos[o] for o in others})
+        fallback = UnseenModel.fit(train, {cells[o]["model"]: infos[o] for o in others}, remainder=remainder)
         pred = Predictor(train, table_profile(tables[cid]), warn=False, unseen=fallback)
         samples = json.loads(samples_path.read_text())["samples"]
         predicted = [pred.predict(info, Policy.from_dict(s["policy"]))[0] for s in samples]
@@ -158,6 +159,7 @@ def holdout(data: dict[str, Any], quick: bool, kernels: Path | None = None) -> N
                            "trained_on": [cells[o]["model"] + "@" + "x".join(map(str, cells[o]["input_shape"]))
                                           for o in others] + ([str(kernels)] if kernels is not None else []),
                            **fidelity_metrics(predicted, measured), "by_mode": modes,
+                           "remainder": remainder,
                            "median_signed_error": float(np.median(
                                (np.array(predicted) - np.array(measured)) / np.array(measured)))}
 
@@ -204,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--force", action="store_true", help="re-measure cells already in the results")
     ap.add_argument("--table-only", action="store_true", help="build (and time) the tables only")
     ap.add_argument("--holdout-only", action="store_true", help="only re-run leave-one-family-out")
+    ap.add_argument("--remainder", choices=("none", "cross-model"), default="none",
+                    help="the unseen net's remainder in the hold-out (latency_models.unseen.UnseenModel)")
     ap.add_argument("--kernels", type=Path, default=None,
                     help="a kernel sample table (hwcompress lut kernels): leave-one-family-out is "
                          "run again with it merged into every training table")
@@ -238,9 +242,9 @@ def main(argv: list[str] | None = None) -> int:
             save_results(data)
             print(cid, json.dumps({k: data["cells"][cid].get(k) for k in
                                    ("table_entries", "table_build_s", *SUMMARY_KEYS, "repeatability")}))
-    holdout(data, args.quick)
+    holdout(data, args.quick, remainder=args.remainder)
     if args.kernels is not None:
-        holdout(data, args.quick, args.kernels)
+        holdout(data, args.quick, args.kernels, remainder=args.remainder)
     save_results(data)
     print(table_rows(data))
     return 0

@@ -35,6 +35,8 @@ from automl.core import ModelInfo
 from .table import LatencyTable
 
 MIN_GROUP_ENTRIES = 8
+REMAINDER_MODES = ("none", "cross-model")
+RELATIVE_FLOOR_MS = 0.02   # relative weighting stops here (see _relative_nnls)
 
 
 @dataclass(frozen=True)
@@ -129,10 +131,13 @@ class KernelRegressor:
         return float(f @ coef[0]), float(f @ coef[1])
 
 
-def _relative_nnls(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """argmin_{c ≥ 0} Σ ((x·c − y) / y)²: relative error, so small kernels count as much as big."""
-    w = 1.0 / y
-    coef, _ = nnls(x * w[:, None], np.ones_like(y))
+def _relative_nnls(x: np.ndarray, y: np.ndarray, floor: float = RELATIVE_FLOOR_MS) -> np.ndarray:
+    """argmin_{c ≥ 0} Σ ((x·c − y) / max(y, floor))²: relative error, so small kernels count as
+    much as big — down to ``floor``. Below it a kernel's time is within the noise of the per-call
+    overhead subtracted from it (entries clip at 1e-5 ms), and weighting those by 1/y let a few
+    dozen clipped entries of a kernel sample pull every coefficient to ~0 (issue 14)."""
+    w = 1.0 / np.maximum(y, floor)
+    coef, _ = nnls(x * w[:, None], y * w)
     return coef
 
 
@@ -193,8 +198,19 @@ class UnseenModel:
     remainder: CrossModelRemainder | None
 
     @classmethod
-    def fit(cls, table: LatencyTable, infos: Mapping[str, ModelInfo]) -> "UnseenModel":
-        return cls(KernelRegressor.fit(table), CrossModelRemainder.fit(table, infos))
+    def fit(cls, table: LatencyTable, infos: Mapping[str, ModelInfo],
+            remainder: str = "none") -> "UnseenModel":
+        """``remainder='none'`` (the default) predicts an unseen net as the sum of its kernels, as
+        nn-Meter does; ``'cross-model'`` adds :class:`CrossModelRemainder`. Measured leave-one-
+        family-out over the zoo (BENCHMARKS.md, issue 14) the cross-model remainder made every
+        family worse — its sign differs by family (MobileNets' remainders are negative: isolated
+        kernels over-count; ResNet-18's positive: adds and pooling), so three or four other
+        families cannot say which an unseen one has — e.g. VGG 0% within ±10% with it, 61%
+        without."""
+        if remainder not in REMAINDER_MODES:
+            raise ValueError(f"remainder: {remainder!r} is not one of {REMAINDER_MODES}")
+        return cls(KernelRegressor.fit(table),
+                   CrossModelRemainder.fit(table, infos) if remainder == "cross-model" else None)
 
 
 def table_without(table: LatencyTable, models: Sequence[ModelInfo]) -> LatencyTable:
