@@ -153,5 +153,9 @@ def _digest_cached(path: Path, size: int, mtime_ns: int) -> str:
 
 
 def _file_digest(path: Path) -> str:
+    """SHA-1 of a regular file's bytes, cached by (path, size, mtime); a device or a pipe (which
+    would never end) is refused by name."""
+    if not path.is_file():
+        raise DataError(f"dataset file {path}: not a regular file")
     st = path.stat()
     return _digest_cached(path, st.st_size, st.st_mtime_ns)

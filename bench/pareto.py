@@ -27,6 +27,7 @@ measurement, so the table's ratios are read in the same stretch of the machine.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import shutil
@@ -61,7 +62,11 @@ class Context:
         self.loaded: LoadedModel = load_trained(model, args.data, seed=seed, epochs=args.epochs,
                                                 max_train=args.max_train, progress=False)
         self.peers = PeerRunner(self.loaded, args.finetune_epochs, seed=seed, test_limit=args.test_limit)
-        self.accuracy_original = self.peers.accuracy(self.peers.fp32)
+
+    @functools.cached_property
+    def accuracy_original(self) -> float:
+        """Scored once, when a cell needs it (``--retime`` only times graphs)."""
+        return self.peers.accuracy(self.peers.fp32)
 
 
 def _ours(ctx: Context, fraction: float, method: str, out: Path) -> dict[str, Any]:
@@ -143,10 +148,10 @@ def retime(models: list[str], seeds: list[int], args: argparse.Namespace) -> Non
             if not mine:
                 continue
             ctx = Context(model, seed, args)
-            shape = ctx.peers.shape
-            groups = [session_callables(ctx.peers.fp32, shape, 1, 1, SESSIONS)]
-            groups += [session_callables(_cell_dir(r).joinpath("answer.onnx").read_bytes(), shape, 1, 1, SESSIONS)
-                       for r in mine]
+            shape, threads = ctx.peers.shape, ctx.peers.threads
+            groups = [session_callables(ctx.peers.fp32, shape, threads, 1, SESSIONS)]
+            groups += [session_callables(_cell_dir(r).joinpath("answer.onnx").read_bytes(), shape,
+                                         threads, 1, SESSIONS) for r in mine]
             log.info("retiming %d answers of %s seed %d beside the unpruned graph", len(mine), model, seed)
             stats = sample_times(groups, RETIME_S_PER_GRAPH * len(groups))
             ref = stats[0].uncontended_ms

@@ -78,6 +78,11 @@ def sample_kernels(samples: int, max_hw: int = 224, seed: int = 0) -> ModelInfo:
 
 
 def kernel_plans(layers: Sequence[LayerInfo]) -> list[GridPlan]:
-    """One single-point grid per sampled kernel (its own channels), keyed like a model's layer."""
-    return [GridPlan(layer_key(layer), layer, [layer.in_channels], [layer.out_channels])
-            for layer in layers]
+    """One single-point grid per distinct sampled kernel (its own channels), keyed like a model's
+    layer; a kernel drawn twice (same key and channels) is measured once."""
+    plans: dict[tuple[str, int, int], GridPlan] = {}
+    for layer in layers:
+        key = layer_key(layer)
+        plans.setdefault((key, layer.in_channels, layer.out_channels),
+                         GridPlan(key, layer, [layer.in_channels], [layer.out_channels]))
+    return list(plans.values())

@@ -17,14 +17,14 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import onnxruntime as ort
 import torch
 from torch import nn
 
-from .sampling import MODEL_BUDGET_S, SESSIONS, TimingStats, sample_time, sample_times  # noqa: F401
+from .sampling import MODEL_BUDGET_S, SESSIONS, TimingStats, sample_time, sample_times
 
 
 def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | Path | None = None,
@@ -182,16 +182,19 @@ def make_session(onnx_model: bytes | str | Path, threads: int = 1) -> ort.Infere
     return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"])
 
 
-def session_callables(onnx_model: bytes | str | Path, input_shape: Sequence[int], threads: int,
-                 batch: int, sessions: int) -> list:
+def session_callables(onnx_model: bytes | str | Path, input_shape: Sequence[int], threads: int = 1,
+                      batch: int = 1, sessions: int = SESSIONS) -> list[Callable[[], object]]:
     """One ready-to-time callable per fresh ORT session (sessions of one model differ
-    persistently, by up to 2x for int8 here, so a figure should not hinge on which one it drew)."""
-    x = np.random.default_rng(0).standard_normal((batch, *input_shape)).astype(np.float32)
-    fns = []
+    persistently, by up to 2x for int8 here, so a figure should not hinge on which one it drew).
+    A graph whose input is uint8 (an isolated int8 kernel) is fed uint8."""
+    rng = np.random.default_rng(0)
+    fns: list[Callable[[], object]] = []
     for _ in range(max(1, sessions)):
         sess = make_session(onnx_model, threads)
-        feed = {sess.get_inputs()[0].name: x}
-        fns.append(lambda sess=sess, feed=feed: sess.run(None, feed))
+        inp = sess.get_inputs()[0]
+        x = (rng.integers(0, 256, (batch, *input_shape), dtype=np.uint8) if inp.type == "tensor(uint8)"
+             else rng.standard_normal((batch, *input_shape)).astype(np.float32))
+        fns.append(lambda sess=sess, feed={inp.name: x}: sess.run(None, feed))
     return fns
 
 
@@ -211,9 +214,8 @@ def measure_onnx_pair(a: bytes | str | Path, b: bytes | str | Path, input_shape:
     that both see the same machine. On a shared VM the same graph measured minutes apart moved
     by 30-80% here; measured interleaved, the *ratio* of two graphs holds, which is what a
     relative budget ("half the latency") asks about. Use ``.uncontended_ms`` of each."""
-    fa = session_callables(a, input_shape, threads, 1, sessions)
-    fb = session_callables(b, input_shape, threads, 1, sessions)
-    ta, tb = sample_times([fa, fb], budget_s)
+    ta, tb = sample_times([session_callables(a, input_shape, threads, 1, sessions),
+                           session_callables(b, input_shape, threads, 1, sessions)], budget_s)
     return ta, tb
 
 

@@ -17,9 +17,9 @@ from torch import nn
 
 from automl.core import LayerInfo
 
-from .onnx_runtime import make_session
-from .sampling import (CHUNK_S, LAYER_BUDGET_S, MODEL_BUDGET_S, MIN_CHUNK_CALLS,  # noqa: F401
-                       PERCENTILE, SESSIONS, TimingStats, budget_scale, sample_time, sample_times)
+from .onnx_runtime import session_callables
+# MODEL_BUDGET_S and sample_time are re-exported: callers have always found them here
+from .sampling import LAYER_BUDGET_S, MODEL_BUDGET_S, SESSIONS, TimingStats, sample_time  # noqa: F401
 
 
 def layer_input_shape(layer: LayerInfo, cin: int) -> tuple[int, ...]:
@@ -71,16 +71,7 @@ class Runner:
 
 def ort_runner(onnx_bytes: bytes, input_shape: Sequence[int], threads: int, batch: int = 1,
                sessions: int = SESSIONS, budget_s: float = LAYER_BUDGET_S) -> Runner:
-    rng = np.random.default_rng(0)
-    fns = []
-    for _ in range(sessions):
-        sess = make_session(onnx_bytes, threads)
-        inp = sess.get_inputs()[0]
-        x = (rng.integers(0, 256, (batch, *input_shape), dtype=np.uint8) if inp.type == "tensor(uint8)"
-             else rng.standard_normal((batch, *input_shape)).astype(np.float32))
-        feed = {inp.name: x}
-        fns.append(lambda sess=sess, feed=feed: sess.run(None, feed))
-    return Runner(fns, budget_s)
+    return Runner(session_callables(onnx_bytes, input_shape, threads, batch, sessions), budget_s)
 
 
 def torch_runner(module: nn.Module, input_shape: Sequence[int], threads: int, batch: int = 1,
