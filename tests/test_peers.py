@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import onnx
 import pytest
+import torch
 
 from automl.peers import (BUDGET_TOLERANCE, PeerAnswer, PeerRunner, bisect_to_latency,
                           format_side_by_side, hold_to_budget, tp_prune)
@@ -39,6 +40,25 @@ def test_tp_prune_removes_channels_and_keeps_the_classifier(lenet):
     assert after < 0.6 * before
     head = [m for m in pruned.modules() if m.__class__.__name__ == "Linear"][-1]
     assert head.out_features == 10
+
+
+@pytest.mark.parametrize("global_pruning", [False, True])
+def test_tp_prune_width_falls_with_the_ratio_on_narrow_residual_nets(global_pruning):
+    """Torch-Pruning's own rounding left a 16/32/64-channel ResNet-20 whole at ratio 0.9 (a group
+    rounded to zero channels is skipped), so no bisection could reach a latency target. Floored at
+    ``round_to`` channels, the parameter count falls with the ratio and every width stays aligned."""
+    from automl.models import build_model
+
+    model = build_model("resnet20", 1, 10).eval()
+    full = sum(p.numel() for p in model.parameters())
+    counts = []
+    for ratio in (0.3, 0.5, 0.7, 0.8, 0.9):
+        pruned = tp_prune(model, (1, 16, 16), ratio, global_pruning)
+        convs = [m for m in pruned.modules() if isinstance(m, torch.nn.Conv2d)]
+        assert all(c.out_channels >= 8 and c.out_channels % 8 == 0 for c in convs)
+        counts.append(sum(p.numel() for p in pruned.parameters()))
+    assert counts == sorted(counts, reverse=True) and counts[0] < full
+    assert counts[-1] < 0.1 * full
 
 
 def test_ort_ptq_peer_is_all_int8_and_keeps_accuracy(lenet):
