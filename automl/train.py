@@ -24,11 +24,47 @@ def cache_dir() -> Path:
     return path
 
 
+def _batch_indices(n: int, batch_size: int, generator: torch.Generator | None):
+    order = torch.randperm(n, generator=generator) if generator is not None else torch.arange(n)
+    for i in range(0, n, batch_size):
+        yield order[i:i + batch_size]
+
+
 def _batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, generator: torch.Generator | None):
-    order = torch.randperm(len(x), generator=generator) if generator is not None else torch.arange(len(x))
-    for i in range(0, len(x), batch_size):
-        idx = order[i:i + batch_size]
+    for idx in _batch_indices(len(x), batch_size, generator):
         yield x[idx], y[idx]
+
+
+class TeacherLogits:
+    """A frozen teacher's outputs on the rows of one training set, each computed the first time
+    the row is drawn and reused after.
+
+    Why: distillation ran the teacher on every batch, and for a student pruned to a third of
+    the teacher's work that forward pass is about half of each step. The teacher is in eval mode
+    and never trained, so a row's logits do not change: the final fine-tune's 2nd and 3rd epochs
+    and every search candidate's recovery (all drawn in the same seeded order) reuse them. Memory:
+    one row of logits per training image (MNIST: 2 MB)."""
+
+    def __init__(self, teacher: nn.Module, x: torch.Tensor) -> None:
+        self.teacher, self.x = teacher.eval(), x
+        self.logits: torch.Tensor | None = None
+        self.known = torch.zeros(len(x), dtype=torch.bool)
+
+    @torch.no_grad()
+    def __call__(self, idx: torch.Tensor) -> torch.Tensor:
+        missing = idx[~self.known[idx]].unique()
+        if len(missing):
+            out = self.teacher(self.x[missing])
+            if self.logits is None:
+                self.logits = torch.empty(len(self.x), *out.shape[1:], dtype=out.dtype)
+            self.logits[missing] = out
+            self.known[missing] = True
+        assert self.logits is not None
+        return self.logits[idx]
+
+    @property
+    def rows_computed(self) -> int:
+        return int(self.known.sum())
 
 
 @torch.no_grad()
@@ -43,11 +79,10 @@ def evaluate_accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_
     return correct / max(1, len(x))
 
 
-def distillation_loss(logits: torch.Tensor, teacher: nn.Module, xb: torch.Tensor,
-                      ce: torch.Tensor, temperature: float = 4.0, kd_weight: float = 0.9) -> torch.Tensor:
+def distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, ce: torch.Tensor,
+                      temperature: float = 4.0, kd_weight: float = 0.9) -> torch.Tensor:
     """``kd_weight`` × T² × KL(teacher ‖ student) on outputs softened by T, + the rest × ``ce``."""
-    with torch.no_grad():
-        soft = torch.log_softmax(teacher(xb) / temperature, dim=1)
+    soft = torch.log_softmax(teacher_logits / temperature, dim=1)
     kd = nn.functional.kl_div(torch.log_softmax(logits / temperature, dim=1), soft,
                               reduction="batchmean", log_target=True) * temperature ** 2
     return kd_weight * kd + (1 - kd_weight) * ce
@@ -56,7 +91,7 @@ def distillation_loss(logits: torch.Tensor, teacher: nn.Module, xb: torch.Tensor
 def train_epochs(model: nn.Module, data: DatasetSplits, epochs: float, lr: float = 0.05,
                  optimizer: str = "sgd", batch_size: int = 64, seed: int = 0,
                  progress: bool = True, desc: str = "train",
-                 teacher: nn.Module | None = None) -> nn.Module:
+                 teacher: "nn.Module | TeacherLogits | None" = None) -> nn.Module:
     """Train in place on ``data``'s training split for ``epochs`` (fractional allowed)."""
     steps_per_epoch = max(1, (len(data.x_train) + batch_size - 1) // batch_size)
     return train_steps(model, data.x_train, data.y_train, int(round(epochs * steps_per_epoch)),
@@ -66,14 +101,17 @@ def train_epochs(model: nn.Module, data: DatasetSplits, epochs: float, lr: float
 
 def train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, lr: float = 0.05,
                 optimizer: str = "sgd", batch_size: int = 64, seed: int = 0,
-                progress: bool = True, desc: str = "train", teacher: nn.Module | None = None,
+                progress: bool = True, desc: str = "train",
+                teacher: "nn.Module | TeacherLogits | None" = None,
                 temperature: float = 4.0, kd_weight: float = 0.9) -> nn.Module:
     """``steps`` optimizer steps over shuffled epochs of (x, y), cosine LR, in place.
 
     With a ``teacher`` the loss is knowledge distillation (Hinton et al.): ``kd_weight`` × the
     KL divergence to the teacher's softened outputs (× T², so its gradients keep their scale)
     + the rest × cross-entropy on the labels: a compressed model recovers faster from its
-    original's outputs than from labels alone."""
+    original's outputs than from labels alone. A module teacher is wrapped in
+    :class:`TeacherLogits` over ``x`` (each row's logits computed once); pass one built over the
+    same ``x`` to share it between calls."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -87,18 +125,21 @@ def train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, 
     total = max(1, int(steps))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
     loss_fn = nn.CrossEntropyLoss()
-    if teacher is not None:
-        teacher.eval()
+    if isinstance(teacher, nn.Module):
+        teacher = TeacherLogits(teacher, x)
+    elif teacher is not None and teacher.x is not x:
+        raise ValueError("teacher: its logits are over another training set than x")
     model.train()
     bar = tqdm(total=total, desc=desc, disable=not progress, leave=False)
     step = 0
     while step < total:
-        for xb, yb in _batches(x, y, batch_size, gen):
+        for idx in _batch_indices(len(x), batch_size, gen):
+            xb, yb = x[idx], y[idx]
             opt.zero_grad(set_to_none=True)
             logits = model(xb)
             loss = loss_fn(logits, yb)
             if teacher is not None:
-                loss = distillation_loss(logits, teacher, xb, loss, temperature, kd_weight)
+                loss = distillation_loss(logits, teacher(idx), loss, temperature, kd_weight)
             loss.backward()
             opt.step()
             sched.step()
@@ -114,8 +155,8 @@ def train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, 
 
 DEFAULT_FINETUNE_EPOCHS = 3.0
 """The final recovery's default length. The old 0.3 epoch left searched MobileNetV2-0.5 policies
-at 25% latency below plain uniform pruning (issue 12); whether 3 recovers them is what
-bench/pareto.py measures (not yet run for our arms)."""
+at 25% latency below plain uniform pruning (issue 12); with 3, distilled, searched MobileNetV2-0.5
+answers lose 0.1-0.5 pt at 0.5x-0.25x of its latency (bench/pareto.py, BENCHMARKS.md)."""
 
 
 DEFAULT_RECOVERY_STEPS = 200
@@ -133,12 +174,12 @@ def finetune(model: nn.Module, data: DatasetSplits, epochs: float = DEFAULT_FINE
                         teacher=teacher)
 
 
-def recover_steps(model: nn.Module, teacher: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                  steps: int, lr: float = 0.01, seed: int = 0) -> nn.Module:
+def recover_steps(model: nn.Module, teacher: "nn.Module | TeacherLogits", x: torch.Tensor,
+                  y: torch.Tensor, steps: int, lr: float = 0.01, seed: int = 0) -> nn.Module:
     """A short, budgeted recovery before a search candidate is scored: ``steps`` steps of
     distillation from ``teacher``. Accuracy right after pruning is near chance at aggressive
-    budgets for every candidate, so it cannot rank them; whether this ranks them as the final
-    fine-tune does (issue 12's Spearman target) is not measured yet."""
+    budgets for every candidate, so it cannot rank them. How well this ranks them as the final
+    fine-tune does is bench/signal_rank.py's question (BENCHMARKS.md, issue 12 part 3)."""
     if steps <= 0:
         return model
     return train_steps(model, x, y, steps, lr=lr, seed=seed, progress=False, teacher=teacher)

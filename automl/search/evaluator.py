@@ -13,14 +13,16 @@ from __future__ import annotations
 import logging
 import time
 import traceback
-from dataclasses import dataclass
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import torch
 
 from ..compress import apply_policy
 from ..core import ModelInfo, Policy
-from ..train import evaluate_accuracy, recover_steps
+from ..train import TeacherLogits, evaluate_accuracy, recover_steps
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +40,30 @@ class EvalPayload:
     y_train: torch.Tensor
     channel_step: int
     recovery_steps: int = 0
+    token: str = field(default_factory=lambda: uuid.uuid4().hex)
+    """Names this payload across processes: a worker keeps its teacher's logits per token."""
+
+
+_TEACHERS: "OrderedDict[str, TeacherLogits]" = OrderedDict()
+_TEACHERS_KEPT = 2
+
+
+def teacher_for(payload: EvalPayload) -> TeacherLogits:
+    """This process's :class:`TeacherLogits` of the payload's model over its training rows.
+
+    Every candidate's recovery draws the same seeded rows, so after a worker's first trial the
+    teacher is never run again (a Ray actor keeps its payload; Ray Tune reuses a function
+    trainable's actor, which receives a fresh copy of the payload per trial, hence the token).
+    At most ``_TEACHERS_KEPT`` jobs' logits stay in memory per process."""
+    cached = _TEACHERS.get(payload.token)
+    if cached is None or cached.x.shape != payload.x_train.shape:
+        cached = _TEACHERS[payload.token] = TeacherLogits(payload.model, payload.x_train)
+        while len(_TEACHERS) > _TEACHERS_KEPT:
+            _TEACHERS.popitem(last=False)
+    elif cached.x is not payload.x_train:   # the same job's payload, deserialized again
+        cached.x, cached.teacher = payload.x_train, payload.model.eval()
+    _TEACHERS.move_to_end(payload.token)
+    return cached
 
 
 def score_policy(payload: EvalPayload, policy_dict: dict[str, Any]) -> dict[str, Any]:
@@ -47,7 +73,9 @@ def score_policy(payload: EvalPayload, policy_dict: dict[str, Any]) -> dict[str,
     try:
         policy = Policy.from_dict(policy_dict)
         model = apply_policy(payload.model, policy, payload.info, payload.calib, payload.channel_step)
-        recover_steps(model, payload.model, payload.x_train, payload.y_train, payload.recovery_steps)
+        if payload.recovery_steps > 0:
+            recover_steps(model, teacher_for(payload), payload.x_train, payload.y_train,
+                          payload.recovery_steps)
         acc = evaluate_accuracy(model, payload.x_val, payload.y_val)
         return {"accuracy": acc, "wall_s": time.perf_counter() - t0, "error": None}
     except Exception as exc:  # noqa: BLE001 - a trial's failure is data, not a crash
