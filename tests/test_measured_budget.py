@@ -191,3 +191,27 @@ def test_a_probe_ticks_its_listener_and_keeps_its_raw_timing_per_measurement(pro
     assert len(ticks) == 2
     figures = probe.last_figures()
     assert figures == probe.last and figures is not probe.last   # a copy each check keeps
+
+
+def test_a_latency_budget_the_table_calls_unreachable_is_left_to_the_device(lenet_digits):
+    """The table's isolated kernels over-count small graphs (ResNet-20: smallest policy 0.36x by
+    the table, 0.32x measured), so on a measuring device the search times the smallest policy
+    before refusing: a device faster than the table is searched, one slower is refused."""
+    judged = dict(hardware="cpu-ort", quick_table=True, measured_reference_ms=1.0)
+    probe = build_problem(lenet_digits, ["latency_ms=0.9x"], **judged)
+    smallest_raw = probe.smallest_costs()["latency_ms"]
+    budget = [f"latency_ms={smallest_raw * 0.6:.6f}"]   # absolute: 40% under the table's floor
+    with pytest.raises(BudgetError, match="unreachable"):
+        build_problem(lenet_digits, budget, **judged)
+    problem = build_problem(lenet_digits, budget, latency_judged_by_device=True, **judged)
+    build, _ = _tools(problem)
+    try:
+        with pytest.raises(BudgetError, match="cannot be met on this device"):
+            calibrate_latency(problem, build, lambda p, m: _table_ms(problem, p), mixed_probes=1)
+        problem.latency_correction.clear()
+        probes = calibrate_latency(problem, build, lambda p, m: _table_ms(problem, p) * 0.5, mixed_probes=1)
+        assert {p["kind"] for p in probes} >= {"32/uniform", "32/mixed"}
+        assert problem.smallest_costs()["latency_ms"] <= problem.limits["latency_ms"]
+        assert largest_feasible_ratio(problem, problem.uniform_policy) is not None
+    finally:
+        problem.latency_correction.clear()

@@ -272,3 +272,26 @@ def test_relative_latency_budget_is_met_as_measured_on_this_cpu(tmp_path, vgg_di
     assert result.latency_checks and result.latency_within_budget_measured
     assert result.latency_ms_measured <= result.latency_ms_budget * 1.05
     assert result.latency_fraction_measured <= 0.6 * 1.05
+
+
+def test_optuna_starts_from_the_largest_uniform_policy_at_each_bit_width(lenet_digits, tmp_path):
+    """Optuna's first trials are the uniform strategy's answers (on its ratio grid), so the search
+    never loses to uniform pruning (or to int8 alone) on its own signal; a resumed study does
+    not queue them again."""
+    from automl.search.base import StrategyOptions
+    from automl.search.strategies.optuna_search import RATIO_STEP, OptunaTPEStrategy
+
+    problem = build_problem(lenet_digits, ["size_mb=0.3x"], quick_table=True)
+    assert len(problem.bits_choices) > 1
+    options = StrategyOptions(trials=6, seed=0, state_dir=tmp_path)
+    strategy = OptunaTPEStrategy(problem, options)
+    first = strategy.ask(len(problem.bits_choices))
+    for trial, bits in zip(first, problem.bits_choices):
+        r = largest_feasible_ratio(problem, lambda r, b=bits: problem.uniform_policy(r, b))
+        layers = trial.policy.layers.values()
+        assert {lp.w_bits for lp in layers} == {bits}
+        keeps = {round(trial.policy[m[0]].keep_ratio, 6) for m in problem.groups.values()}
+        assert len(keeps) == 1 and r - RATIO_STEP < keeps.pop() <= r + 1e-9
+        assert problem.feasible(problem.costs(trial.policy))
+    resumed = OptunaTPEStrategy(problem, options)
+    assert not any(t.state.name == "WAITING" for t in resumed.study.trials)

@@ -171,7 +171,10 @@ def calibrate_latency(problem: CompressionProblem, build: BuildFn, measure: Meas
             ratio = largest_feasible_ratio(problem, make)
             corrections[key] = probe(make(problem.min_keep_ratio if ratio is None else ratio), key)
         key = problem.correction_key(bits, uniform=False)
-        corrections[key] = 1.0
+        # start from the uniform correction so the mixed probes are drawn near the budget as the
+        # device sees it (with 1.0 a budget the raw table calls unreachable draws none at all);
+        # each probe's figure is measured / raw table, whatever this start
+        corrections[key] = corrections[problem.correction_key(bits, uniform=True)]
         ratios = []
         for _ in range(mixed_probes):
             drawn = budget_bounded_policy(problem, rng, {layer.name: (bits, bits) for layer in problem.info.layers})

@@ -158,7 +158,8 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
     problem = build_problem(loaded, Budget.parse(config.budgets) if not isinstance(config.budgets, Budget)
                             else config.budgets, config.hardware, config.table, threads=config.threads,
                             quick_table=config.quick_table, quantize=config.quantize,
-                            measured_reference_ms=reference_ms)
+                            measured_reference_ms=reference_ms,
+                            latency_judged_by_device=config.calibrate_latency)
     # one probe for the job: its calibration batches and exported reference serve both checks
     probe = DeviceProbe(problem, config.threads, config.val_limit)
     calibration: list[dict[str, Any]] = []

@@ -51,6 +51,36 @@ class OptunaStrategy(Strategy):
                 self.study.tell(t.number, state=optuna.trial.TrialState.FAIL)
         if self.evaluations:
             log.info("%s: resumed a study with %d evaluations", self.name, self.evaluations)
+        elif not self.study.trials:
+            self.enqueue_uniform_starts()
+
+    def enqueue_uniform_starts(self) -> list[dict[str, Any]]:
+        """Queue, as the study's first trials, the largest uniform policy within budget at each
+        searchable bit-width (the ``uniform`` strategy's answers, on the ratio grid).
+
+        Why: TPE's startup trials are random, and with a few dozen evaluations it may never draw
+        "every group alike"; yet that is what a user gets from uniform pruning (or from int8
+        alone: on ResNet-20 at 0.5x the unpruned int8 graph fits and scores best), so the search
+        answer must not lose to it on its own signal. The sampler then learns from them as from
+        any trial (``Study.enqueue_trial``, Optuna's own way to seed a study)."""
+        from .uniform import largest_feasible_ratio
+
+        p = self.problem
+        lo = round(p.min_keep_ratio / RATIO_STEP) * RATIO_STEP
+        queued = []
+        for bits in p.bits_choices:
+            r = largest_feasible_ratio(p, lambda r, b=bits: p.uniform_policy(r, b))
+            if r is None:
+                continue
+            # down onto the suggest grid (lo, lo+step, ..., 1.0), so the trial stays within budget
+            keep = max(lo, lo + RATIO_STEP * int((r - lo) / RATIO_STEP + 1e-9))
+            params: dict[str, Any] = {f"keep:{g}": round(keep, 10) for g in p.groups}
+            if len(p.bits_choices) > 1:
+                params.update({f"bits:{name}": b for name, (b, _) in p.bits_for(lambda _: bits).items()}
+                              if p.per_layer_bits else {"bits:all": bits})
+            self.study.enqueue_trial(params, skip_if_exists=True)
+            queued.append(params)
+        return queued
 
     def make_sampler(self, options: StrategyOptions) -> optuna.samplers.BaseSampler:
         raise NotImplementedError
