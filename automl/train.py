@@ -114,6 +114,7 @@ def train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, 
     same ``x`` to share it between calls."""
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
+    memory_format = training_memory_format(model, x)
     params = [p for p in model.parameters() if p.requires_grad]
     if optimizer == "sgd":
         opt: torch.optim.Optimizer = torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=5e-4,
@@ -134,7 +135,7 @@ def train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, 
     step = 0
     while step < total:
         for idx in _batch_indices(len(x), batch_size, gen):
-            xb, yb = x[idx], y[idx]
+            xb, yb = x[idx].contiguous(memory_format=memory_format), y[idx]
             opt.zero_grad(set_to_none=True)
             logits = model(xb)
             loss = loss_fn(logits, yb)
@@ -149,8 +150,35 @@ def train_steps(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, 
             if step >= total:
                 break
     bar.close()
+    model.to(memory_format=torch.contiguous_format)  # export, pruning and safetensors expect it
     model.eval()
     return model
+
+
+def training_memory_format(model: nn.Module, x: torch.Tensor) -> torch.memory_format:
+    """``torch.channels_last`` for image models that accept it (``model`` converted in place),
+    else the default layout.
+
+    Why: PyTorch's CPU convolutions train faster in NHWC (oneDNN's native layout) than in NCHW:
+    a training step measured 1.45x faster for MobileNetV2-0.5 (its depthwise convolutions) and
+    1.22x for ResNet-20 at 28x28 on one thread. Every training here (baseline, each candidate's
+    recovery, the final fine-tune) gains. A user's module may ``.view`` a feature map, which
+    NHWC strides refuse: one sample is run in eval mode first (no BN statistics move) and the
+    default layout kept if it fails."""
+    if x.dim() != 4 or len(x) == 0:
+        return torch.contiguous_format
+    was_training = model.training
+    model.to(memory_format=torch.channels_last)
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(x[:1].contiguous(memory_format=torch.channels_last))
+    except RuntimeError:
+        model.to(memory_format=torch.contiguous_format)
+        return torch.contiguous_format
+    finally:
+        model.train(was_training)
+    return torch.channels_last
 
 
 DEFAULT_FINETUNE_EPOCHS = 3.0

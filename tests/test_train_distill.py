@@ -88,3 +88,39 @@ def test_search_candidates_share_the_teachers_logits():
     assert 0 < seen <= 3 * 64
     evaluator.evaluate([Policy.uniform(info, 0.75, 32, 32)])
     assert teacher_for(payload).rows_computed == seen
+
+
+class _ViewsItsFeatureMap(nn.Module):
+    """A user's net that ``.view``s a conv output: NHWC strides refuse that view."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(4)
+        self.fc = nn.Linear(4 * 16 * 16, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.bn(self.conv(x))
+        return self.fc(h.view(h.size(0), -1))
+
+
+def test_training_runs_channels_last_where_the_model_accepts_it_and_hands_back_nchw():
+    from safetensors.torch import save
+
+    from automl.train import training_memory_format
+
+    torch.manual_seed(0)
+    x, y = torch.randn(96, *SHAPE), torch.randint(0, 10, (96,))
+    cnn = build_model("resnet20", 1, 10)
+    bn = next(m for m in cnn.modules() if isinstance(m, nn.BatchNorm2d))
+    stats = bn.running_mean.clone()
+    assert training_memory_format(cnn, x) == torch.channels_last
+    assert torch.equal(bn.running_mean, stats)   # the probe sample moved no BN statistics
+    user = _ViewsItsFeatureMap()
+    assert training_memory_format(user, x) == torch.contiguous_format
+    for model in (build_model("resnet20", 1, 10), user):
+        before = [p.detach().clone() for p in model.parameters()]
+        train_steps(model, x, y, 3, batch_size=32, progress=False)
+        assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+        assert all(p.is_contiguous() for p in model.parameters())
+        save(dict(model.state_dict()))            # safetensors refuses non-contiguous tensors
