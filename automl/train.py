@@ -164,8 +164,13 @@ def training_memory_format(model: nn.Module, x: torch.Tensor) -> torch.memory_fo
     1.22x for ResNet-20 at 28x28 on one thread. Every training here (baseline, each candidate's
     recovery, the final fine-tune) gains. A user's module may ``.view`` a feature map, which
     NHWC strides refuse: one sample is run in eval mode first (no BN statistics move) and the
-    default layout kept if it fails."""
-    if x.dim() != 4 or len(x) == 0:
+    default layout kept if it fails.
+
+    One thread only (a search candidate's recovery in a Ray worker): at two threads the same
+    comparison read 0.93x for MobileNetV2-0.5 and was too noisy for ResNet-20, on a loaded
+    machine (bench/train_speed.py, BENCHMARKS.md); until an idle run says otherwise a
+    multi-threaded training (the baseline, the final fine-tune) keeps NCHW."""
+    if x.dim() != 4 or len(x) == 0 or torch.get_num_threads() > 1:
         return torch.contiguous_format
     was_training = model.training
     model.to(memory_format=torch.channels_last)
