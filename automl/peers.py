@@ -166,20 +166,25 @@ class PeerRunner:
             return ort_quantize_static(self.fp32, self.calib), None
         if method not in PEER_METHODS:
             raise ValueError(f"unknown peer {method!r}; one of {', '.join(PEER_METHODS)}")
-        global_pruning = method.startswith("tp-global")
-        int8 = method.endswith("+ort-ptq")
-        model = self.loaded.model
-
-        def deployed(ratio: float, m: nn.Module | None = None) -> bytes:
-            fp32 = export_onnx(m if m is not None else tp_prune(model, self.shape, ratio, global_pruning),
-                               self.shape)
-            return ort_quantize_static(fp32, self.calib) if int8 else fp32
-
-        measure = lambda r: self.latency_ratio(deployed(r))  # noqa: E731
+        measure = lambda r: self.latency_ratio(self.deployed(method, r))  # noqa: E731
         ratio, _ = bisect_to_latency(measure, target_ratio)
         ratio = hold_to_budget(ratio, measure, target_ratio)
-        pruned = self.recover(tp_prune(model, self.shape, ratio, global_pruning))
-        return deployed(ratio, pruned), ratio
+        pruned = self.recover(self.pruned(method, ratio))
+        return self.deployed(method, ratio, pruned), ratio
+
+    def pruned(self, method: str, ratio: float) -> nn.Module:
+        """The baseline pruned by ``method`` (a Torch-Pruning peer) at ``ratio``, not recovered."""
+        return tp_prune(self.loaded.model, self.shape, ratio, method.startswith("tp-global"))
+
+    def deployed(self, method: str, ratio: float | None, model: nn.Module | None = None) -> bytes:
+        """``method``'s deployed graph at pruning ``ratio``: of ``model`` when given (recovered
+        weights), else of the baseline pruned afresh. The architecture, and so the latency,
+        depends only on (method, ratio): a stored answer whose graph was lost is rebuilt here
+        for timing (its accuracy needs the recovered weights)."""
+        if method == "ort-ptq":
+            return ort_quantize_static(self.fp32, self.calib)
+        fp32 = export_onnx(model if model is not None else self.pruned(method, ratio), self.shape)
+        return ort_quantize_static(fp32, self.calib) if method.endswith("+ort-ptq") else fp32
 
     def answer(self, method: str, target_ratio: float) -> PeerAnswer:
         t0 = time.perf_counter()

@@ -39,6 +39,7 @@ from typing import Any, Callable
 from automl.peers import BUDGET_TOLERANCE as TOLERANCE
 from automl.peers import PEER_METHODS, PeerRunner
 from automl.search.runner import SearchConfig, run_search
+from latency_models.profile import DEFAULT_PROFILE, get_profile
 from automl.workflow import LoadedModel, load_trained
 
 from .rows import load_rows, row_key, save_row
@@ -85,6 +86,7 @@ def _ours(ctx: Context, fraction: float, method: str, out: Path) -> dict[str, An
     onnx_bytes = (out / "compressed.onnx").read_bytes()
     bits = [lp.w_bits for lp in r.policy.layers.values()]
     return {"onnx": onnx_bytes, "int8_layer_share": sum(b <= 8 for b in bits) / max(1, len(bits)),
+            "policy": r.policy.to_dict(), "channel_step": get_profile(DEFAULT_PROFILE).channel_step,
             "search_accuracy_after_finetune_torch": r.accuracy_after_finetune,
             "search_latency_ms_measured": r.latency_ms_measured,
             "search_within_budget": r.latency_within_budget_measured,
@@ -143,15 +145,20 @@ def retime(models: list[str], seeds: list[int], args: argparse.Namespace) -> Non
     rows = load_rows(ROWS)
     for seed in seeds:
         for model in models:
-            mine = [r for r in rows if r["model"] == model and r["seed"] == seed and not r.get("error")
-                    and _cell_dir(r).joinpath("answer.onnx").is_file()]
-            if not mine:
+            cells = [r for r in rows if r["model"] == model and r["seed"] == seed and not r.get("error")]
+            if not cells:
                 continue
             ctx = Context(model, seed, args)
+            graphs = [(r, answer_graph(ctx, r)) for r in cells]
+            for r, g in graphs:
+                if g is None:
+                    log.warning("%s %sx %s seed %d: its graph is gone and cannot be rebuilt (no "
+                                "policy stored); left out of the re-timing", model, r["budget_fraction"],
+                                r["strategy"], seed)
+            mine = [r for r, g in graphs if g is not None]
             shape, threads = ctx.peers.shape, ctx.peers.threads
             groups = [session_callables(ctx.peers.fp32, shape, threads, 1, SESSIONS)]
-            groups += [session_callables(_cell_dir(r).joinpath("answer.onnx").read_bytes(), shape,
-                                         threads, 1, SESSIONS) for r in mine]
+            groups += [session_callables(g, shape, threads, 1, SESSIONS) for _, g in graphs if g is not None]
             log.info("retiming %d answers of %s seed %d beside the unpruned graph", len(mine), model, seed)
             stats = sample_times(groups, RETIME_S_PER_GRAPH * len(groups))
             ref = stats[0].uncontended_ms
@@ -163,6 +170,28 @@ def retime(models: list[str], seeds: list[int], args: argparse.Namespace) -> Non
                           "within_budget": st.uncontended_ms / ref <= r["budget_fraction"] * TOLERANCE,
                           "timing_protocol": TIMING_PROTOCOL, "retimed_together": len(mine)})
                 save_row(ROWS, r)
+
+
+def answer_graph(ctx: Context, row: dict) -> bytes | None:
+    """A cell's deployed graph for timing: the stored one (``bench/results/pareto/`` is not
+    tracked, so a fresh checkout lacks it), else rebuilt from the row (a peer from its pruning
+    ratio, ours from its stored policy; the latency depends on the architecture, not on the
+    recovered weights); None when neither is possible (rows of ours from before the policy was
+    stored)."""
+    stored = _cell_dir(row).joinpath("answer.onnx")
+    if stored.is_file():
+        return stored.read_bytes()
+    if row["strategy"] in PEER_METHODS:
+        return ctx.peers.deployed(row["strategy"], row.get("pruning_ratio"))
+    if row.get("policy"):
+        from automl.compress import apply_policy, export_deployable
+        from automl.core import Policy
+
+        loaded, policy = ctx.loaded, Policy.from_dict(row["policy"])
+        calib = loaded.data.calibration_batches()
+        model = apply_policy(loaded.model, policy, loaded.info, calib, row["channel_step"])
+        return export_deployable(model, policy, loaded.info, loaded.data.input_shape, calib)
+    return None
 
 
 def _cell_dir(row: dict) -> Path:
