@@ -165,8 +165,11 @@ def test_ddpg_improves_the_best_reward_over_its_warmup(lenet_digits, problems):
     warm = [e["reward"] for e in curve if e["warmup"]]
     agent = [e["reward"] for e in curve if not e["warmup"]]
     assert len(warm) == 10 and len(agent) >= 30
-    assert max(agent) > max(warm)
-    assert np.mean(agent[-10:]) > np.mean(warm)
+    # the best can tie: a reward is an accuracy on 360 images (steps of 1/360) and a lucky warm-up
+    # may already hit the best feasible policy (on this AVX-512 VM it does, -0.0231 both); learning
+    # shows in the agent's late episodes, better on average than the random warm-up
+    assert max(agent) >= max(warm)
+    assert np.mean(agent[-10:]) > np.mean(warm) + 0.02
 
 
 @pytest.mark.parametrize("cls", [DDPGStrategy, TD3Strategy, SACStrategy, PPOStrategy])
