@@ -160,17 +160,16 @@ def training_memory_format(model: nn.Module, x: torch.Tensor) -> torch.memory_fo
     else the default layout.
 
     Why: PyTorch's CPU convolutions train faster in NHWC (oneDNN's native layout) than in NCHW:
-    a training step measured 1.45x faster for MobileNetV2-0.5 (its depthwise convolutions) and
-    1.22x for ResNet-20 at 28x28 on one thread. Every training here (baseline, each candidate's
-    recovery, the final fine-tune) gains. A user's module may ``.view`` a feature map, which
+    every training here (baseline, each candidate's recovery, the final fine-tune) gains, most
+    for MobileNetV2's depthwise convolutions. A user's module may ``.view`` a feature map, which
     NHWC strides refuse: one sample is run in eval mode first (no BN statistics move) and the
     default layout kept if it fails.
 
-    One thread only (a search candidate's recovery in a Ray worker): at two threads the same
-    comparison read 0.93x for MobileNetV2-0.5 and was too noisy for ResNet-20, on a loaded
-    machine (bench/train_speed.py, BENCHMARKS.md); until an idle run says otherwise a
-    multi-threaded training (the baseline, the final fine-tune) keeps NCHW."""
-    if x.dim() != 4 or len(x) == 0 or torch.get_num_threads() > 1:
+    Measured on the idle 2-core machine (bench/train_speed.py, BENCHMARKS.md): 1.40x / 1.20x at
+    one thread (a candidate's recovery in a Ray worker) and 1.26x / 1.21x at two (the baseline,
+    the final fine-tune) for MobileNetV2-0.5 / ResNet-20. (An earlier two-thread reading of
+    0.93x was the machine oversubscribed by three other jobs.)"""
+    if x.dim() != 4 or len(x) == 0:
         return torch.contiguous_format
     was_training = model.training
     model.to(memory_format=torch.channels_last)

@@ -111,21 +111,6 @@ def test_training_runs_channels_last_where_the_model_accepts_it_and_hands_back_n
 
     torch.manual_seed(0)
     x, y = torch.randn(96, *SHAPE), torch.randint(0, 10, (96,))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    try:
-        assert training_memory_format(build_model("resnet20", 1, 10), x) == torch.contiguous_format
-        torch.set_num_threads(1)          # as a Ray worker recovers a candidate
-        _check_layouts(x, y)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _check_layouts(x: torch.Tensor, y: torch.Tensor) -> None:
-    from safetensors.torch import save
-
-    from automl.train import training_memory_format
-
     cnn = build_model("resnet20", 1, 10)
     bn = next(m for m in cnn.modules() if isinstance(m, nn.BatchNorm2d))
     stats = bn.running_mean.clone()
