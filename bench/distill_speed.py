@@ -9,7 +9,7 @@ its batch; now a worker computes each training row's teacher logits once
 process, alternating: a student recovering from the teacher module (what every candidate paid
 before; what a worker's first candidate still pays) and from a warm cache (every later one).
 MNIST, 2-epoch 10k-image baseline (cached), student = uniform keep 0.5 fp32. Writes
-``bench/results/distill_speed.json``.
+``bench/results/distill_speed.json`` (one row per model, steps and keep ratio; a re-run replaces it).
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ from automl.compress import apply_policy
 from automl.core import Policy
 from automl.train import TeacherLogits, recover_steps
 from automl.workflow import load_trained
+from latency_models.profile import DEFAULT_PROFILE, get_profile
+
+from .rows import save_row
 
 RESULTS = Path(__file__).parent / "results" / "distill_speed.json"
 MNIST = "mnist:" + str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz")
@@ -38,8 +41,10 @@ def run(model_name: str, steps: int, rounds: int, keep: float) -> dict:
     x, y = loaded.data.x_train, loaded.data.y_train
     policy = Policy.uniform(loaded.info, keep, 32, 32)
 
+    step = get_profile(DEFAULT_PROFILE).channel_step
+
     def student() -> torch.nn.Module:
-        return apply_policy(loaded.model, policy, loaded.info, calib, 16)
+        return apply_policy(loaded.model, policy, loaded.info, calib, step)
 
     warm = TeacherLogits(loaded.model, x)
     recover_steps(student(), warm, x, y, steps)          # fills the rows the seeded draw visits
@@ -64,12 +69,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--keep", type=float, default=0.5)
     args = ap.parse_args()
-    rows = []
     for m in args.models:
         row = run(m, args.steps, args.rounds, args.keep)
         print(json.dumps(row), flush=True)
-        rows.append(row)
-    RESULTS.write_text(json.dumps(rows, indent=1))
+        save_row(RESULTS, row, keys=("model", "steps", "keep_ratio"))
 
 
 if __name__ == "__main__":

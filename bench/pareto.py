@@ -39,8 +39,8 @@ from typing import Any, Callable
 from automl.peers import BUDGET_TOLERANCE as TOLERANCE
 from automl.peers import PEER_METHODS, PeerRunner
 from automl.search.runner import SearchConfig, run_search
-from latency_models.profile import DEFAULT_PROFILE, get_profile
 from automl.workflow import LoadedModel, load_trained
+from latency_models.profile import DEFAULT_PROFILE, get_profile
 
 from .rows import load_rows, row_key, save_row
 
@@ -86,7 +86,7 @@ def _ours(ctx: Context, fraction: float, method: str, out: Path) -> dict[str, An
     onnx_bytes = (out / "compressed.onnx").read_bytes()
     bits = [lp.w_bits for lp in r.policy.layers.values()]
     return {"onnx": onnx_bytes, "int8_layer_share": sum(b <= 8 for b in bits) / max(1, len(bits)),
-            "policy": r.policy.to_dict(), "channel_step": get_profile(DEFAULT_PROFILE).channel_step,
+            "policy": r.policy.to_dict(), "channel_step": get_profile(r.hardware or DEFAULT_PROFILE).channel_step,
             "search_accuracy_after_finetune_torch": r.accuracy_after_finetune,
             "search_latency_ms_measured": r.latency_ms_measured,
             "search_within_budget": r.latency_within_budget_measured,

@@ -13,8 +13,8 @@ from pathlib import Path
 ROW_KEYS = ("model", "budget_fraction", "strategy", "seed")
 
 
-def row_key(row: dict) -> tuple:
-    return tuple(row.get(k) for k in ROW_KEYS)
+def row_key(row: dict, keys: tuple[str, ...] = ROW_KEYS) -> tuple:
+    return tuple(row.get(k) for k in keys)
 
 
 @contextmanager
@@ -31,10 +31,10 @@ def load_rows(path: Path) -> list[dict]:
     return json.loads(path.read_text()) if path.is_file() else []
 
 
-def save_row(path: Path, row: dict) -> None:
-    """Insert or replace ``row`` (by its key) in the JSON list at ``path``."""
+def save_row(path: Path, row: dict, keys: tuple[str, ...] = ROW_KEYS) -> None:
+    """Insert or replace ``row`` (by its values of ``keys``) in the JSON list at ``path``."""
     with _locked(path):
-        rows = [r for r in load_rows(path) if row_key(r) != row_key(row)]
+        rows = [r for r in load_rows(path) if row_key(r, keys) != row_key(row, keys)]
         rows.append(row)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps(rows, indent=1))

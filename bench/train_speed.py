@@ -1,13 +1,13 @@
 """Training steps in NHWC (channels_last) vs NCHW: what ``automl.train.training_memory_format``
-saves each candidate's recovery (one thread), and whether it would save the multi-threaded
-baseline training and final fine-tune.
+saves each candidate's recovery (one thread), the baseline training and the final fine-tune
+(two threads).
 
     python -m bench.train_speed [--models mobilenetv2_050 resnet20] [--steps 100] [--rounds 2]
                                 [--threads 1 2]
 
 ``train_steps`` on MNIST-shaped batches (64 × 1×28×28, random data: speed only), the model fresh
 each run, the two layouts alternating in one process, each forced whatever the product would
-choose at that thread count (NCHW: what every training ran before). Writes
+choose (NCHW: what every training ran before). Writes
 ``bench/results/train_speed.json`` (one row per model and thread count; a later run replaces it).
 """
 
@@ -24,6 +24,8 @@ import torch
 import automl.train as train
 from automl.models import build_model
 
+from .rows import save_row
+
 RESULTS = Path(__file__).parent / "results" / "train_speed.json"
 
 
@@ -36,8 +38,8 @@ def _timed(model_name: str, x: torch.Tensor, y: torch.Tensor, steps: int, nhwc: 
         model.to(memory_format=torch.channels_last)
         return torch.channels_last
 
-    train.training_memory_format = forced   # both layouts at any thread count (the product's
-    try:                                    # choice is NHWC at one thread only)
+    train.training_memory_format = forced   # each layout forced, whatever the product would pick
+    try:
         torch.manual_seed(0)
         model = build_model(model_name, 1, 10)
         t0 = time.perf_counter()
@@ -68,13 +70,11 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     args = ap.parse_args()
-    rows = {(r["model"], r["threads"]): r for r in json.loads(RESULTS.read_text())} if RESULTS.is_file() else {}
     for m in args.models:
         for t in args.threads:
             row = run(m, args.steps, args.rounds, t)
             print(json.dumps(row), flush=True)
-            rows[(m, t)] = row       # one row per (model, threads): a later run replaces it
-            RESULTS.write_text(json.dumps(list(rows.values()), indent=1))
+            save_row(RESULTS, row, keys=("model", "threads"))
 
 
 if __name__ == "__main__":
