@@ -22,10 +22,11 @@ from latency_models.predictor import Predictor, policy_features
 from latency_models.profile import HardwareProfile
 from latency_models.grid import check_points, default_points
 from latency_models.profiler import open_table, profile_layers
-from latency_models.timing import MODEL_BUDGET_S, ort_runner, torch_runner
+from latency_models.sampling import sample_times
+from latency_models.timing import MODEL_BUDGET_S, CudaRunner, Runner, ort_runner, torch_runner
 from latency_models.table import LatencyTable, RemainderEntry, TableError
 from latency_models.unseen import UnseenModel, table_without
-from latency_models.validate import table_profile, validate_predictions
+from latency_models.validate import PolicyTiming, scaled_ms, table_profile, validate_predictions
 
 from .core import FLOAT_BITS, LayerPolicy, ModelInfo, Policy
 
@@ -48,23 +49,40 @@ def mixed_policy(info: ModelInfo, keep_ratio: float, phase: int) -> Policy:
                    for i, layer in enumerate(info.layers)})
 
 
-def measure_model_ms(model: nn.Module, policy: Policy, info: ModelInfo, profile: HardwareProfile,
-                     calib: list[torch.Tensor]) -> tuple[float, float]:
-    """(typical latency — the 25th percentile over ~2 s of calls, see
-    :func:`latency_models.timing.sample_time` — and IQR) of the compressed model as deployed: built with
+def deployed_runner(model: nn.Module, policy: Policy, info: ModelInfo, profile: HardwareProfile,
+                    calib: list[torch.Tensor]) -> Runner:
+    """The compressed model as deployed, ready to time: built with
     :func:`automl.compress.apply_policy` and, on ONNX Runtime, ``export_deployable``."""
     from .compress import apply_policy, export_deployable
 
     compressed = apply_policy(model, policy, info, calib, channel_step=profile.channel_step)
     if profile.backend.runs_onnx:
         onnx_bytes = export_deployable(compressed, policy, info, info.input_shape, calib)
-        runner = ort_runner(onnx_bytes, info.input_shape, profile.threads, profile.batch,
-                            budget_s=MODEL_BUDGET_S)
-    else:
-        runner = torch_runner(compressed, info.input_shape, profile.threads, profile.batch,
-                              profile.backend.torch_device, budget_s=MODEL_BUDGET_S)
-    stats = runner.time()
-    return stats.uncontended_ms, stats.iqr_ms
+        return ort_runner(onnx_bytes, info.input_shape, profile.threads, profile.batch,
+                          budget_s=MODEL_BUDGET_S)
+    return torch_runner(compressed, info.input_shape, profile.threads, profile.batch,
+                        profile.backend.torch_device, budget_s=MODEL_BUDGET_S)
+
+
+def reference_runner(model: nn.Module, info: ModelInfo, profile: HardwareProfile,
+                     calib: list[torch.Tensor]) -> Runner | None:
+    """The unpruned all-fp32 model as deployed, to time beside others (None where timing is
+    not interleaved: a CUDA runner times one model with device events)."""
+    runner = deployed_runner(model, uniform_policy(info, 1.0, "fp32"), info, profile, calib)
+    return None if isinstance(runner, CudaRunner) else runner
+
+
+def measure_model_ms(model: nn.Module, policy: Policy, info: ModelInfo, profile: HardwareProfile,
+                     calib: list[torch.Tensor], reference: Runner | None = None) -> PolicyTiming:
+    """The compressed model's latency as deployed (``uncontended_ms`` of
+    :func:`latency_models.sampling.sample_times`, and its IQR); with a ``reference`` runner
+    (:func:`reference_runner`), timed interleaved with it in the same budget, its figure beside."""
+    runner = deployed_runner(model, policy, info, profile, calib)
+    if reference is None or isinstance(runner, CudaRunner):
+        stats = runner.time()
+        return PolicyTiming(stats.uncontended_ms, stats.iqr_ms)
+    own, ref = sample_times([runner.fns, reference.fns], MODEL_BUDGET_S)
+    return PolicyTiming(own.uncontended_ms, own.iqr_ms, ref.uncontended_ms)
 
 
 def measure_remainders(table: LatencyTable, model: nn.Module, info: ModelInfo,
@@ -75,7 +93,11 @@ def measure_remainders(table: LatencyTable, model: nn.Module, info: ModelInfo,
     ratios per precision and as many random mixed-precision ones (so the remainder is fitted on
     policies shaped like a search's, not on uniform ones alone: alternating-precision models
     alone set a boundary cost that under-predicted random mixed ResNet-20 policies by 7%), and,
-    with int8, two alternating mixed-precision models per width; store whole − overhead − kernels."""
+    with int8, two alternating mixed-precision models per width; store whole − overhead − kernels.
+
+    Each point is timed beside the unpruned fp32 model and scaled to that model's latency at
+    the start (the first point, timed alone): the machine's speed drifts over the minutes this
+    takes, and a remainder must not carry the drift (:meth:`LatencyTable.reference_ms`)."""
     import numpy as np
     from tqdm.auto import tqdm
 
@@ -95,8 +117,15 @@ def measure_remainders(table: LatencyTable, model: nn.Module, info: ModelInfo,
         points += [mixed_policy(info, w, phase) for w in mixed_widths for phase in (0, 1)]
     rows: list[RemainderEntry] = []
     pred = Predictor(table, profile, warn=False)
+    reference = reference_runner(model, info, profile, calib)
+    reference_ms = reference.time().uncontended_ms if reference is not None else None
+    full_fp32 = uniform_policy(info, 1.0, "fp32")
     for policy in tqdm(points, desc=f"remainder {info.model_name}", disable=not progress):
-        whole_ms, _ = measure_model_ms(model, policy, info, profile, calib)
+        if reference_ms is not None and policy == full_fp32:
+            whole_ms = reference_ms     # the reference itself: what later timings scale to
+        else:
+            whole_ms = scaled_ms(measure_model_ms(model, policy, info, profile, calib, reference),
+                                 reference_ms)
         kernels_ms, _ = pred.kernels(info, policy)
         act_ratio, int8_frac, boundary = policy_features(info, policy, profile)
         rows.append(RemainderEntry(model=info.model_name, input_shape=list(info.input_shape),
@@ -177,10 +206,14 @@ def validate_model(model_name: str, table: LatencyTable, samples: int = 100, see
                    threads: int | None = None, input_shape: Sequence[int] | None = None,
                    num_classes: int = 10, json_out: str | Path | None = None,
                    png_out: str | Path | None = None, progress: bool = True,
-                   passes: int = 2, unseen: bool = False) -> dict[str, Any]:
+                   passes: int = 2, unseen: bool = False, relative: bool = True) -> dict[str, Any]:
     """Fidelity of ``table`` for ``model_name`` on ``samples`` random policies, each built for
     real (``apply_policy`` then ``export_deployable``, exactly what is deployed) and timed
     ``passes`` times (the noise floor: :mod:`latency_models.validate`).
+
+    ``relative``: time each policy beside the unpruned fp32 model and scale it to that model's
+    latency when the table was built (the module docstring of :mod:`latency_models.validate`
+    says why); the unscaled figures are in the report either way.
 
     ``unseen``: predict ``model_name`` as a net the table never profiled — its remainders and
     every entry at its layer shapes dropped, kernels and remainder predicted from the table's
@@ -201,8 +234,10 @@ def validate_model(model_name: str, table: LatencyTable, samples: int = 100, see
     if unseen:
         table, fallback = unseen_view(table, info, num_classes)
     calib = _random_calibration(info.input_shape)
+    reference = reference_runner(model, info, profile, calib) if relative else None
     return validate_predictions(
-        table, info, profile, lambda policy: measure_model_ms(model, policy, info, profile, calib),
+        table, info, profile,
+        lambda policy: measure_model_ms(model, policy, info, profile, calib, reference),
         samples, seed, json_out=json_out, png_out=png_out, progress=progress, passes=passes,
         unseen=fallback)
 

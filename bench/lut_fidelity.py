@@ -49,12 +49,25 @@ def table_path(name: str, shape: tuple[int, ...], quick: bool) -> Path:
     return RESULTS / "tables" / f"{name}-{'x'.join(map(str, shape))}-{'quick' if quick else 'full'}.json"
 
 
+def this_hardware() -> str:
+    from latency_models.profile import get_profile
+    return get_profile("cpu-ort").hardware
+
+
 def load_results() -> dict[str, Any]:
+    """The results of this machine's CPU. Cells measured on another CPU (this VM is not always
+    the same host) are refused, not mixed in: a leave-one-family-out across two CPUs' tables
+    would predict one machine from another's."""
+    hardware = this_hardware()
     if OUT.is_file():
         data = json.loads(OUT.read_text())
         if data.get("schema") == 2:
+            if data.setdefault("hardware", hardware) != hardware:
+                raise SystemExit(f"{OUT}: measured on {data['hardware']!r}, this machine is "
+                                 f"{hardware!r}; move it and bench/results/tables/ to "
+                                 "bench/results/archive/ to start this CPU's cells")
             return data
-    return {"schema": 2, "threads": 1, "batch": 1, "cells": {}}
+    return {"schema": 2, "threads": 1, "batch": 1, "hardware": hardware, "cells": {}}
 
 
 def save_results(data: dict[str, Any]) -> None:
@@ -167,24 +180,30 @@ def holdout(data: dict[str, Any], quick: bool, kernels: Path | None = None,
 def table_rows(data: dict[str, Any]) -> str:
     lines = ["| model | input | table entries (build s) | noise floor ±5% / ±10% | within ±5% | "
              "within ±10% | MAPE | Spearman | mixed within ±10% | unseen (leave-one-family-out) ±10% / Spearman | "
-             "unseen + kernel sample ±10% / Spearman |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "unseen + kernel sample ±10% / Spearman | timed how | unscaled: noise floor ±10% / within ±10% |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for cell in data["cells"].values():
         if "n" not in cell:
             lines.append(f"| {cell['model']} | {'x'.join(map(str, cell['input_shape']))} | "
-                         f"{cell['table_entries']} ({_s(cell.get('table_build_s'))}) | | | | | | | |")
+                         f"{cell['table_entries']} ({_s(cell.get('table_build_s'))}) | | | | | | | | | | |")
             continue
         noise = cell.get("repeatability") or {}
         mixed = cell.get("by_mode", {}).get("mixed", {})
         ho = cell.get("holdout") or {}
         hk = cell.get("holdout_kernels") or {}
+        relative = bool(cell.get("relative_to_reference"))
+        # a cell timed alone (every cell before the reference timing) is its own unscaled figure
+        raw_noise = cell.get("repeatability_raw") or ({} if relative else noise)
+        absolute = cell.get("absolute") or ({} if relative else cell)
+        how = "beside the reference, scaled" if relative else "alone"
         lines.append(
             f"| {cell['model']} | {'x'.join(map(str, cell['input_shape']))} | {cell['table_entries']} "
             f"({_s(cell.get('table_build_s'))}) | {_p(noise.get('within_5pct'))} / {_p(noise.get('within_10pct'))} | "
             f"{_p(cell['within_5pct'])} | {_p(cell['within_10pct'])} | {_p(cell['mape'])} | "
             f"{cell['spearman']:.3f} | {_p(mixed.get('within_10pct'))} | "
             f"{_p(ho.get('within_10pct'))} / {ho.get('spearman', float('nan')):.3f} | "
-            f"{_p(hk.get('within_10pct'))} / {hk.get('spearman', float('nan')):.3f} |")
+            f"{_p(hk.get('within_10pct'))} / {hk.get('spearman', float('nan')):.3f} | {how} | "
+            f"{_p(raw_noise.get('within_10pct'))} / {_p(absolute.get('within_10pct'))} |")
     return "\n".join(lines)
 
 

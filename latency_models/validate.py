@@ -10,6 +10,14 @@ the machine hits different policies in different passes. The share of policies w
 measurements agree within ±5%/±10% is what measurement itself can do: read prediction fidelity
 against that ceiling. The figure compared with the prediction is the fastest pass (each pass is
 already the fastest ~20 ms chunk of ~2 s of calls: :func:`latency_models.sampling.sample_times`).
+
+**Timed beside the reference.** This VM's speed drifts over minutes (MobileNetV2-1.0 at 224: a
+stretch of policies ran 10-37% slower in one pass than in the other), and a table is built minutes
+or days before it is validated. So by default each policy is timed interleaved with the unpruned
+fp32 model (the way a search checks its answer against its budget), and its latency is scaled by
+the reference's latency when the table measured it (:meth:`LatencyTable.reference_ms`): the
+machine's speed of the moment cancels, what is compared is the table's prediction at the speed
+the table was built at. The unscaled figures are reported beside (``absolute``, ``repeatability_raw``).
 """
 
 from __future__ import annotations
@@ -106,6 +114,16 @@ def metrics_by_mode(samples: Sequence[Mapping[str, Any]]) -> dict[str, dict[str,
             for m in MODES if any(x["mode"] == m for x in samples)}
 
 
+@dataclass(frozen=True)
+class PolicyTiming:
+    """One measurement of a compressed model as deployed, and of the unpruned fp32 model when
+    it was timed interleaved with it (``reference_ms``; None when it was not)."""
+
+    ms: float
+    iqr_ms: float
+    reference_ms: float | None = None
+
+
 @dataclass
 class Sample:
     mode: str
@@ -118,6 +136,8 @@ class Sample:
     boundary_ratio: float
     policy: dict
     measured_ms_passes: list[float]
+    measured_ms_raw_passes: list[float]
+    reference_ms_passes: list[float | None]
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -133,14 +153,23 @@ def table_profile(table: LatencyTable, threads: int | None = None) -> HardwarePr
     return prof
 
 
+def scaled_ms(timing: PolicyTiming, reference_ms_table: float | None) -> float:
+    """``timing.ms`` at the speed the table was built at: × the reference's latency then / now
+    (unscaled when either is unknown)."""
+    if reference_ms_table is None or not timing.reference_ms:
+        return timing.ms
+    return timing.ms * reference_ms_table / timing.reference_ms
+
+
 def validate_predictions(table: LatencyTable, info: ModelInfo, profile: HardwareProfile,
-                         measure: Callable[[Policy], tuple[float, float]], samples: int = 100,
+                         measure: Callable[[Policy], PolicyTiming], samples: int = 100,
                          seed: int = 0, *, json_out: str | Path | None = None,
                          png_out: str | Path | None = None, progress: bool = True,
                          passes: int = 2, unseen: "UnseenModel | None" = None) -> dict[str, Any]:
     """Fidelity of ``table`` on ``samples`` random policies of ``info``: each predicted, then
-    ``measure(policy)`` → (median ms, IQR ms) on the device, ``passes`` times interleaved (the
-    noise floor, see the module docstring). The caller builds the models
+    ``measure(policy)`` → :class:`PolicyTiming` on the device, ``passes`` times interleaved (the
+    noise floor, see the module docstring); a timing with a ``reference_ms`` is scaled to the
+    table's speed when the table has the reference's figure. The caller builds the models
     (:func:`automl.profiling.validate_model` builds them exactly as deployed). ``unseen``: the
     fallback for shapes and remainders the table lacks (a net it never profiled)."""
     from tqdm.auto import tqdm
@@ -155,8 +184,9 @@ def validate_predictions(table: LatencyTable, info: ModelInfo, profile: Hardware
     if not 1 <= int(passes) <= MAX_PASSES:
         raise ValueError(f"passes: {passes} is outside 1..{MAX_PASSES}")
     passes = int(passes)
-    measured: list[list[tuple[float, float]]] = [[(math.nan, math.nan)] * len(policies)
-                                                 for _ in range(passes)]
+    measured: list[list[PolicyTiming]] = [[PolicyTiming(math.nan, math.nan)] * len(policies)
+                                          for _ in range(passes)]
+    reference_ms_table = table.reference_ms(model_name, info.input_shape)
     order = [list(range(len(policies))) if p % 2 == 0 else list(reversed(range(len(policies))))
              for p in range(passes)]
     t_measure = 0.0
@@ -173,10 +203,12 @@ def validate_predictions(table: LatencyTable, info: ModelInfo, profile: Hardware
     for i, (policy, mode) in enumerate(policies):
         lat, en = pred.predict(info, policy)
         runs = [measured[p][i] for p in range(passes)]
-        best_ms, best_iqr = min(runs)
+        scaled = [scaled_ms(t, reference_ms_table) for t in runs]
+        best = min(range(passes), key=scaled.__getitem__)
         act, q, b = policy_features(info, policy, profile)
-        results.append(Sample(mode, lat, best_ms, best_iqr, en, act, q, b, policy.to_dict(),
-                              [ms for ms, _ in runs]))
+        results.append(Sample(mode, lat, scaled[best], runs[best].iqr_ms, en, act, q, b,
+                              policy.to_dict(), scaled, [t.ms for t in runs],
+                              [t.reference_ms for t in runs]))
 
     # prediction time: warm (the per-layer cache filled by a search's first policies)
     fresh = Predictor(table, profile, warn=False, unseen=unseen)
@@ -193,6 +225,8 @@ def validate_predictions(table: LatencyTable, info: ModelInfo, profile: Hardware
 
     pm = [r.predicted_ms for r in results]
     mm = [r.measured_ms for r in results]
+    relative = reference_ms_table is not None and all(
+        t.reference_ms for row in measured for t in row)
     report: dict[str, Any] = {
         "model": model_name, "input_shape": list(info.input_shape), "device": profile.name,
         "threads": profile.threads, "batch": profile.batch, "hardware": table.metadata.hardware,
@@ -201,8 +235,13 @@ def validate_predictions(table: LatencyTable, info: ModelInfo, profile: Hardware
         **fidelity_metrics(pm, mm),
         "predict_us_per_policy": warm_us, "predict_us_per_policy_cold": cold_us,
         "measure_ms_per_policy": t_measure / (len(results) * passes) * 1e3,
+        "relative_to_reference": relative,
+        "reference_ms_table": reference_ms_table,
         "repeatability": repeatability([[r.measured_ms_passes[p] for r in results]
                                         for p in range(passes)]),
+        "repeatability_raw": repeatability([[r.measured_ms_raw_passes[p] for r in results]
+                                            for p in range(passes)]),
+        "absolute": fidelity_metrics(pm, [min(r.measured_ms_raw_passes) for r in results]),
         "by_mode": metrics_by_mode([r.to_dict() for r in results]),
         "samples": [r.to_dict() for r in results],
     }

@@ -104,6 +104,45 @@ def test_lut_validate_writes_the_report(lenet_table, tmp_path):
     assert noise["passes"] == 2 and 0 <= noise["within_5pct"] <= noise["within_10pct"] <= 1
     for s in rep["samples"]:
         assert len(s["measured_ms_passes"]) == 2 and s["measured_ms"] == min(s["measured_ms_passes"])
+    # timed beside the unpruned model, scaled to its latency when the table measured it
+    table = LatencyTable.load(lenet_table)
+    assert rep["relative_to_reference"] is True
+    assert rep["reference_ms_table"] == table.reference_ms("lenet5", [1, 16, 16]) > 0
+    for s in rep["samples"]:
+        for scaled, raw, ref in zip(s["measured_ms_passes"], s["measured_ms_raw_passes"],
+                                    s["reference_ms_passes"]):
+            assert ref > 0 and scaled == pytest.approx(raw * rep["reference_ms_table"] / ref)
+    assert rep["repeatability_raw"]["passes"] == 2 and rep["absolute"]["n"] == 3
+
+
+def test_lut_validate_absolute_times_each_policy_alone(lenet_table, tmp_path):
+    out = tmp_path / "v.json"
+    assert cli.main(["lut", "validate", "--model", "lenet5", "--table", str(lenet_table),
+                     "--samples", "2", "--out", str(out), "--no-progress", "--absolute"]) == 0
+    rep = json.loads(out.read_text())
+    assert rep["relative_to_reference"] is False
+    for s in rep["samples"]:
+        assert s["reference_ms_passes"] == [None, None]
+        assert s["measured_ms_passes"] == s["measured_ms_raw_passes"]
+
+
+def test_the_remainders_name_the_reference_they_were_scaled_to(lenet_table):
+    """The full-width fp32 remainder point is the reference itself, timed alone first; every
+    other point was timed beside it and scaled to that figure."""
+    table = LatencyTable.load(lenet_table)
+    rows = table.remainders_for("lenet5", [1, 16, 16])
+    full = [r for r in rows if r.act_ratio >= 0.999 and r.int8_fraction == 0 and r.boundary_ratio == 0]
+    assert len(full) == 1 and table.reference_ms("lenet5", [1, 16, 16]) == full[0].whole_ms
+    assert table.reference_ms("lenet5", [1, 32, 32]) is None
+    assert table.reference_ms("resnet20", [1, 16, 16]) is None
+
+
+def test_scaled_ms_cancels_the_speed_of_the_moment():
+    from latency_models.validate import PolicyTiming, scaled_ms
+    # the reference ran 1.0 ms when the table was built and 1.25 ms now: the machine is 25% slower
+    assert scaled_ms(PolicyTiming(0.5, 0.01, 1.25), 1.0) == pytest.approx(0.4)
+    assert scaled_ms(PolicyTiming(0.5, 0.01, None), 1.0) == 0.5       # not timed beside it
+    assert scaled_ms(PolicyTiming(0.5, 0.01, 1.25), None) == 0.5      # the table lacks it
 
 
 def test_repeatability_counts_policies_whose_passes_agree():
