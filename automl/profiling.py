@@ -26,7 +26,7 @@ from latency_models.sampling import sample_times
 from latency_models.timing import MODEL_BUDGET_S, CudaRunner, Runner, ort_runner, torch_runner
 from latency_models.table import LatencyTable, RemainderEntry, TableError
 from latency_models.unseen import UnseenModel, table_without
-from latency_models.validate import PolicyTiming, scaled_ms, table_profile, validate_predictions
+from latency_models.validate import PolicyTiming, table_profile, validate_predictions
 
 from .core import FLOAT_BITS, LayerPolicy, ModelInfo, Policy
 
@@ -94,10 +94,12 @@ def measure_remainders(table: LatencyTable, model: nn.Module, info: ModelInfo,
     policies shaped like a search's, not on uniform ones alone: alternating-precision models
     alone set a boundary cost that under-predicted random mixed ResNet-20 policies by 7%), and,
     with int8, two alternating mixed-precision models per width; store whole − overhead − kernels.
+    The full-width fp32 point is the table's reference (:meth:`LatencyTable.reference_ms`).
 
-    Each point is timed beside the unpruned fp32 model and scaled to that model's latency at
-    the start (the first point, timed alone): the machine's speed drifts over the minutes this
-    takes, and a remainder must not carry the drift (:meth:`LatencyTable.reference_ms`)."""
+    Each point is timed alone: a timing scaled by a reference timed beside it carries the
+    reference's noise too, and on a steady host that costs more than the drift it cancels
+    (MobileNetV2-1.0 at 224, 2026-12-05: two passes of a policy agreed within ±5% for 94% of
+    policies timed alone, 84% scaled; BENCHMARKS.md)."""
     import numpy as np
     from tqdm.auto import tqdm
 
@@ -117,15 +119,8 @@ def measure_remainders(table: LatencyTable, model: nn.Module, info: ModelInfo,
         points += [mixed_policy(info, w, phase) for w in mixed_widths for phase in (0, 1)]
     rows: list[RemainderEntry] = []
     pred = Predictor(table, profile, warn=False)
-    reference = reference_runner(model, info, profile, calib)
-    reference_ms = reference.time().uncontended_ms if reference is not None else None
-    full_fp32 = uniform_policy(info, 1.0, "fp32")
     for policy in tqdm(points, desc=f"remainder {info.model_name}", disable=not progress):
-        if reference_ms is not None and policy == full_fp32:
-            whole_ms = reference_ms     # the reference itself: what later timings scale to
-        else:
-            whole_ms = scaled_ms(measure_model_ms(model, policy, info, profile, calib, reference),
-                                 reference_ms)
+        whole_ms = measure_model_ms(model, policy, info, profile, calib).ms
         kernels_ms, _ = pred.kernels(info, policy)
         act_ratio, int8_frac, boundary = policy_features(info, policy, profile)
         rows.append(RemainderEntry(model=info.model_name, input_shape=list(info.input_shape),
@@ -206,14 +201,14 @@ def validate_model(model_name: str, table: LatencyTable, samples: int = 100, see
                    threads: int | None = None, input_shape: Sequence[int] | None = None,
                    num_classes: int = 10, json_out: str | Path | None = None,
                    png_out: str | Path | None = None, progress: bool = True,
-                   passes: int = 2, unseen: bool = False, relative: bool = True) -> dict[str, Any]:
+                   passes: int = 2, unseen: bool = False, relative: bool = False) -> dict[str, Any]:
     """Fidelity of ``table`` for ``model_name`` on ``samples`` random policies, each built for
     real (``apply_policy`` then ``export_deployable``, exactly what is deployed) and timed
     ``passes`` times (the noise floor: :mod:`latency_models.validate`).
 
     ``relative``: time each policy beside the unpruned fp32 model and scale it to that model's
-    latency when the table was built (the module docstring of :mod:`latency_models.validate`
-    says why); the unscaled figures are in the report either way.
+    latency when the table was built, for a machine whose speed drifts (the module docstring of
+    :mod:`latency_models.validate`); the unscaled figures are in the report either way.
 
     ``unseen``: predict ``model_name`` as a net the table never profiled — its remainders and
     every entry at its layer shapes dropped, kernels and remainder predicted from the table's

@@ -94,14 +94,17 @@ def measure_cell(name: str, shape: tuple[int, ...], args: argparse.Namespace) ->
     t0 = time.perf_counter()
     rep = validate_model(name, table, args.samples, seed=0, input_shape=shape,
                          json_out=RESULTS / f"lut_fidelity_{tag}.json",
-                         png_out=RESULTS / f"lut_fidelity_{tag}.png", passes=args.passes)
+                         png_out=RESULTS / f"lut_fidelity_{tag}.png", passes=args.passes,
+                         relative=args.relative)
     cell.update({k: v for k, v in rep.items() if k != "samples"}, validate_s=time.perf_counter() - t0)
     return cell
 
 
-def refit_remainders(data: dict[str, Any], cid: str, threads: int) -> None:
+def refit_remainders(data: dict[str, Any], cid: str, threads: int, relative: bool = False) -> None:
     """Re-measure a cell's remainders with the current procedure (its layer entries kept) and
-    predict its already-measured policies again: the measured side and the noise floor stay."""
+    predict its already-measured policies again: the measured side and the noise floor stay,
+    except that a cell measured ``--relative`` is compared by its unscaled timings unless
+    ``relative`` (its scaled figures kept under ``"relative"``)."""
     from automl.core import Policy
     from automl.profiling import load_model_and_info, profile_model
     from latency_models.predictor import Predictor
@@ -120,14 +123,30 @@ def refit_remainders(data: dict[str, Any], cid: str, threads: int) -> None:
     samples_path = RESULTS / f"lut_fidelity_{cid.replace('@', '_')}.json"
     report = json.loads(samples_path.read_text())
     pred = Predictor(table, warn=False)
+    if report.get("relative_to_reference") and not relative:
+        report["relative"] = {k: report[k] for k in ("within_5pct", "within_10pct", "mape", "spearman",
+                                                      "repeatability")}
+        for smp in report["samples"]:
+            smp["measured_ms_passes"] = smp["measured_ms_raw_passes"]
+            smp["measured_ms"] = min(smp["measured_ms_raw_passes"])
+        report["repeatability"] = report["repeatability_raw"]
+        report["relative_to_reference"] = False
     for smp in report["samples"]:
         smp["predicted_ms"] = pred.predict(info, Policy.from_dict(smp["policy"]))[0]
     pm = [smp["predicted_ms"] for smp in report["samples"]]
     mm = [smp["measured_ms"] for smp in report["samples"]]
     report.update(fidelity_metrics(pm, mm))
+    if all("measured_ms_raw_passes" in smp for smp in report["samples"]):
+        report["absolute"] = fidelity_metrics(pm, [min(smp["measured_ms_raw_passes"])
+                                                   for smp in report["samples"]])
     report["by_mode"] = metrics_by_mode(report["samples"])
     report["remainders_refit"] = True
     samples_path.write_text(json.dumps(report, indent=1))
+    if report.get("png"):   # the scatter re-drawn with the new predictions
+        from latency_models.plots import scatter_png
+        scatter_png(pm, mm, report["png"], f"{cell['model']} {list(shape)} (remainders refit): "
+                    f"{report['within_10pct']:.0%} within ±10%, Spearman {report['spearman']:.3f}",
+                    [smp["mode"] for smp in report["samples"]])
     cell.update({k: v for k, v in report.items() if k != "samples"})
 
 
@@ -223,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--passes", type=int, default=2)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--force", action="store_true", help="re-measure cells already in the results")
+    ap.add_argument("--relative", action="store_true",
+                    help="time each policy beside the unpruned model, scaled to its latency when "
+                         "the table was built (hwcompress lut validate --relative)")
     ap.add_argument("--table-only", action="store_true", help="build (and time) the tables only")
     ap.add_argument("--holdout-only", action="store_true", help="only re-run leave-one-family-out")
     ap.add_argument("--remainder", choices=("none", "cross-model"), default="none",
@@ -247,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         for spec in specs:
             cid = cell_id(*parse_cell(spec))
             if "n" in data["cells"].get(cid, {}):
-                refit_remainders(data, cid, args.threads)
+                refit_remainders(data, cid, args.threads, args.relative)
                 save_results(data)
                 print(cid, json.dumps({k: data["cells"][cid].get(k) for k in SUMMARY_KEYS}))
     elif not args.holdout_only:

@@ -11,13 +11,16 @@ measurements agree within ±5%/±10% is what measurement itself can do: read pre
 against that ceiling. The figure compared with the prediction is the fastest pass (each pass is
 already the fastest ~20 ms chunk of ~2 s of calls: :func:`latency_models.sampling.sample_times`).
 
-**Timed beside the reference.** This VM's speed drifts over minutes (MobileNetV2-1.0 at 224: a
-stretch of policies ran 10-37% slower in one pass than in the other), and a table is built minutes
-or days before it is validated. So by default each policy is timed interleaved with the unpruned
-fp32 model (the way a search checks its answer against its budget), and its latency is scaled by
-the reference's latency when the table measured it (:meth:`LatencyTable.reference_ms`): the
-machine's speed of the moment cancels, what is compared is the table's prediction at the speed
-the table was built at. The unscaled figures are reported beside (``absolute``, ``repeatability_raw``).
+**Timed beside the reference** (``relative``, off by default). A shared VM's speed can drift over
+minutes (the AMD host of 2026-12-03: a stretch of MobileNetV2-1.0 policies at 224 ran 10-37%
+slower in one pass than in the other), and a table is built minutes or days before it is
+validated. Relative validation times each policy interleaved with the unpruned fp32 model (the
+way a search checks its answer against its budget) and scales it by the reference's latency when
+the table measured it (:meth:`LatencyTable.reference_ms`) over the reference's median reading of
+the ±``REFERENCE_WINDOW`` measurements around it (its drift, not the noise of one reading). On the
+steady Intel host of 2026-12-05 it did not pay: alone, two passes agreed within ±5% for 94% of
+MobileNetV2-1.0 policies; scaled by each reading, 84%; by the window, 92% (BENCHMARKS.md). The
+unscaled figures are reported beside (``absolute``, ``repeatability_raw``).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
     from .unseen import UnseenModel
 
 MODES = ("fp32", "int8", "mixed")
+REFERENCE_WINDOW = 2   # measurements either side whose reference readings set a scale
 MAX_PASSES = 10
 MAX_SAMPLES = 2000   # policies per validation: each is built and timed (~2 s a pass)
 
@@ -138,6 +142,7 @@ class Sample:
     measured_ms_passes: list[float]
     measured_ms_raw_passes: list[float]
     reference_ms_passes: list[float | None]
+    reference_ms_smoothed_passes: list[float | None]
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -153,12 +158,26 @@ def table_profile(table: LatencyTable, threads: int | None = None) -> HardwarePr
     return prof
 
 
-def scaled_ms(timing: PolicyTiming, reference_ms_table: float | None) -> float:
+def scaled_ms(timing: PolicyTiming, reference_ms_table: float | None,
+              reference_ms_now: float | None = None) -> float:
     """``timing.ms`` at the speed the table was built at: × the reference's latency then / now
-    (unscaled when either is unknown)."""
-    if reference_ms_table is None or not timing.reference_ms:
+    (now: ``reference_ms_now`` when given, a smoothed reading, else the timing's own), unscaled
+    when either is unknown."""
+    now = reference_ms_now if reference_ms_now is not None else timing.reference_ms
+    if reference_ms_table is None or not now or not timing.reference_ms:
         return timing.ms
-    return timing.ms * reference_ms_table / timing.reference_ms
+    return timing.ms * reference_ms_table / now
+
+
+def smoothed_references(readings: Sequence[float | None], window: int = REFERENCE_WINDOW
+                        ) -> list[float | None]:
+    """Per reading (in the order they were taken), the median of the readings ±``window``
+    around it: the machine's speed over ~20 s, not one reading's noise."""
+    out: list[float | None] = []
+    for t, r in enumerate(readings):
+        near = [x for x in readings[max(0, t - window):t + window + 1] if x]
+        out.append(float(np.median(near)) if r and near else None)
+    return out
 
 
 def validate_predictions(table: LatencyTable, info: ModelInfo, profile: HardwareProfile,
@@ -190,6 +209,7 @@ def validate_predictions(table: LatencyTable, info: ModelInfo, profile: Hardware
     order = [list(range(len(policies))) if p % 2 == 0 else list(reversed(range(len(policies))))
              for p in range(passes)]
     t_measure = 0.0
+    taken: list[tuple[int, int]] = []        # (pass, policy) in the order measured
     bar = tqdm(total=passes * len(policies), desc=f"validate {model_name} ({passes} passes)",
                disable=not progress)
     for p, idx in enumerate(order):
@@ -197,18 +217,22 @@ def validate_predictions(table: LatencyTable, info: ModelInfo, profile: Hardware
             t0 = time.perf_counter()
             measured[p][i] = measure(policies[i][0])
             t_measure += time.perf_counter() - t0
+            taken.append((p, i))
             bar.update()
     bar.close()
+    smooth = smoothed_references([measured[p][i].reference_ms for p, i in taken])
+    reference_now = {pi: r for pi, r in zip(taken, smooth)}
     results: list[Sample] = []
     for i, (policy, mode) in enumerate(policies):
         lat, en = pred.predict(info, policy)
         runs = [measured[p][i] for p in range(passes)]
-        scaled = [scaled_ms(t, reference_ms_table) for t in runs]
+        scaled = [scaled_ms(t, reference_ms_table, reference_now[(p, i)]) for p, t in enumerate(runs)]
         best = min(range(passes), key=scaled.__getitem__)
         act, q, b = policy_features(info, policy, profile)
         results.append(Sample(mode, lat, scaled[best], runs[best].iqr_ms, en, act, q, b,
                               policy.to_dict(), scaled, [t.ms for t in runs],
-                              [t.reference_ms for t in runs]))
+                              [t.reference_ms for t in runs],
+                              [reference_now[(p, i)] for p in range(passes)]))
 
     # prediction time: warm (the per-layer cache filled by a search's first policies)
     fresh = Predictor(table, profile, warn=False, unseen=unseen)
@@ -237,6 +261,7 @@ def validate_predictions(table: LatencyTable, info: ModelInfo, profile: Hardware
         "measure_ms_per_policy": t_measure / (len(results) * passes) * 1e3,
         "relative_to_reference": relative,
         "reference_ms_table": reference_ms_table,
+        "reference_window": REFERENCE_WINDOW,
         "repeatability": repeatability([[r.measured_ms_passes[p] for r in results]
                                         for p in range(passes)]),
         "repeatability_raw": repeatability([[r.measured_ms_raw_passes[p] for r in results]

@@ -91,7 +91,7 @@ def test_lut_list_show_merge(lenet_table, tmp_path, capsys):
 def test_lut_validate_writes_the_report(lenet_table, tmp_path):
     out = tmp_path / "v.json"
     rc = cli.main(["lut", "validate", "--model", "lenet5", "--table", str(lenet_table),
-                   "--samples", "3", "--out", str(out), "--no-progress"])
+                   "--samples", "3", "--out", str(out), "--no-progress", "--relative"])
     assert rc == 0
     rep = json.loads(out.read_text())
     for k in ("n", "mape", "rmse_ms", "within_5pct", "within_10pct", "spearman",
@@ -104,31 +104,41 @@ def test_lut_validate_writes_the_report(lenet_table, tmp_path):
     assert noise["passes"] == 2 and 0 <= noise["within_5pct"] <= noise["within_10pct"] <= 1
     for s in rep["samples"]:
         assert len(s["measured_ms_passes"]) == 2 and s["measured_ms"] == min(s["measured_ms_passes"])
-    # timed beside the unpruned model, scaled to its latency when the table measured it
+    # --relative: timed beside the unpruned model, scaled to its latency when the table
+    # measured it over its readings around that moment
     table = LatencyTable.load(lenet_table)
     assert rep["relative_to_reference"] is True
     assert rep["reference_ms_table"] == table.reference_ms("lenet5", [1, 16, 16]) > 0
     for s in rep["samples"]:
-        for scaled, raw, ref in zip(s["measured_ms_passes"], s["measured_ms_raw_passes"],
-                                    s["reference_ms_passes"]):
-            assert ref > 0 and scaled == pytest.approx(raw * rep["reference_ms_table"] / ref)
+        for scaled, raw, ref, smooth in zip(s["measured_ms_passes"], s["measured_ms_raw_passes"],
+                                            s["reference_ms_passes"], s["reference_ms_smoothed_passes"]):
+            assert ref > 0 and scaled == pytest.approx(raw * rep["reference_ms_table"] / smooth)
+        assert s["measured_ms"] == min(s["measured_ms_passes"])
     assert rep["repeatability_raw"]["passes"] == 2 and rep["absolute"]["n"] == 3
 
 
-def test_lut_validate_absolute_times_each_policy_alone(lenet_table, tmp_path):
+def test_smoothed_references_follow_the_drift_not_one_reading():
+    from latency_models.validate import smoothed_references
+    # the machine slows from 1.0 to 2.0 half-way; one reading (3.0) is a hiccup
+    readings = [1.0, 1.0, 3.0, 1.0, 1.0, 2.0, 2.0, 2.0, 2.0, 2.0]
+    smooth = smoothed_references(readings, window=2)
+    assert smooth[2] == 1.0 and smooth[0] == 1.0 and smooth[-1] == 2.0
+    assert smoothed_references([None, 1.0], window=2) == [None, 1.0]
+
+
+def test_lut_validate_times_each_policy_alone_by_default(lenet_table, tmp_path):
     out = tmp_path / "v.json"
     assert cli.main(["lut", "validate", "--model", "lenet5", "--table", str(lenet_table),
-                     "--samples", "2", "--out", str(out), "--no-progress", "--absolute"]) == 0
+                     "--samples", "2", "--out", str(out), "--no-progress"]) == 0
     rep = json.loads(out.read_text())
     assert rep["relative_to_reference"] is False
     for s in rep["samples"]:
-        assert s["reference_ms_passes"] == [None, None]
+        assert s["reference_ms_passes"] == [None, None] == s["reference_ms_smoothed_passes"]
         assert s["measured_ms_passes"] == s["measured_ms_raw_passes"]
 
 
-def test_the_remainders_name_the_reference_they_were_scaled_to(lenet_table):
-    """The full-width fp32 remainder point is the reference itself, timed alone first; every
-    other point was timed beside it and scaled to that figure."""
+def test_the_table_names_its_reference_latency(lenet_table):
+    """The full-width fp32 remainder point is the reference relative validation scales to."""
     table = LatencyTable.load(lenet_table)
     rows = table.remainders_for("lenet5", [1, 16, 16])
     full = [r for r in rows if r.act_ratio >= 0.999 and r.int8_fraction == 0 and r.boundary_ratio == 0]

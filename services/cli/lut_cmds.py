@@ -176,7 +176,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         report = validate_model(args.model, table, args.samples, args.seed, threads=args.threads,
                           input_shape=shape, num_classes=num_classes, json_out=args.out,
                           png_out=png, progress=not args.no_progress, passes=args.passes,
-                          unseen=args.unseen, relative=not args.absolute)
+                          unseen=args.unseen, relative=args.relative)
     except (TableError, ValueError) as exc:
         return _err(str(exc))
     keys = ("n", "mape", "rmse_ms", "within_5pct", "within_10pct", "spearman",
@@ -253,10 +253,10 @@ def register(subparsers) -> None:
     va.add_argument("--passes", type=int, default=2,
                     help="times each policy is built and measured, interleaved (default 2): the "
                          "share of policies whose passes agree is the noise floor")
-    va.add_argument("--absolute", action="store_true",
-                    help="time each policy alone and compare its raw latency (default: timed "
-                         "beside the unpruned model and scaled to that model's latency when the "
-                         "table was built, so the machine's drift since then cancels)")
+    va.add_argument("--relative", action="store_true",
+                    help="time each policy beside the unpruned model and scale it to that "
+                         "model's latency when the table was built, so a machine's drift since "
+                         "then cancels (default: each policy timed alone)")
     va.add_argument("--threads", type=int, default=None, help="default: the table's")
     va.add_argument("--data", default=None, help="default: the input size the table was profiled at")
     _alias(va, "--dataset", "--data", "data")
