@@ -34,6 +34,11 @@ QUICK_POINTS = 3
 QUICK_WIDTHS = (1.0, 0.5)
 DEFAULT_WIDTHS = (1.0, 0.75, 0.5, 0.25)
 RANDOM_REMAINDER_POINTS = 4   # per precision, beside the uniform widths (full tables only)
+MIXED_POINTS_FACTOR = 3       # random mixed-precision points: this many times as many
+# Why three times: one boundary cost is fitted from them (the median of per-model slopes), and the
+# slopes of random mixes spread widely (at 224 on the Intel host: 1.3-4.2 ms per unit of boundary
+# volume for MobileNetV2-1.0, 1.3-17 for ResNet-18); with 4 the fit under-priced the validation's
+# mixed policies by a median 11% / 8%.
 REMAINDER_SEED = 1000          # not lut validate's seed: calibration and validation policies differ
 
 
@@ -85,23 +90,15 @@ def measure_model_ms(model: nn.Module, policy: Policy, info: ModelInfo, profile:
     return PolicyTiming(own.uncontended_ms, own.iqr_ms, ref.uncontended_ms)
 
 
-def measure_remainders(table: LatencyTable, model: nn.Module, info: ModelInfo,
-                       profile: HardwareProfile, calib: list[torch.Tensor],
-                       widths: Sequence[float] = DEFAULT_WIDTHS, progress: bool = True,
-                       random_points: int = 0) -> None:
-    """Time the whole model at uniform widths × precisions, at ``random_points`` random keep
-    ratios per precision and as many random mixed-precision ones (so the remainder is fitted on
-    policies shaped like a search's, not on uniform ones alone: alternating-precision models
-    alone set a boundary cost that under-predicted random mixed ResNet-20 policies by 7%), and,
-    with int8, two alternating mixed-precision models per width; store whole − overhead − kernels.
-    The full-width fp32 point is the table's reference (:meth:`LatencyTable.reference_ms`).
-
-    Each point is timed alone: a timing scaled by a reference timed beside it carries the
-    reference's noise too, and on a steady host that costs more than the drift it cancels
-    (MobileNetV2-1.0 at 224, 2026-12-05: two passes of a policy agreed within ±5% for 94% of
-    policies timed alone, 84% scaled; BENCHMARKS.md)."""
+def remainder_policies(info: ModelInfo, profile: HardwareProfile,
+                       widths: Sequence[float] = DEFAULT_WIDTHS, random_points: int = 0) -> list[Policy]:
+    """The whole-model points a table's remainder is fitted on: uniform widths × precisions;
+    ``random_points`` random keep ratios per precision and ``MIXED_POINTS_FACTOR`` times as many
+    random mixed-precision ones (policies shaped like a search's: alternating-precision models
+    alone set a boundary cost that under-predicted random mixed ResNet-20 policies by 7%); and,
+    with int8, two alternating mixed-precision models per pruned width. The first point is the
+    unpruned model at the first precision (fp32: the table's reference)."""
     import numpy as np
-    from tqdm.auto import tqdm
 
     from latency_models.validate import sample_policy
 
@@ -112,11 +109,31 @@ def measure_remainders(table: LatencyTable, model: nn.Module, info: ModelInfo,
         modes.append("mixed")   # random per-layer precision: the boundary cost as policies have it
     for mode in modes:
         points += [sample_policy(info, rng, mode, min_keep=0.25)[0] for _ in range(random_points)]
+    if "mixed" in modes:   # drawn after the others, so those stay the policies they always were
+        points += [sample_policy(info, rng, "mixed", min_keep=0.25)[0]
+                   for _ in range((MIXED_POINTS_FACTOR - 1) * random_points)]
     if "int8" in profile.precisions and "fp32" in profile.precisions:
         # pruned widths only: at full width ORT sometimes leaves the fp32 convs of a mixed
         # ResNet-20 off its NCHWc path (0.5 ms slower), which is not a boundary cost
         mixed_widths = [w for w in widths if w < 1.0][:2] or list(widths[:1])
         points += [mixed_policy(info, w, phase) for w in mixed_widths for phase in (0, 1)]
+    return points
+
+
+def measure_remainders(table: LatencyTable, model: nn.Module, info: ModelInfo,
+                       profile: HardwareProfile, calib: list[torch.Tensor],
+                       widths: Sequence[float] = DEFAULT_WIDTHS, progress: bool = True,
+                       random_points: int = 0) -> None:
+    """Time the whole model at :func:`remainder_policies`' points; store whole − overhead −
+    kernels. The full-width fp32 point is the table's reference (:meth:`LatencyTable.reference_ms`).
+
+    Each point is timed alone: a timing scaled by a reference timed beside it carries the
+    reference's noise too, and on a steady host that costs more than the drift it cancels
+    (MobileNetV2-1.0 at 224, 2026-12-05: two passes of a policy agreed within ±5% for 94% of
+    policies timed alone, 84% scaled; BENCHMARKS.md)."""
+    from tqdm.auto import tqdm
+
+    points = remainder_policies(info, profile, widths, random_points)
     rows: list[RemainderEntry] = []
     pred = Predictor(table, profile, warn=False)
     for policy in tqdm(points, desc=f"remainder {info.model_name}", disable=not progress):

@@ -267,3 +267,27 @@ def test_profile_bounds_the_grid_points(tmp_path, capsys, points):
                    "--no-progress"])
     err = capsys.readouterr().err
     assert rc == 2 and "grid_points" in err and "outside" in err and not out.exists()
+
+
+def test_remainder_points_add_random_mixed_policies_after_the_others(monkeypatch):
+    """A full table's remainder is fitted on 3x as many random mixed-precision policies as
+    random policies of each precision; the extra ones are drawn last, so every point a table
+    measured before keeps its policy."""
+    import automl.profiling as profiling
+    from latency_models.profile import get_profile
+
+    def mode(policy: Policy) -> str:
+        bits = {lp.w_bits for lp in policy.layers.values()}
+        return "fp32" if bits == {32} else "int8" if bits == {8} else "mixed"
+
+    _, info = load_model_and_info("resnet20", (1, 16, 16), 10)
+    profile = get_profile("cpu-ort", 1)
+    widths = (1.0, 0.5)
+    now = profiling.remainder_policies(info, profile, widths, random_points=4)
+    monkeypatch.setattr(profiling, "MIXED_POINTS_FACTOR", 1)
+    before = profiling.remainder_policies(info, profile, widths, random_points=4)
+    uniform = len(widths) * len(profile.precisions)
+    assert now[0] == Policy.uniform(info, 1.0, 32, 32)            # the reference comes first
+    assert [mode(p) for p in now[uniform:-2]] == ["fp32"] * 4 + ["int8"] * 4 + ["mixed"] * 12
+    assert now[:uniform + 12] == before[:uniform + 12] and now[-2:] == before[-2:]
+    assert len(now) == len(before) + 8
