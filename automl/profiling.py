@@ -36,9 +36,9 @@ DEFAULT_WIDTHS = (1.0, 0.75, 0.5, 0.25)
 RANDOM_REMAINDER_POINTS = 4   # per precision, beside the uniform widths (full tables only)
 MIXED_POINTS_FACTOR = 3       # random mixed-precision points: this many times as many
 # Why three times: one boundary cost is fitted from them (the median of per-model slopes), and the
-# slopes of random mixes spread widely (at 224 on the Intel host: 1.3-4.2 ms per unit of boundary
-# volume for MobileNetV2-1.0, 1.3-17 for ResNet-18); with 4 the fit under-priced the validation's
-# mixed policies by a median 11% / 8%.
+# slopes of random mixes spread widely (`python -m bench.mixed_residual`, 224 on the Intel host:
+# 1.3-5.2 ms per unit of boundary volume for MobileNetV2-1.0, -4.8-19.8 for ResNet-18); with 4 the
+# fit under-priced the validation's mixed policies by a median 11% / 8% (BENCHMARKS.md, issue 14).
 REMAINDER_SEED = 1000          # not lut validate's seed: calibration and validation policies differ
 
 
@@ -83,7 +83,7 @@ def measure_model_ms(model: nn.Module, policy: Policy, info: ModelInfo, profile:
     :func:`latency_models.sampling.sample_times`, and its IQR); with a ``reference`` runner
     (:func:`reference_runner`), timed interleaved with it in the same budget, its figure beside."""
     runner = deployed_runner(model, policy, info, profile, calib)
-    if reference is None or isinstance(runner, CudaRunner):
+    if reference is None:     # (a CUDA device never has one: reference_runner)
         stats = runner.time()
         return PolicyTiming(stats.uncontended_ms, stats.iqr_ms)
     own, ref = sample_times([runner.fns, reference.fns], MODEL_BUDGET_S)
@@ -243,6 +243,9 @@ def validate_model(model_name: str, table: LatencyTable, samples: int = 100, see
         input_shape = table.metadata.input_shapes[model_name]
     model, info = load_model_and_info(model_name, input_shape, num_classes)
     fallback = None
+    if unseen and relative:
+        raise ValueError("relative: an unseen net has no reference latency in the table to scale "
+                         "to; validate it without --relative")
     if unseen:
         table, fallback = unseen_view(table, info, num_classes)
     calib = _random_calibration(info.input_shape)

@@ -220,9 +220,9 @@ class LatencyTable:
 
     def reference_ms(self, model: str, input_shape: Iterable[int]) -> float | None:
         """The unpruned all-fp32 model's whole latency as measured when its remainders were
-        (the full-width fp32 remainder point), or None. What a later measurement timed beside the
-        same model is scaled to (:mod:`latency_models.validate`): this VM's speed drifts by
-        10-30% over minutes, and the ratio to a reference timed interleaved does not."""
+        (the full-width fp32 remainder point), or None. What ``lut validate --relative`` scales a
+        measurement timed beside the same model to (:mod:`latency_models.validate`), for a host
+        whose speed drifts between building a table and validating it."""
         full = [r.whole_ms for r in self.remainders_for(model, input_shape)
                 if r.act_ratio >= 0.999 and r.int8_fraction == 0 and r.boundary_ratio == 0]
         return full[0] if full else None

@@ -291,3 +291,9 @@ def test_remainder_points_add_random_mixed_policies_after_the_others(monkeypatch
     assert [mode(p) for p in now[uniform:-2]] == ["fp32"] * 4 + ["int8"] * 4 + ["mixed"] * 12
     assert now[:uniform + 12] == before[:uniform + 12] and now[-2:] == before[-2:]
     assert len(now) == len(before) + 8
+
+
+def test_lut_validate_refuses_relative_for_an_unseen_net(lenet_table, capsys):
+    rc = cli.main(["lut", "validate", "--model", "lenet5", "--table", str(lenet_table),
+                   "--samples", "2", "--no-progress", "--unseen", "--relative"])
+    assert rc == 2 and "relative" in capsys.readouterr().err
