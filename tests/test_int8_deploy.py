@@ -94,3 +94,78 @@ def test_lut_int8_kernel_runs_uint8_to_uint8():
     assert out.dtype == np.uint8 and out.shape[1] == conv.out_channels
     ran = _optimized_ops(kernel)
     assert ran["QLinearConv"] == 1 and ran["QuantizeLinear"] == 0 and ran["DequantizeLinear"] == 0, ran
+
+
+class _StemAndBlock(torch.nn.Module):
+    """A ResNet-18-like start (conv, ReLU, MaxPool, a residual block) whose convs start with the
+    same zero bias once BN is folded: the exporter stores that bias once for all of them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        conv = lambda cin: torch.nn.Sequential(torch.nn.Conv2d(cin, 32, 3, padding=1, bias=False),
+                                               torch.nn.BatchNorm2d(32), torch.nn.ReLU())
+        self.stem, self.pool = conv(3), torch.nn.MaxPool2d(2)
+        self.a, self.b = conv(32), conv(32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.stem(x))
+        return torch.relu(self.b(self.a(x)) + x)
+
+
+def _runs(model: bytes) -> list[tuple[str, str, list[str]]]:
+    """(domain, op type, inputs) of every node ORT runs after its optimisations."""
+    with tempfile.TemporaryDirectory() as tmp:
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3   # not the warning that an NCHWc graph is machine-specific
+        opts.optimized_model_filepath = os.path.join(tmp, "opt.onnx")
+        ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+        return [(n.domain, n.op_type, list(n.input)) for n in onnx.load(opts.optimized_model_filepath).graph.node]
+
+
+def test_an_int8_layer_leaves_its_float_neighbours_on_ort_fast_paths():
+    """Only ``a`` int8. Before the fix, quantizing ``a`` turned the bias ``b`` and the stem share
+    into a DequantizeLinear output (ORT then skips them for its NCHWc convs) and ORT's QDQ
+    propagation moved the quantize above the MaxPool (uint8 MaxPool on the slow path)."""
+    torch.manual_seed(0)
+    net, shape = _StemAndBlock().eval(), (3, 32, 32)
+    fp32 = export_onnx(net, shape)
+    if not any(d == "com.microsoft.nchwc" for d, _, _ in _runs(fp32)):
+        import pytest
+        pytest.skip("this CPU has no NCHWc kernels (MLAS block size 1)")
+    graph = onnx.load_from_string(fp32).graph
+    shared = Counter(i for n in graph.node for i in n.input if i in {t.name for t in graph.initializer})
+    assert max(shared.values()) > 1, "the exporter no longer shares the zero bias: the test lost its point"
+    convs = [n.name for n in graph.node if n.op_type == "Conv"]
+    calib = np.random.default_rng(0).standard_normal((8, *shape)).astype(np.float32)
+    int8 = quantize_int8_qdq(fp32, [calib], int8_compute=[convs[1]])
+    ran = _runs(int8)
+    ops = Counter((d, op) for d, op, _ in ran)
+    assert ops[("com.microsoft", "QLinearConv")] == 1, ops
+    assert ops[("com.microsoft.nchwc", "Conv")] == 2, ops      # the stem and ``b``: NCHWc
+    assert ops[("com.microsoft.nchwc", "MaxPool")] == 1, ops   # float MaxPool, quantized after it
+    assert ops[("", "MaxPool")] == 0, ops
+    # the float residual add reads the float MaxPool output, not its quantize round trip
+    int8_graph = onnx.load_from_string(int8).graph
+    dq_out = {n.output[0] for n in int8_graph.node if n.op_type == "DequantizeLinear"}
+    add = next(n for n in int8_graph.node if n.op_type == "Add")
+    assert not dq_out & set(add.input), list(add.input)
+    # and the model still computes what the float one does (one int8 layer: small error)
+    x = calib[:1]
+    ref = ort.InferenceSession(fp32, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    got = ort.InferenceSession(int8, providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    assert np.abs(got - ref).max() < 0.1 * np.abs(ref).max()
+
+
+def test_unshare_initializers_copies_each_extra_reader():
+    from onnx import helper, TensorProto
+    from latency_models.onnx_runtime import unshare_initializers
+
+    bias = helper.make_tensor("b", TensorProto.FLOAT, [2], [0.0, 0.0])
+    nodes = [helper.make_node("Add", ["x", "b"], ["y"], name="first"),
+             helper.make_node("Add", ["y", "b"], ["z"], name="second")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+                          [helper.make_tensor_value_info("z", TensorProto.FLOAT, [2])], [bias])
+    model = helper.make_model(g)
+    assert unshare_initializers(model) == 1
+    assert model.graph.node[0].input[1] == "b" and model.graph.node[1].input[1] != "b"
+    assert len(model.graph.initializer) == 2 and unshare_initializers(model) == 0
