@@ -22,6 +22,7 @@ from latency_models.predictor import Predictor, policy_features
 from latency_models.profile import HardwareProfile
 from latency_models.grid import check_points, default_points
 from latency_models.profiler import open_table, profile_layers
+from latency_models.onnx_runtime import INT8_EXPORT
 from latency_models.sampling import sample_times
 from latency_models.timing import MODEL_BUDGET_S, CudaRunner, Runner, ort_runner, torch_runner
 from latency_models.table import LatencyTable, RemainderEntry, TableError
@@ -147,6 +148,16 @@ def measure_remainders(table: LatencyTable, model: nn.Module, info: ModelInfo,
                                    boundary_ratio=boundary))
     table.set_remainders(info.model_name, info.input_shape, rows)
     table.metadata.input_shapes[info.model_name] = list(info.input_shape)
+    table.metadata.int8_export = INT8_EXPORT
+
+
+def stale_remainders(table: LatencyTable) -> bool:
+    """Whether ``table``'s remainders were timed with another int8 export than today's
+    (:data:`latency_models.onnx_runtime.INT8_EXPORT`): the export decides the glue between int8
+    and fp32 layers, which only whole-model timings see."""
+    md = table.metadata
+    return (bool(table.remainders) and "int8" in md.precisions and md.runtime == "onnxruntime"
+            and md.int8_export != INT8_EXPORT)
 
 
 def load_model_and_info(model_name: str, input_shape: Sequence[int], num_classes: int,
@@ -204,6 +215,8 @@ def profile_model(model_name: str, input_shape: Sequence[int], profile: Hardware
             table.save(out)
         return table
     profile_layers(table, info, profile, points=points, out=out, progress=progress, energy=energy)
+    if stale_remainders(table):   # the layer entries time lone layers: still valid
+        table.remainders = []
     if remainder and (not resume or not table.remainders_for(model_name, info.input_shape)):
         measure_remainders(table, model, info, profile, calib or _random_calibration(info.input_shape),
                            QUICK_WIDTHS if quick else DEFAULT_WIDTHS, progress,

@@ -57,6 +57,10 @@ class ArrayCalibrationReader:
         pass
 
 
+INT8_EXPORT = "qdq-2"
+"""Version of :func:`quantize_int8_qdq`'s graphs as ORT runs them. qdq-2 (2026-12-05): shared
+initializers unshared, float readers of a quantized float tensor read the float tensor."""
+
 COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 """The ops a policy sets a precision for (its prunable layers); every other op follows them."""
 

@@ -163,6 +163,10 @@ class TableMetadata:
     hwcompress_version: str = ""
     energy_model: str = ""
     notes: str = ""
+    # the int8 export the whole-model remainders were timed with (onnx_runtime.INT8_EXPORT):
+    # the export decides which glue runs between int8 and fp32 layers, so a change makes the
+    # remainders stale (the per-layer entries time lone layers and stay valid)
+    int8_export: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

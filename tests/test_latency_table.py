@@ -234,7 +234,7 @@ def test_prediction_is_fast():
     assert (time.perf_counter() - t0) / 1000 < 200e-6   # generous: tens of µs in practice
 
 
-def test_a_cached_table_of_an_older_schema_is_rebuilt_not_failed(tmp_path, monkeypatch):
+def test_a_cached_table_of_an_older_schema_or_int8_export_is_rebuilt_not_failed(tmp_path, monkeypatch):
     """Upgrading hwcompress must not fail every job on the tables it cached before."""
     import json as _json
 
@@ -254,3 +254,17 @@ def test_a_cached_table_of_an_older_schema_is_rebuilt_not_failed(tmp_path, monke
     rebuilt = load_or_build_table("lenet5", info, profile, quick=True)
     assert _json.loads(path.read_text())["schema_version"] == SCHEMA_VERSION
     assert rebuilt.remainders_for("lenet5", info.input_shape) and len(rebuilt.entries) == len(fresh.entries)
+
+    # remainders timed with an older int8 export: re-measured, the kernel entries kept
+    from latency_models.onnx_runtime import INT8_EXPORT
+
+    assert rebuilt.metadata.int8_export == INT8_EXPORT
+    old = _json.loads(path.read_text())
+    old["metadata"]["int8_export"] = ""
+    for r in old["remainders"]:
+        r["remainder_ms"] = 1e3      # a figure no re-measurement gives
+    path.write_text(_json.dumps(old))
+    again = load_or_build_table("lenet5", info, profile, quick=True)
+    assert again.metadata.int8_export == INT8_EXPORT and len(again.entries) == len(fresh.entries)
+    rows = again.remainders_for("lenet5", info.input_shape)
+    assert rows and all(r.remainder_ms < 1e3 for r in rows)

@@ -10,6 +10,7 @@ import logging
 import warnings
 from dataclasses import dataclass, field
 
+from latency_models.onnx_runtime import INT8_EXPORT
 from latency_models.predictor import Predictor
 from latency_models.profile import DEFAULT_PROFILE, HardwareProfile, get_profile
 from latency_models.table import LatencyTable, TableError
@@ -162,11 +163,17 @@ def load_or_build_table(model_name: str, info: ModelInfo, profile: HardwareProfi
                         table_path: str | None = None, quick: bool = False,
                         num_classes: int = 10) -> LatencyTable:
     """The table given, or this model's table for ``profile`` built on first use and cached."""
-    from ..profiling import profile_model
+    from ..profiling import profile_model, stale_remainders
 
     if table_path:
         table = LatencyTable.load(table_path)
         table.check_compatible(profile.compat_request())
+        if stale_remainders(table):
+            warnings.warn(f"latency table {table_path}: its remainders were timed with int8 export "
+                          f"{table.metadata.int8_export or 'qdq-1'!r}, this hwcompress deploys "
+                          f"{INT8_EXPORT!r} (different glue between int8 and fp32 layers); run "
+                          f"`hwcompress profile --model {model_name} --out {table_path}` again to "
+                          "re-time them (the layer entries are kept)", stacklevel=2)
         return table
     from ..train import cache_dir
 
@@ -181,7 +188,10 @@ def load_or_build_table(model_name: str, info: ModelInfo, profile: HardwareProfi
             log.info("cached latency table %s is stale (%s); rebuilding", path.name, exc)
             path.unlink()  # else the profiler would try to resume it and refuse it the same way
         else:
-            if table.remainders_for(model_name, info.input_shape) or not profile.backend.measures_latency:
+            if stale_remainders(table):   # profile_model keeps the entries, times whole models again
+                log.info("cached latency table %s: remainders timed with int8 export %r, now %r; "
+                         "re-measuring them", path.name, table.metadata.int8_export, INT8_EXPORT)
+            elif table.remainders_for(model_name, info.input_shape) or not profile.backend.measures_latency:
                 return table
     log.info("building the %s latency table for %s at %s (first use; cached at %s)",
              profile.name, model_name, list(info.input_shape), path)
