@@ -8,7 +8,7 @@ qdq-2 (:func:`latency_models.onnx_runtime.quantize_int8_qdq`) gives every node i
 shared initializer and lets float readers of a tensor quantized for an int8 layer read the float
 tensor; qdq-1 is the same function with both passes switched off (``unittest.mock.patch`` on the
 two helpers, the only difference between the versions). Per model: random mixed-precision
-policies (``lut validate``'s sampler, seed 0) and the all-int8 and all-fp32 unpruned models
+policies (``lut validate``'s sampler, seed 0; pruned, and unpruned with random precisions) and the all-int8 and all-fp32 unpruned models
 (which neither pass can change: a control), random weights as the tables use. Writes
 ``bench/results/int8_export.json`` (one row per model, input shape and hardware).
 """
@@ -49,6 +49,8 @@ def run(name: str, shape: tuple[int, ...], policies: int, budget_s: float) -> di
     rng = np.random.default_rng(0)
     cases = [("fp32", uniform_policy(info, 1.0, "fp32")), ("int8", uniform_policy(info, 1.0, "int8"))]
     cases += [("mixed", sample_policy(info, rng, "mixed", min_keep=0.25)[0]) for _ in range(policies)]
+    # unpruned: every layer keeps its width, so many share a channel count (and a folded bias)
+    cases += [("mixed-unpruned", sample_policy(info, rng, "mixed", min_keep=1.0)[0]) for _ in range(policies)]
     points = []
     for mode, policy in cases:
         with _qdq1():
@@ -60,24 +62,27 @@ def run(name: str, shape: tuple[int, ...], policies: int, budget_s: float) -> di
         print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in point.items()}),
               flush=True)
         points.append(point)
-    mixed = [p["qdq2_over_qdq1"] for p in points if p["mode"] == "mixed"]
-    return {"model": name, "input_shape": list(shape), "hardware": profile.hardware, "threads": 1,
-            "budget_s": budget_s, "points": points,
-            "mixed_ratio_median": float(np.median(mixed)), "mixed_ratio_range": [min(mixed), max(mixed)]}
+    row = {"model": name, "input_shape": list(shape), "hardware": profile.hardware, "threads": 1,
+           "budget_s": budget_s, "points": points}
+    for mode in ("mixed", "mixed-unpruned"):
+        ratios = [p["qdq2_over_qdq1"] for p in points if p["mode"] == mode]
+        row[f"{mode}_ratio_median"] = float(np.median(ratios))
+        row[f"{mode}_ratio_range"] = [min(ratios), max(ratios)]
+    return row
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+",
                     default=["resnet18@3x224x224", "mobilenetv2_100@3x224x224", "mobilenetv2_050@1x28x28"])
-    ap.add_argument("--policies", type=int, default=8, help="random mixed policies per model")
+    ap.add_argument("--policies", type=int, default=5, help="random mixed policies per model, pruned and unpruned each")
     ap.add_argument("--budget-s", type=float, default=4.0, help="timing budget per policy (both graphs)")
     args = ap.parse_args(argv)
     for spec in args.models:
         name, _, shape = spec.partition("@")
         row = run(name, tuple(int(v) for v in shape.split("x")), args.policies, args.budget_s)
         save_row(RESULTS, row, keys=("model", "input_shape", "hardware"))
-        print(json.dumps({k: row[k] for k in ("model", "mixed_ratio_median", "mixed_ratio_range")}), flush=True)
+        print(json.dumps({k: v for k, v in row.items() if k == "model" or "ratio" in k}), flush=True)
     return 0
 
 
