@@ -40,6 +40,7 @@ from automl.peers import BUDGET_TOLERANCE as TOLERANCE
 from automl.peers import PEER_METHODS, PeerRunner
 from automl.search.runner import SearchConfig, run_search
 from automl.workflow import LoadedModel, load_trained
+from latency_models.onnx_runtime import INT8_EXPORT
 from latency_models.profile import DEFAULT_PROFILE, get_profile
 
 from .rows import load_rows, row_key, save_row
@@ -113,7 +114,8 @@ def run_cell(ctx: Context, fraction: float, method: str) -> dict[str, Any]:
     row: dict[str, Any] = {"model": ctx.model_name, "budget_fraction": fraction, "strategy": method,
                            "seed": ctx.seed, "accuracy_original": ctx.accuracy_original,
                            "finetune_epochs": ctx.args.finetune_epochs, "epochs": ctx.args.epochs,
-                           "max_train": ctx.args.max_train, "trials": ctx.args.trials}
+                           "max_train": ctx.args.max_train, "trials": ctx.args.trials,
+                           "int8_export": INT8_EXPORT}
     try:
         got = RUNNERS[method](ctx, fraction, out)
     except Exception as exc:  # noqa: BLE001 - an unreachable budget is a result too
