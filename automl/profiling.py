@@ -172,7 +172,7 @@ def load_model_and_info(model_name: str, input_shape: Sequence[int], num_classes
     return model, trace_model(model, shape, model_name)  # type: ignore[arg-type]
 
 
-def _random_calibration(input_shape: Sequence[int]) -> list[torch.Tensor]:
+def random_calibration(input_shape: Sequence[int]) -> list[torch.Tensor]:
     return [torch.randn(16, *input_shape, generator=torch.Generator().manual_seed(0))]
 
 
@@ -218,7 +218,7 @@ def profile_model(model_name: str, input_shape: Sequence[int], profile: Hardware
     if stale_remainders(table):   # the layer entries time lone layers: still valid
         table.remainders = []
     if remainder and (not resume or not table.remainders_for(model_name, info.input_shape)):
-        measure_remainders(table, model, info, profile, calib or _random_calibration(info.input_shape),
+        measure_remainders(table, model, info, profile, calib or random_calibration(info.input_shape),
                            QUICK_WIDTHS if quick else DEFAULT_WIDTHS, progress,
                            random_points=0 if quick else RANDOM_REMAINDER_POINTS)
     table.metadata.input_shapes[model_name] = list(info.input_shape)
@@ -261,7 +261,7 @@ def validate_model(model_name: str, table: LatencyTable, samples: int = 100, see
                          "to; validate it without --relative")
     if unseen:
         table, fallback = unseen_view(table, info, num_classes)
-    calib = _random_calibration(info.input_shape)
+    calib = random_calibration(info.input_shape)
     reference = reference_runner(model, info, profile, calib) if relative else None
     return validate_predictions(
         table, info, profile,

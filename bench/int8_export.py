@@ -37,7 +37,7 @@ def _qdq1():
 def run(name: str, shape: tuple[int, ...], policies: int, budget_s: float) -> dict:
     import numpy as np
 
-    from automl.profiling import (_random_calibration, deployed_runner, load_model_and_info,
+    from automl.profiling import (random_calibration, deployed_runner, load_model_and_info,
                                   uniform_policy)
     from latency_models.profile import get_profile
     from latency_models.sampling import sample_times
@@ -45,7 +45,7 @@ def run(name: str, shape: tuple[int, ...], policies: int, budget_s: float) -> di
 
     profile = get_profile("cpu-ort", 1)
     model, info = load_model_and_info(name, shape, 10)
-    calib = _random_calibration(info.input_shape)
+    calib = random_calibration(info.input_shape)
     rng = np.random.default_rng(0)
     cases = [("fp32", uniform_policy(info, 1.0, "fp32")), ("int8", uniform_policy(info, 1.0, "int8"))]
     cases += [("mixed", sample_policy(info, rng, "mixed", min_keep=0.25)[0]) for _ in range(policies)]

@@ -24,14 +24,14 @@ RESULTS = Path(__file__).parent / "results" / "int8_width.json"
 
 
 def run(model_name: str, input_shape: tuple[int, ...], keeps: list[float], budget_s: float) -> dict:
-    from automl.profiling import (_random_calibration, deployed_runner, load_model_and_info,
+    from automl.profiling import (random_calibration, deployed_runner, load_model_and_info,
                                   uniform_policy)
     from latency_models.profile import get_profile
     from latency_models.sampling import sample_times
 
     profile = get_profile("cpu-ort", 1)
     model, info = load_model_and_info(model_name, input_shape, 10)
-    calib = _random_calibration(info.input_shape)
+    calib = random_calibration(info.input_shape)
     reference = deployed_runner(model, uniform_policy(info, 1.0, "fp32"), info, profile, calib)
     points = []
     for keep in keeps:

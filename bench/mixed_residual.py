@@ -24,7 +24,7 @@ RESULTS = Path(__file__).parent / "results"
 def run(name: str, shape: tuple[int, ...]) -> dict:
     from automl.core import Policy
     from automl.profiling import load_model_and_info
-    from latency_models.predictor import ModelPlan, Predictor, RemainderModel, _remainder_at
+    from latency_models.predictor import ModelPlan, Predictor, RemainderModel
     from latency_models.table import LatencyTable
     from latency_models.validate import table_profile
 
@@ -34,7 +34,7 @@ def run(name: str, shape: tuple[int, ...]) -> dict:
     info = load_model_and_info(name, shape, 10)[1]
     rows = table.remainders_for(name, shape)
     model = RemainderModel.fit(rows)
-    calib_slopes = [(r.remainder_ms - _remainder_at(model.curves, r.act_ratio, r.int8_fraction)) / r.boundary_ratio
+    calib_slopes = [(r.remainder_ms - model.uniform_at(r.act_ratio, r.int8_fraction)) / r.boundary_ratio
                     for r in rows if r.boundary_ratio > 0]
     pred = Predictor(table, profile, warn=False)
     plan = ModelPlan(info, profile.channel_step)
@@ -43,12 +43,12 @@ def run(name: str, shape: tuple[int, ...]) -> dict:
         if s["mode"] != "mixed":
             continue
         shapes = plan.shapes(Policy.from_dict(s["policy"]))
-        act, q, boundary = plan.features(shapes, pred._precision)
-        kernels = sum(pred.layer_cost(k, pred._precision(w, a), ci, co)[0] for k, ci, co, w, a, _, _ in shapes)
-        resid.append(s["measured_ms"] - table.overhead_ms - kernels - _remainder_at(model.curves, act, q))
+        act, q, boundary = plan.features(shapes, pred.precision)
+        kernels = sum(pred.layer_cost(k, pred.precision(w, a), ci, co)[0] for k, ci, co, w, a, _, _ in shapes)
+        resid.append(s["measured_ms"] - table.overhead_ms - kernels - model.uniform_at(act, q))
         prev, switches, island = None, 0, 0.0
         for k, ci, co, w, a, _, _ in shapes:
-            p = pred._precision(w, a)
+            p = pred.precision(w, a)
             if p == "fp32" and prev == "int8":
                 island += pred.layer_cost(k, p, ci, co)[0]
             switches += prev is not None and p != prev

@@ -266,7 +266,8 @@ class Predictor:
             plan = self._plans[id(info)] = ModelPlan(info, self.profile.channel_step)
         return plan
 
-    def _precision(self, w: int, a: int) -> str:
+    def precision(self, w: int, a: int) -> str:
+        """The table precision (``fp32``, ``int8``, ...) that a layer with ``w``/``a`` bits runs at."""
         p = self._prec.get((w, a))
         if p is None:
             p = self._prec[(w, a)] = self.profile.precision_for(w, a)
@@ -279,7 +280,7 @@ class Predictor:
         plan = self.plan(info)
         shapes = plan.shapes(policy)
         lat, en = self._kernel_sum(shapes)
-        rem = self._remainder(info, *plan.features(shapes, self._precision))
+        rem = self._remainder(info, *plan.features(shapes, self.precision))
         # a remainder corrects the kernels (isolated entries carry costs a graph shares) but
         # never takes away more than half of them: a fitted one (curves far from their points,
         # the cross-model fit for an unseen net) could otherwise predict a negative latency
@@ -294,14 +295,14 @@ class Predictor:
     def _kernel_sum(self, shapes) -> tuple[float, float]:
         lat = en = 0.0
         for key, cin, cout, w, a, _, _ in shapes:
-            l, e = self.layer_cost(key, self._precision(w, a), cin, cout)
+            l, e = self.layer_cost(key, self.precision(w, a), cin, cout)
             lat += l
             en += e
         return lat, en
 
     def remainder_ms(self, info: ModelInfo, policy: Policy) -> float:
         plan = self.plan(info)
-        return self._remainder(info, *plan.features(plan.shapes(policy), self._precision))
+        return self._remainder(info, *plan.features(plan.shapes(policy), self.precision))
 
     def _remainder(self, info: ModelInfo, act: float, q: float, boundary: float = 0.0) -> float:
         rk = (info.model_name, tuple(info.input_shape))
@@ -382,8 +383,12 @@ class RemainderModel:
                                  / r.boundary_ratio for r in mixed]))
         return cls(curves, k)
 
+    def uniform_at(self, act: float, q: float) -> float:
+        """The remainder of a uniform-precision model (no boundary term)."""
+        return _remainder_at(self.curves, act, q)
+
     def at(self, act: float, q: float, boundary: float = 0.0) -> float:
-        return _remainder_at(self.curves, act, q) + self.ms_per_boundary * boundary
+        return self.uniform_at(act, q) + self.ms_per_boundary * boundary
 
 
 _PREDICTORS: "weakref.WeakKeyDictionary[LatencyTable, Predictor]" = weakref.WeakKeyDictionary()
