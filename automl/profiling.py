@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from latency_models.energy import HorowitzEnergyModel
-from latency_models.predictor import Predictor, policy_features
+from latency_models.predictor import Predictor, policy_features, profile_of
 from latency_models.profile import HardwareProfile
 from latency_models.grid import check_points, default_points
 from latency_models.profiler import open_table, profile_layers
@@ -156,8 +156,8 @@ def stale_remainders(table: LatencyTable) -> bool:
     (:data:`latency_models.onnx_runtime.INT8_EXPORT`): the export decides the glue between int8
     and fp32 layers, which only whole-model timings see."""
     md = table.metadata
-    return (bool(table.remainders) and "int8" in md.precisions and md.runtime == "onnxruntime"
-            and md.int8_export != INT8_EXPORT)
+    return (bool(table.remainders) and "int8" in md.precisions and md.int8_export != INT8_EXPORT
+            and profile_of(table).backend.runs_onnx)
 
 
 def load_model_and_info(model_name: str, input_shape: Sequence[int], num_classes: int,
