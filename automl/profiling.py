@@ -11,6 +11,7 @@ lives here, one layer up, so ``latency_models`` never imports the engine (docs/a
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -216,6 +217,11 @@ def profile_model(model_name: str, input_shape: Sequence[int], profile: Hardware
         return table
     profile_layers(table, info, profile, points=points, out=out, progress=progress, energy=energy)
     if stale_remainders(table):   # the layer entries time lone layers: still valid
+        others = sorted({r.model for r in table.remainders} - {model_name})
+        if others:
+            warnings.warn(f"latency table: remainders of {others} were timed with int8 export "
+                          f"{table.metadata.int8_export or 'qdq-1'!r} and are dropped with this "
+                          f"model's; profile those models again to re-time them", stacklevel=2)
         table.remainders = []
     if remainder and (not resume or not table.remainders_for(model_name, info.input_shape)):
         measure_remainders(table, model, info, profile, calib or random_calibration(info.input_shape),
