@@ -200,7 +200,7 @@ def unshare_initializers(model: "onnx.ModelProto") -> int:
                 continue
             copy = graph.initializer.add()
             copy.CopyFrom(initializers[name])
-            copy.name = f"{name}__{node.name or 'node'}_{i}"
+            copy.name = f"{name}__copy{copies}"   # unique even among unnamed nodes
             node.input[i] = copy.name
             copies += 1
     return copies
