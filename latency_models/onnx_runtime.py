@@ -16,6 +16,7 @@ import io
 import os
 import tempfile
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
@@ -250,9 +251,14 @@ def int8_kernel_graph(qdq_onnx: bytes) -> bytes:
     return model.SerializeToString()
 
 
-def make_session(onnx_model: bytes | str | Path, threads: int = 1) -> ort.InferenceSession:
-    """An ORT CPU session with a fixed intra-op thread count and full graph optimisation."""
+def make_session(onnx_model: bytes | str | Path, threads: int = 1,
+                 profile_prefix: str | None = None) -> ort.InferenceSession:
+    """An ORT CPU session with a fixed intra-op thread count and full graph optimisation
+    (with ``profile_prefix``, ORT's per-node profiler on, writing its JSON there)."""
     opts = ort.SessionOptions()
+    if profile_prefix is not None:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -297,6 +303,55 @@ def measure_onnx_pair(a: bytes | str | Path, b: bytes | str | Path, input_shape:
     ta, tb = sample_times([session_callables(a, input_shape, threads, 1, sessions),
                            session_callables(b, input_shape, threads, 1, sessions)], budget_s)
     return ta, tb
+
+
+@dataclass(frozen=True)
+class OpTimes:
+    """Where one ORT run of a graph spends its time, by ORT's own per-node profiler: the median
+    over runs of each op type's summed node time (``QLinearConv``, ``Conv`` (NCHWc),
+    ``QuantizeLinear``, ``ReorderInput``, ``Transpose``, ...), of the run itself, and how many
+    nodes of each type one run executes. The profiler adds a cost per node, so ``run_ms`` is
+    above an unprofiled timing; read op times against each other, not against a latency."""
+
+    op_ms: dict[str, float]
+    op_count: dict[str, int]
+    run_ms: float
+
+
+def profile_op_times(onnx_model: bytes | str | Path, input_shape: Sequence[int], threads: int = 1,
+                     runs: int = 60, warmup: int = 20) -> OpTimes:
+    """Run ``onnx_model`` ``warmup + runs`` times under ORT's profiler; :class:`OpTimes` over
+    the last ``runs`` (the optimised graph as this CPU runs it: fused, NCHWc, QDQ kernels)."""
+    import bisect
+    import json
+    from collections import Counter
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sess = make_session(onnx_model, threads, profile_prefix=os.path.join(tmp, "ort"))
+        inp = sess.get_inputs()[0]
+        rng = np.random.default_rng(0)
+        x = (rng.integers(0, 256, (1, *input_shape), dtype=np.uint8) if inp.type == "tensor(uint8)"
+             else rng.standard_normal((1, *input_shape)).astype(np.float32))
+        for _ in range(warmup + runs):
+            sess.run(None, {inp.name: x})
+        with open(sess.end_profiling()) as f:
+            events = json.load(f)
+    spans = sorted((e["ts"], e["ts"] + e["dur"]) for e in events
+                   if e.get("cat") == "Session" and e.get("name") == "model_run")[-runs:]
+    starts = [a for a, _ in spans]
+    per_run: list[Counter] = [Counter() for _ in spans]
+    counts: list[Counter] = [Counter() for _ in spans]
+    for e in events:
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
+            continue
+        i = bisect.bisect_right(starts, e["ts"]) - 1
+        if i >= 0 and e["ts"] <= spans[i][1]:
+            op = e["args"]["op_name"]
+            per_run[i][op] += e["dur"]
+            counts[i][op] += 1
+    ops = sorted({op for c in per_run for op in c})
+    return OpTimes({op: float(np.median([c[op] for c in per_run])) / 1000 for op in ops},
+                   dict(counts[-1]), float(np.median([b - a for a, b in spans])) / 1000)
 
 
 def run_onnx(onnx_model: bytes | str | Path, x: np.ndarray, threads: int = 1) -> np.ndarray:

@@ -169,3 +169,23 @@ def test_unshare_initializers_copies_each_extra_reader():
     assert unshare_initializers(model) == 1
     assert model.graph.node[0].input[1] == "b" and model.graph.node[1].input[1] != "b"
     assert len(model.graph.initializer) == 2 and unshare_initializers(model) == 0
+
+
+def test_profile_op_times_reads_what_each_op_type_costs_in_the_optimised_graph():
+    """ORT's per-node profiler, read per run: a mixed ResNet-20 runs int8 convs, float convs and
+    the quantize/dequantize glue between them, each counted once per node and timed > 0."""
+    from latency_models.onnx_runtime import profile_op_times
+
+    model, info = _resnet20()
+    names = [l.name for l in info.layers]
+    policy = Policy({n: LayerPolicy(1.0, *((8, 8) if i < len(names) // 2 else (32, 32)))
+                     for i, n in enumerate(names)})
+    calib = [torch.randn(8, *SHAPE)]
+    onnx_bytes = export_deployable(apply_policy(model, policy, info, calib), policy, info, SHAPE, calib)
+    times = profile_op_times(onnx_bytes, SHAPE, runs=5, warmup=2)
+    ran = _optimized_ops(onnx_bytes)
+    assert times.op_count["QLinearConv"] == ran["QLinearConv"] > 0, (times.op_count, ran)
+    assert times.op_count["QuantizeLinear"] == ran["QuantizeLinear"] > 0
+    assert "DequantizeLinear" in times.op_ms
+    assert all(v > 0 for v in times.op_ms.values()), times.op_ms
+    assert sum(times.op_ms.values()) < times.run_ms    # node times sit inside their run
