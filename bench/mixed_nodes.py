@@ -10,7 +10,9 @@ ORT's per-node profiler (:func:`latency_models.onnx_runtime.profile_op_times`). 
 sets the table's charges beside what the optimised graph ran: Σ fp32 layer entries vs the time
 in fp32 convs (``Conv`` / ``FusedConv``), Σ int8 entries vs ``QLinearConv``, the predicted
 remainder vs the glue ops (``QuantizeLinear``, ``DequantizeLinear``, ``ReorderInput/Output``,
-``Transpose``). The profiler adds a cost per node (its run is slower than the unprofiled
+``Transpose``), and, per int8 layer (QLinearConv nodes carry their layer's name), its node
+time over its entry by where it sits: in an all-int8 graph, or in a mixed one after and before
+layers of which precision. The profiler adds a cost per node (its run is slower than the unprofiled
 timing), so ratios of node times are the figures, not absolute milliseconds. A diagnostic for
 the next remainder model, not a target. Writes ``bench/results/mixed_nodes.json``.
 """
@@ -25,8 +27,34 @@ from .rows import save_row
 
 RESULTS = Path(__file__).parent / "results"
 FP32_CONV = ("Conv", "FusedConv")
+KERNEL_OPS = FP32_CONV + ("QLinearConv", "Gemm", "QGemm", "FusedGemm", "MatMul")
 INT8_CONV = ("QLinearConv",)
 GLUE = ("QuantizeLinear", "DequantizeLinear", "ReorderInput", "ReorderOutput", "Transpose")
+
+
+def module_path(node_name: str) -> str:
+    """The module an exported node came from: ``/features/features.8/conv/conv.3/Conv_token_9``
+    → ``features.8.conv.3`` (the exporter's scopes repeat their parent's prefix, or not)."""
+    stack: list[tuple[str, str]] = []          # (full name, scope segment)
+    for seg in [s for s in node_name.split("/") if s][:-1]:
+        if stack and seg.startswith(stack[-1][1] + "."):
+            stack.pop()                         # a sibling path: features.0 after features
+        parent = stack[-1][0] if stack else ""
+        full = seg if not parent or seg.startswith(parent + ".") else f"{parent}.{seg}"
+        stack.append((full, seg))
+    return stack[-1][0] if stack else ""
+
+
+def int8_context(rows: list[dict]) -> dict:
+    """Σ QLinearConv node time / Σ its int8 entries, over all-int8 graphs and, in mixed graphs,
+    by the precision of the layer before and after (execution order of the traced layers)."""
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        ctx = "all-int8 graph" if r["mode"] == "int8" else f"mixed graph, before {r['prev']}, after {r['next']}"
+        groups.setdefault(ctx, []).append(r)
+    return {ctx: {"layers": len(v), "nodes_over_entries": round(sum(r["node_ms"] for r in v)
+                                                                / sum(r["entry_ms"] for r in v), 3)}
+            for ctx, v in sorted(groups.items())}
 
 
 def run(name: str, shape: tuple[int, ...], per_mode: int) -> dict:
@@ -49,17 +77,28 @@ def run(name: str, shape: tuple[int, ...], per_mode: int) -> dict:
     plan = pred.plan(info)
     samples = json.loads((RESULTS / f"lut_fidelity_{name}_{tag}.json").read_text())["samples"]
     chosen = [s for mode in ("fp32", "int8", "mixed") for s in [s for s in samples if s["mode"] == mode][:per_mode]]
-    policies = []
+    layer_index = {layer.name: j for j, layer in enumerate(info.layers)}
+    policies, int8_layers = [], []
     for s in chosen:
         policy = Policy.from_dict(s["policy"])
+        shapes = plan.shapes(policy)
+        precisions = [pred.precision(w, a) for _, _, _, w, a, _, _ in shapes]
         entries = {"fp32": 0.0, "int8": 0.0}
-        for key, cin, cout, w, a, _, _ in plan.shapes(policy):
-            p = pred.precision(w, a)
+        for (key, cin, cout, _, _, _, _), p in zip(shapes, precisions):
             entries[p] += pred.layer_cost(key, p, cin, cout)[0]
         compressed = apply_policy(model, policy, info, calib, channel_step=profile.channel_step)
         times = profile_op_times(export_deployable(compressed, policy, info, shape, calib), shape,
                                  profile.threads)
         ops = times.op_ms
+        for node, op, ms in times.nodes:
+            j = layer_index.get(module_path(node)) if op == "QLinearConv" else None
+            if j is None:          # float convs carry their fused activation's name: not mapped
+                continue
+            key, cin, cout = shapes[j][:3]
+            int8_layers.append({"mode": s["mode"], "node_ms": ms,
+                                "entry_ms": pred.layer_cost(key, "int8", cin, cout)[0],
+                                "prev": precisions[j - 1] if j else "input",
+                                "next": precisions[j + 1] if j + 1 < len(precisions) else "output"})
         policies.append({
             "mode": s["mode"], "measured_ms": s["measured_ms"], "predicted_ms": s["predicted_ms"],
             "fp32_entries_ms": entries["fp32"], "int8_entries_ms": entries["int8"],
@@ -94,7 +133,8 @@ def run(name: str, shape: tuple[int, ...], per_mode: int) -> dict:
             "profiled_over_measured": med(rows, lambda r: r["profiled_run_ms"] / r["measured_ms"]),
         }
     return {"model": name, "input_shape": list(shape), "hardware": table.metadata.hardware,
-            "int8_export": table.metadata.int8_export, "summary": summary, "policies": policies}
+            "int8_export": table.metadata.int8_export, "summary": summary,
+            "int8_layers_in_context": int8_context(int8_layers), "policies": policies}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         name, _, shape = spec.partition("@")
         row = run(name, tuple(int(v) for v in shape.split("x")), args.per_mode)
         save_row(RESULTS / "mixed_nodes.json", row, keys=("model", "input_shape", "hardware"))
-        print(json.dumps({"model": spec, **row["summary"]}), flush=True)
+        print(json.dumps({"model": spec, **row["summary"], **row["int8_layers_in_context"]}), flush=True)
     return 0
 
 

@@ -58,9 +58,21 @@ class ArrayCalibrationReader:
         pass
 
 
-INT8_EXPORT = "qdq-2"
+INT8_EXPORT = "qdq-3"
 """Version of :func:`quantize_int8_qdq`'s graphs as ORT runs them. qdq-2 (2026-12-05): shared
-initializers unshared, float readers of a quantized float tensor read the float tensor."""
+initializers unshared, float readers of a quantized float tensor read the float tensor. qdq-3
+(2026-12-06): sessions run without ORT's ``WeightBiasQuantization`` (:data:`DISABLED_OPTIMIZERS`),
+so an fp32 layer between two int8 ones stays fp32."""
+
+DISABLED_OPTIMIZERS = ("WeightBiasQuantization",)
+"""ORT graph optimizers our sessions leave out. ``WeightBiasQuantization`` (ORT ≥ 1.21) quantizes
+the float weights of a Conv/Gemm whose input is a DequantizeLinear and whose output path leads to
+a QuantizeLinear, and ORT then fuses it into a QLinearConv: every fp32 layer a mixed policy puts
+between two int8 layers ran int8 (per-tensor weights ORT chose), 0-5 of 53 layers per random
+mixed MobileNetV2-1.0 policy at 224 (``python -m bench.mixed_nodes``), priced as fp32 by the
+tables. A policy's precision is what it says, so the deployed model must be run with the same
+option: ``ort.InferenceSession(path, providers=[...], disabled_optimizers=list(DISABLED_OPTIMIZERS))``
+(README, "Running the compressed model")."""
 
 COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 """The ops a policy sets a precision for (its prunable layers); every other op follows them."""
@@ -253,8 +265,8 @@ def int8_kernel_graph(qdq_onnx: bytes) -> bytes:
 
 def make_session(onnx_model: bytes | str | Path, threads: int = 1,
                  profile_prefix: str | None = None) -> ort.InferenceSession:
-    """An ORT CPU session with a fixed intra-op thread count and full graph optimisation
-    (with ``profile_prefix``, ORT's per-node profiler on, writing its JSON there)."""
+    """An ORT CPU session with a fixed intra-op thread count and full graph optimisation but for
+    :data:`DISABLED_OPTIMIZERS` (with ``profile_prefix``, ORT's per-node profiler on, writing its JSON there)."""
     opts = ort.SessionOptions()
     if profile_prefix is not None:
         opts.enable_profiling = True
@@ -265,7 +277,8 @@ def make_session(onnx_model: bytes | str | Path, threads: int = 1,
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
     src = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
-    return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(DISABLED_OPTIMIZERS))
 
 
 def session_callables(onnx_model: bytes | str | Path, input_shape: Sequence[int], threads: int = 1,
@@ -310,12 +323,14 @@ class OpTimes:
     """Where one ORT run of a graph spends its time, by ORT's own per-node profiler: the median
     over runs of each op type's summed node time (``QLinearConv``, ``Conv`` (NCHWc),
     ``QuantizeLinear``, ``ReorderInput``, ``Transpose``, ...), of the run itself, and how many
-    nodes of each type one run executes. The profiler adds a cost per node, so ``run_ms`` is
-    above an unprofiled timing; read op times against each other, not against a latency."""
+    nodes of each type one run executes; ``nodes``: (node name, op type, median ms) of every
+    node in execution order. The profiler adds a cost per node, so ``run_ms`` is above an
+    unprofiled timing; read op times against each other, not against a latency."""
 
     op_ms: dict[str, float]
     op_count: dict[str, int]
     run_ms: float
+    nodes: tuple[tuple[str, str, float], ...] = ()
 
 
 def profile_op_times(onnx_model: bytes | str | Path, input_shape: Sequence[int], threads: int = 1,
@@ -341,6 +356,7 @@ def profile_op_times(onnx_model: bytes | str | Path, input_shape: Sequence[int],
     starts = [a for a, _ in spans]
     per_run: list[Counter] = [Counter() for _ in spans]
     counts: list[Counter] = [Counter() for _ in spans]
+    sequence: list[list[tuple[float, str, str, float]]] = [[] for _ in spans]
     for e in events:
         if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
             continue
@@ -349,9 +365,16 @@ def profile_op_times(onnx_model: bytes | str | Path, input_shape: Sequence[int],
             op = e["args"]["op_name"]
             per_run[i][op] += e["dur"]
             counts[i][op] += 1
+            sequence[i].append((e["ts"], e["name"][:-len("_kernel_time")], op, e["dur"]))
     ops = sorted({op for c in per_run for op in c})
+    for run in sequence:
+        run.sort()
+    nodes: tuple[tuple[str, str, float], ...] = ()
+    if sequence and all(len(run) == len(sequence[-1]) for run in sequence):   # sequential runs
+        nodes = tuple((name, op, float(np.median([run[j][3] for run in sequence])) / 1000)
+                      for j, (_, name, op, _) in enumerate(sequence[-1]))
     return OpTimes({op: float(np.median([c[op] for c in per_run])) / 1000 for op in ops},
-                   dict(counts[-1]), float(np.median([b - a for a, b in spans])) / 1000)
+                   dict(counts[-1]), float(np.median([b - a for a, b in spans])) / 1000, nodes)
 
 
 def run_onnx(onnx_model: bytes | str | Path, x: np.ndarray, threads: int = 1) -> np.ndarray:

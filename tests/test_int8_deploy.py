@@ -18,18 +18,21 @@ from automl.core import LayerPolicy, Policy
 from automl.models import build_model
 from automl.space import trace_model
 from automl.peers import ort_quantize_static
-from latency_models.onnx_runtime import export_onnx, int8_kernel_graph, int8_nodes, quantize_int8_qdq
+from latency_models.onnx_runtime import (DISABLED_OPTIMIZERS, export_onnx, int8_kernel_graph, int8_nodes,
+                                         quantize_int8_qdq)
 
 SHAPE = (1, 16, 16)
 
 
-def _optimized_ops(model: bytes) -> Counter:
-    """The op types ORT actually runs after its graph optimisations (QDQ fusion included)."""
+def _optimized_ops(model: bytes, disabled: tuple[str, ...] = DISABLED_OPTIMIZERS) -> Counter:
+    """The op types ORT actually runs after its graph optimisations (QDQ fusion included), with
+    the optimizers our sessions leave out left out (``disabled``)."""
     with tempfile.TemporaryDirectory() as tmp:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         opts.optimized_model_filepath = os.path.join(tmp, "opt.onnx")
-        ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"],
+                             disabled_optimizers=list(disabled))
         return Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node)
 
 
@@ -118,7 +121,8 @@ def _runs(model: bytes) -> list[tuple[str, str, list[str]]]:
         opts = ort.SessionOptions()
         opts.log_severity_level = 3   # not the warning that an NCHWc graph is machine-specific
         opts.optimized_model_filepath = os.path.join(tmp, "opt.onnx")
-        ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"],
+                             disabled_optimizers=list(DISABLED_OPTIMIZERS))
         return [(n.domain, n.op_type, list(n.input)) for n in onnx.load(opts.optimized_model_filepath).graph.node]
 
 
@@ -189,3 +193,31 @@ def test_profile_op_times_reads_what_each_op_type_costs_in_the_optimised_graph()
     assert "DequantizeLinear" in times.op_ms
     assert all(v > 0 for v in times.op_ms.values()), times.op_ms
     assert sum(times.op_ms.values()) < times.run_ms    # node times sit inside their run
+    # node by node, in execution order: the first half of the convs int8, then float ones
+    convs = [op for _, op, _ in times.nodes if op in ("QLinearConv", "Conv", "FusedConv")]
+    assert len(convs) == ran["QLinearConv"] + ran["Conv"] + ran["FusedConv"]
+    assert convs[0] == "QLinearConv" and convs[-1] != "QLinearConv", convs
+    assert abs(sum(ms for _, _, ms in times.nodes) - sum(times.op_ms.values())) < 0.2 * times.run_ms
+
+
+def test_an_fp32_layer_between_int8_layers_runs_fp32():
+    """ORT's WeightBiasQuantization quantizes the float weights of a conv read through a
+    DequantizeLinear whose output leads to a QuantizeLinear, so a policy's lone fp32 layer ran
+    int8. Our sessions leave that optimizer out: the layer runs as a float conv."""
+    model, info = _resnet20()
+    lone = "layer2.1.conv1"
+    assert lone in {l.name for l in info.layers}
+    policy = Policy({l.name: LayerPolicy(1.0, *((32, 32) if l.name == lone else (8, 8))) for l in info.layers})
+    calib = [torch.randn(8, *SHAPE)]
+    onnx_bytes = export_deployable(apply_policy(model, policy, info, calib), policy, info, SHAPE, calib)
+    float_convs = lambda ops: ops["Conv"] + ops["FusedConv"]   # noqa: E731 - NCHWc or not
+    ran = _optimized_ops(onnx_bytes)
+    assert float_convs(ran) == 1 and ran["QLinearConv"] == len(info.layers) - 2, ran   # - fc, - lone
+    # what stock ORT does with the same graph (why the option exists; if this starts failing,
+    # ORT no longer quantizes float weights on its own and the option can go)
+    stock = _optimized_ops(onnx_bytes, disabled=())
+    assert float_convs(stock) == 0 and stock["QLinearConv"] == len(info.layers) - 1, stock
+    # and the project's session factory (which times and scores every model) leaves it out
+    from latency_models.onnx_runtime import profile_op_times
+    ours = profile_op_times(onnx_bytes, SHAPE, runs=2, warmup=1).op_count
+    assert ours.get("Conv", 0) + ours.get("FusedConv", 0) == 1, ours
