@@ -146,7 +146,8 @@ def measure_remainders(table: LatencyTable, model: nn.Module, info: ModelInfo,
                                    act_ratio=act_ratio, int8_fraction=int8_frac,
                                    remainder_ms=whole_ms - table.overhead_ms - kernels_ms,
                                    whole_ms=whole_ms, kernels_ms=kernels_ms,
-                                   boundary_ratio=boundary))
+                                   boundary_ratio=boundary,
+                                   int8_kernels_ms=pred.int8_kernels_ms(info, policy)))
     table.set_remainders(info.model_name, info.input_shape, rows)
     table.metadata.input_shapes[info.model_name] = list(info.input_shape)
     table.metadata.int8_export = INT8_EXPORT

@@ -279,8 +279,8 @@ class Predictor:
         self._refresh()
         plan = self.plan(info)
         shapes = plan.shapes(policy)
-        lat, en = self._kernel_sum(shapes)
-        rem = self._remainder(info, *plan.features(shapes, self.precision))
+        lat, en, int8_lat = self._kernel_sum(shapes)
+        rem = self._remainder(info, *plan.features(shapes, self.precision), int8_kernels_ms=int8_lat)
         # a remainder corrects the kernels (isolated entries carry costs a graph shares) but
         # never takes away more than half of them: a fitted one (curves far from their points,
         # the cross-model fit for an unseen net) could otherwise predict a negative latency
@@ -290,21 +290,33 @@ class Predictor:
     def kernels(self, info: ModelInfo, policy: Policy) -> tuple[float, float]:
         """Σ of the layer kernels' (latency_ms, energy_mj) under ``policy``."""
         self._refresh()
-        return self._kernel_sum(self.plan(info).shapes(policy))
+        return self._kernel_sum(self.plan(info).shapes(policy))[:2]
 
-    def _kernel_sum(self, shapes) -> tuple[float, float]:
-        lat = en = 0.0
+    def int8_kernels_ms(self, info: ModelInfo, policy: Policy) -> float:
+        """Σ of the int8 layers' kernel latency under ``policy`` (part of :meth:`kernels`)."""
+        self._refresh()
+        return self._kernel_sum(self.plan(info).shapes(policy))[2]
+
+    def _kernel_sum(self, shapes) -> tuple[float, float, float]:
+        """(Σ latency, Σ energy, Σ latency of the int8 layers)."""
+        lat = en = int8_lat = 0.0
         for key, cin, cout, w, a, _, _ in shapes:
-            l, e = self.layer_cost(key, self.precision(w, a), cin, cout)
+            precision = self.precision(w, a)
+            l, e = self.layer_cost(key, precision, cin, cout)
             lat += l
             en += e
-        return lat, en
+            if precision == "int8":
+                int8_lat += l
+        return lat, en, int8_lat
 
     def remainder_ms(self, info: ModelInfo, policy: Policy) -> float:
         plan = self.plan(info)
-        return self._remainder(info, *plan.features(plan.shapes(policy), self.precision))
+        shapes = plan.shapes(policy)
+        return self._remainder(info, *plan.features(shapes, self.precision),
+                               int8_kernels_ms=self._kernel_sum(shapes)[2])
 
-    def _remainder(self, info: ModelInfo, act: float, q: float, boundary: float = 0.0) -> float:
+    def _remainder(self, info: ModelInfo, act: float, q: float, boundary: float = 0.0,
+                   int8_kernels_ms: float = 0.0) -> float:
         rk = (info.model_name, tuple(info.input_shape))
         if rk not in self._curves:
             rows = self.table.remainders_for(info.model_name, info.input_shape)
@@ -320,7 +332,7 @@ class Predictor:
                               "the sum of layer kernels only (expect an under-estimate)",
                               ExtrapolationWarning, stacklevel=3)
             return 0.0
-        return curves.at(act, q, boundary)
+        return curves.at(act, q, boundary, int8_kernels_ms)
 
 
 LINE_FIT_POINTS = 5
@@ -362,33 +374,62 @@ def _remainder_at(curves: Curves, act: float, q: float) -> float:
 
 @dataclass
 class RemainderModel:
-    """A model's remainder: curves over the activation ratio for uniform-precision models, plus
-    ``ms_per_boundary`` × boundary ratio for mixed ones (the median slope of the measured mixed
-    calibration models' residuals)."""
+    """A model's remainder: curves over the activation ratio for uniform-precision models; a
+    mixed model adds ``ms_per_boundary`` × boundary ratio (the quantize/dequantize and layout
+    glue where precision switches) and ``int8_slowdown`` × Σ its int8 kernels (an int8 kernel
+    runs 1.03–1.31× its table entry anywhere in a mixed graph but ~1.0× in an all-int8 one,
+    ``python -m bench.mixed_nodes``), both fitted on the mixed calibration points."""
 
     curves: Curves
     ms_per_boundary: float = 0.0
+    int8_slowdown: float = 0.0
 
     @classmethod
     def fit(cls, rows: Sequence[RemainderEntry]) -> "RemainderModel":
         uniform = [r for r in rows if r.boundary_ratio == 0]
         mixed = [r for r in rows if r.boundary_ratio > 0]
         curves = _remainder_curves(uniform or rows)
-        k = 0.0
-        if mixed:
-            # the median of per-model slopes, not least squares: now and then ORT leaves the
-            # fp32 convs of one mixed graph off its fast NCHWc path (VGG: 1.08 ms instead of
-            # ~0.4), and one such model would otherwise set the cost of every boundary
-            k = float(np.median([(r.remainder_ms - _remainder_at(curves, r.act_ratio, r.int8_fraction))
-                                 / r.boundary_ratio for r in mixed]))
-        return cls(curves, k)
+        if not mixed:
+            return cls(curves)
+        residual = np.array([r.remainder_ms - _remainder_at(curves, r.act_ratio, r.int8_fraction)
+                             for r in mixed])
+        if any(r.int8_kernels_ms is None for r in mixed):   # a table from before the int8 term
+            return cls(curves, _median_slope(residual, np.array([r.boundary_ratio for r in mixed])))
+        x = np.array([[r.boundary_ratio, r.int8_kernels_ms] for r in mixed])
+        k, slowdown = _trimmed_nnls(x, residual)
+        return cls(curves, k, slowdown)
 
     def uniform_at(self, act: float, q: float) -> float:
         """The remainder of a uniform-precision model (no boundary term)."""
         return _remainder_at(self.curves, act, q)
 
-    def at(self, act: float, q: float, boundary: float = 0.0) -> float:
-        return self.uniform_at(act, q) + self.ms_per_boundary * boundary
+    def at(self, act: float, q: float, boundary: float = 0.0, int8_kernels_ms: float = 0.0) -> float:
+        if boundary <= 0:
+            return self.uniform_at(act, q)
+        return self.uniform_at(act, q) + self.ms_per_boundary * boundary + self.int8_slowdown * int8_kernels_ms
+
+
+def _median_slope(y: np.ndarray, x: np.ndarray) -> float:
+    """The median of per-point slopes y/x: one cost per unit of x that one odd point cannot set."""
+    return float(np.median(y / x))
+
+
+def _trimmed_nnls(x: np.ndarray, y: np.ndarray) -> tuple[float, ...]:
+    """Non-negative least squares (both terms are costs), refitted once without the points whose
+    residual is more than 3 robust sigmas out: now and then ORT leaves the fp32 convs of one mixed
+    graph off its fast NCHWc path (VGG: 1.08 ms instead of ~0.4), and one such graph would
+    otherwise set the cost for all. Chosen over the median boundary slope alone because it
+    predicts each table's own left-out mixed calibration points better on all four fidelity
+    cells (leave-one-out mean error 3.7–4.8% vs 4.7–7.4%, BENCHMARKS.md)."""
+    from scipy.optimize import nnls
+
+    coef = nnls(x, y)[0]
+    resid = y - x @ coef
+    mad = 1.4826 * float(np.median(np.abs(resid - np.median(resid))))
+    keep = np.abs(resid) <= 3 * mad if mad > 0 else np.ones(len(y), bool)
+    if len(y) >= 6 and 0 < keep.sum() < len(y):
+        coef = nnls(x[keep], y[keep])[0]
+    return tuple(float(c) for c in coef)
 
 
 _PREDICTORS: "weakref.WeakKeyDictionary[LatencyTable, Predictor]" = weakref.WeakKeyDictionary()

@@ -95,7 +95,9 @@ class RemainderEntry:
     adds and quantize/dequantize boundaries scale with); ``int8_fraction`` is the share of that
     volume produced by int8 layers; ``boundary_ratio`` is the activation volume entering layers
     whose precision differs from the previous layer's (where int8 and fp32 meet, quantize /
-    dequantize ops run), relative to the full model's activation volume."""
+    dequantize ops run), relative to the full model's activation volume; ``int8_kernels_ms`` is
+    the int8 layers' share of ``kernels_ms`` (their kernels run slower inside a mixed graph than
+    inside an all-int8 one, which the mixed remainder carries)."""
 
     model: str
     input_shape: list[int]
@@ -107,6 +109,7 @@ class RemainderEntry:
     source: str = "measured"
     remainder_energy_mj: float = 0.0
     boundary_ratio: float = 0.0
+    int8_kernels_ms: float | None = None    # Σ of the int8 layers' kernels (None: not recorded)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

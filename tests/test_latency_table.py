@@ -268,3 +268,53 @@ def test_a_cached_table_of_an_older_schema_or_int8_export_is_rebuilt_not_failed(
     assert again.metadata.int8_export == INT8_EXPORT and len(again.entries) == len(fresh.entries)
     rows = again.remainders_for("lenet5", info.input_shape)
     assert rows and all(r.remainder_ms < 1e3 for r in rows)
+
+
+def _mixed_rows(k: float, slowdown: float, with_int8: bool = True) -> list[RemainderEntry]:
+    """Uniform points (remainder 0.1 + 0.2·act at every precision) and mixed ones whose remainder
+    is the uniform one + k·boundary + slowdown·Σ int8 kernels."""
+    import numpy as np
+
+    rows = [RemainderEntry("toy", [1, 8, 8], act, q, 0.1 + 0.2 * act, 1.0, 0.5)
+            for act in (0.25, 0.5, 0.75, 1.0) for q in (0.0, 1.0)]
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        act, q, b, k8 = rng.uniform(0.3, 1.0), rng.uniform(0.2, 0.8), rng.uniform(0.05, 0.5), rng.uniform(0.1, 2.0)
+        rem = 0.1 + 0.2 * act + k * b + slowdown * k8
+        rows.append(RemainderEntry("toy", [1, 8, 8], act, q, rem, 3.0, 2.0, boundary_ratio=b,
+                                   int8_kernels_ms=k8 if with_int8 else None))
+    return rows
+
+
+def test_mixed_remainder_fits_boundary_glue_and_int8_slowdown():
+    """A mixed model's remainder = uniform + cost per unit of boundary volume + the slowdown of
+    its int8 kernels inside a mixed graph; both terms recovered from the calibration points, one
+    far-off point (a graph ORT left off its fast path) trimmed, and a table whose points carry no
+    int8 kernel sum falls back to the boundary slope alone."""
+    from dataclasses import replace
+
+    from latency_models.predictor import RemainderModel
+
+    rows = _mixed_rows(k=2.0, slowdown=0.25)
+    fit = RemainderModel.fit(rows)
+    assert fit.ms_per_boundary == pytest.approx(2.0, rel=1e-6)
+    assert fit.int8_slowdown == pytest.approx(0.25, rel=1e-6)
+    assert fit.at(0.5, 0.5, 0.2, 1.0) == pytest.approx(0.2 + 0.4 + 0.25, rel=1e-6)
+    assert fit.at(0.5, 1.0, 0.0, 1.0) == pytest.approx(0.2, rel=1e-6)   # uniform: no mixed terms
+    odd = rows[-1]
+    rows[-1] = replace(odd, remainder_ms=odd.remainder_ms + 5.0)
+    trimmed = RemainderModel.fit(rows)
+    assert trimmed.ms_per_boundary == pytest.approx(2.0, rel=1e-6)
+    assert trimmed.int8_slowdown == pytest.approx(0.25, rel=1e-6)
+    old = RemainderModel.fit(_mixed_rows(k=2.0, slowdown=0.0, with_int8=False))
+    assert old.int8_slowdown == 0.0 and old.ms_per_boundary == pytest.approx(2.0, rel=1e-6)
+
+
+def test_remainder_entry_int8_kernels_round_trip(tmp_path):
+    """The int8 kernel sum is stored with a remainder point and read back (absent in older
+    tables: None)."""
+    t = LatencyTable(_meta())
+    t.set_remainders("toy", [1, 8, 8], _mixed_rows(1.0, 0.1)[-2:] + _mixed_rows(1.0, 0.1, False)[-1:])
+    t.save(tmp_path / "t.json")
+    back = LatencyTable.load(tmp_path / "t.json").remainders_for("toy", [1, 8, 8])
+    assert back[0].int8_kernels_ms is not None and back[-1].int8_kernels_ms is None
