@@ -72,7 +72,7 @@ between two int8 layers ran int8 (per-tensor weights ORT chose), 0-5 of 53 layer
 mixed MobileNetV2-1.0 policy at 224 (``python -m bench.mixed_nodes``), priced as fp32 by the
 tables. A policy's precision is what it says, so the deployed model must be run with the same
 option: ``ort.InferenceSession(path, providers=[...], disabled_optimizers=list(DISABLED_OPTIMIZERS))``
-(README, "Running the compressed model")."""
+(README, "Applying")."""
 
 COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 """The ops a policy sets a precision for (its prunable layers); every other op follows them."""

@@ -420,7 +420,7 @@ def _trimmed_nnls(x: np.ndarray, y: np.ndarray) -> tuple[float, ...]:
     graph off its fast NCHWc path (VGG: 1.08 ms instead of ~0.4), and one such graph would
     otherwise set the cost for all. Chosen over the median boundary slope alone because it
     predicts each table's own left-out mixed calibration points better on all four fidelity
-    cells (leave-one-out mean error 3.7–4.8% vs 4.7–7.4%, BENCHMARKS.md)."""
+    cells (leave-one-out mean error 4.0–4.7% vs 4.4–7.4%: ``python -m bench.mixed_residual``)."""
     from scipy.optimize import nnls
 
     coef = nnls(x, y)[0]

@@ -137,7 +137,7 @@ def _checked(cls, d: Any, what: str) -> dict[str, Any]:
         v = out[f.name]
         if f.type in ("int",) and (isinstance(v, bool) or not isinstance(v, int)):
             raise TableError(f"{what}: field {f.name}={v!r} is not an integer")
-        if f.type == "float":
+        if f.type == "float" or (f.type == "float | None" and v is not None):
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
                 raise TableError(f"{what}: field {f.name}={v!r} is not a finite number")
             out[f.name] = float(v)

@@ -318,3 +318,8 @@ def test_remainder_entry_int8_kernels_round_trip(tmp_path):
     t.save(tmp_path / "t.json")
     back = LatencyTable.load(tmp_path / "t.json").remainders_for("toy", [1, 8, 8])
     assert back[0].int8_kernels_ms is not None and back[-1].int8_kernels_ms is None
+    raw = json.loads((tmp_path / "t.json").read_text())
+    raw["remainders"][0]["int8_kernels_ms"] = "fast"
+    (tmp_path / "bad.json").write_text(json.dumps(raw))
+    with pytest.raises(TableError, match="int8_kernels_ms"):
+        LatencyTable.load(tmp_path / "bad.json")
