@@ -7,7 +7,8 @@ the qdq-2 way, timed interleaved in one process.
 qdq-2 (:func:`latency_models.onnx_runtime.quantize_int8_qdq`) gives every node its own copy of a
 shared initializer and lets float readers of a tensor quantized for an int8 layer read the float
 tensor; qdq-1 is the same function with both passes switched off (``unittest.mock.patch`` on the
-two helpers, the only difference between the versions). Per model: random mixed-precision
+two helpers, the only difference between the versions). Both are timed in today's sessions,
+which since qdq-3 leave ORT's WeightBiasQuantization out (the committed figures predate that). Per model: random mixed-precision
 policies (``lut validate``'s sampler, seed 0; pruned, and unpruned with random precisions) and the all-int8 and all-fp32 unpruned models
 (which neither pass can change: a control), random weights as the tables use. Writes
 ``bench/results/int8_export.json`` (one row per model, input shape and hardware).
