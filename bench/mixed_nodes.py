@@ -27,7 +27,7 @@ from .rows import save_row
 
 RESULTS = Path(__file__).parent / "results"
 FP32_CONV = ("Conv", "FusedConv")
-KERNEL_OPS = FP32_CONV + ("QLinearConv", "Gemm", "QGemm", "FusedGemm", "MatMul")
+FLOAT_KERNELS = FP32_CONV + ("Gemm", "FusedGemm", "MatMul")
 INT8_CONV = ("QLinearConv",)
 GLUE = ("QuantizeLinear", "DequantizeLinear", "ReorderInput", "ReorderOutput", "Transpose")
 
@@ -63,7 +63,7 @@ def run(name: str, shape: tuple[int, ...], per_mode: int) -> dict:
     from automl.compress import apply_policy, export_deployable
     from automl.core import Policy
     from automl.profiling import load_model_and_info, random_calibration
-    from latency_models.onnx_runtime import profile_op_times
+    from latency_models.onnx_runtime import INT8_EXPORT, profile_op_times
     from latency_models.predictor import Predictor
     from latency_models.table import LatencyTable
     from latency_models.validate import table_profile
@@ -83,9 +83,8 @@ def run(name: str, shape: tuple[int, ...], per_mode: int) -> dict:
         policy = Policy.from_dict(s["policy"])
         shapes = plan.shapes(policy)
         precisions = [pred.precision(w, a) for _, _, _, w, a, _, _ in shapes]
-        entries = {"fp32": 0.0, "int8": 0.0}
-        for (key, cin, cout, _, _, _, _), p in zip(shapes, precisions):
-            entries[p] += pred.layer_cost(key, p, cin, cout)[0]
+        int8_entries_ms = pred.int8_kernels_ms(info, policy)
+        fp32_entries_ms = pred.kernels(info, policy)[0] - int8_entries_ms
         compressed = apply_policy(model, policy, info, calib, channel_step=profile.channel_step)
         times = profile_op_times(export_deployable(compressed, policy, info, shape, calib), shape,
                                  profile.threads)
@@ -101,7 +100,11 @@ def run(name: str, shape: tuple[int, ...], per_mode: int) -> dict:
                                 "next": precisions[j + 1] if j + 1 < len(precisions) else "output"})
         policies.append({
             "mode": s["mode"], "measured_ms": s["measured_ms"], "predicted_ms": s["predicted_ms"],
-            "fp32_entries_ms": entries["fp32"], "int8_entries_ms": entries["int8"],
+            "fp32_entries_ms": fp32_entries_ms, "int8_entries_ms": int8_entries_ms,
+            # a policy's fp32 layers against the float kernels the optimised graph runs (ORT's
+            # WeightBiasQuantization turned fp32 layers between int8 ones into int8 before qdq-3)
+            "policy_fp32_layers": precisions.count("fp32"),
+            "graph_float_kernels": sum(times.op_count.get(o, 0) for o in FLOAT_KERNELS),
             "remainder_ms": pred.remainder_ms(info, policy),
             "fp32_conv_nodes_ms": sum(ops.get(o, 0.0) for o in FP32_CONV),
             "int8_conv_nodes_ms": sum(ops.get(o, 0.0) for o in INT8_CONV),
@@ -131,9 +134,11 @@ def run(name: str, shape: tuple[int, ...], per_mode: int) -> dict:
             "remainder_ms": med(rows, lambda r: r["remainder_ms"]),
             "glue_nodes_ms": med(rows, lambda r: r["glue_nodes_ms"]),
             "profiled_over_measured": med(rows, lambda r: r["profiled_run_ms"] / r["measured_ms"]),
+            "fp32_layers_not_run_fp32": [r["policy_fp32_layers"] - r["graph_float_kernels"] for r in rows],
         }
     return {"model": name, "input_shape": list(shape), "hardware": table.metadata.hardware,
-            "int8_export": table.metadata.int8_export, "summary": summary,
+            "int8_export": INT8_EXPORT,     # the sessions this run used (the table's may be older)
+            "summary": summary,
             "int8_layers_in_context": int8_context(int8_layers), "policies": policies}
 
 
@@ -145,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     for spec in args.models:
         name, _, shape = spec.partition("@")
         row = run(name, tuple(int(v) for v in shape.split("x")), args.per_mode)
-        save_row(RESULTS / "mixed_nodes.json", row, keys=("model", "input_shape", "hardware"))
+        save_row(RESULTS / "mixed_nodes.json", row, keys=("model", "input_shape", "hardware", "int8_export"))
         print(json.dumps({"model": spec, **row["summary"], **row["int8_layers_in_context"]}), flush=True)
     return 0
 

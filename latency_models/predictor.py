@@ -377,7 +377,7 @@ class RemainderModel:
     """A model's remainder: curves over the activation ratio for uniform-precision models; a
     mixed model adds ``ms_per_boundary`` × boundary ratio (the quantize/dequantize and layout
     glue where precision switches) and ``int8_slowdown`` × Σ its int8 kernels (an int8 kernel
-    runs 1.03–1.31× its table entry anywhere in a mixed graph but ~1.0× in an all-int8 one,
+    runs ~1.2–1.3× its table entry anywhere in a mixed graph but 0.9–1.1× in an all-int8 one,
     ``python -m bench.mixed_nodes``), both fitted on the mixed calibration points."""
 
     curves: Curves
