@@ -22,12 +22,12 @@ from latency_models.energy import HorowitzEnergyModel
 from latency_models.predictor import Predictor, policy_features, profile_of
 from latency_models.profile import HardwareProfile
 from latency_models.grid import check_points, default_points
-from latency_models.profiler import open_table, profile_layers
+from latency_models.profiler import open_table, profile_layers, regress_layers
 from latency_models.onnx_runtime import INT8_EXPORT
 from latency_models.sampling import sample_times
 from latency_models.timing import MODEL_BUDGET_S, CudaRunner, Runner, ort_runner, torch_runner
 from latency_models.table import LatencyTable, RemainderEntry, TableError
-from latency_models.unseen import UnseenModel, table_without
+from latency_models.unseen import KernelRegressor, UnseenModel, table_without
 from latency_models.validate import PolicyTiming, table_profile, validate_predictions
 
 from .core import FLOAT_BITS, LayerPolicy, ModelInfo, Policy
@@ -204,8 +204,14 @@ def profile_kernel_sample(profile: HardwareProfile, out: str | Path | None = Non
 def profile_model(model_name: str, input_shape: Sequence[int], profile: HardwareProfile,
                   out: str | Path | None = None, *, num_classes: int = 10, quick: bool = False,
                   points: int | None = None, resume: bool = True, progress: bool = True,
-                  remainder: bool = True, calib: list[torch.Tensor] | None = None) -> LatencyTable:
-    """Build (or continue) the table of ``model_name`` at ``input_shape`` on ``profile``."""
+                  remainder: bool = True, calib: list[torch.Tensor] | None = None,
+                  kernels_from: LatencyTable | None = None) -> LatencyTable:
+    """Build (or continue) the table of ``model_name`` at ``input_shape`` on ``profile``.
+
+    ``kernels_from``: time no layer; price the grid with a :class:`KernelRegressor` fitted on
+    that table's measured entries (other nets, a kernel sample: taken under the same conditions)
+    and measure only the whole-model remainder, which then also carries what the regression
+    gets wrong on this net (:func:`latency_models.profiler.regress_layers`)."""
 
     energy = HorowitzEnergyModel()
     model, info = load_model_and_info(model_name, input_shape, num_classes)
@@ -216,7 +222,22 @@ def profile_model(model_name: str, input_shape: Sequence[int], profile: Hardware
         if out is not None:
             table.save(out)
         return table
-    profile_layers(table, info, profile, points=points, out=out, progress=progress, energy=energy)
+    if kernels_from is not None:
+        try:
+            kernels_from.check_compatible(profile.compat_request())
+        except TableError as exc:
+            raise TableError(f"kernels-from table: {exc}") from exc
+        if kernels_from.metadata.channel_step != profile.channel_step:
+            raise TableError(f"kernels-from table: channel_step {kernels_from.metadata.channel_step}"
+                             f" != {profile.channel_step}")
+        if not table.overhead_ms:   # the regressed kernels are net of this table's overhead
+            table.overhead_ms = kernels_from.overhead_ms
+            table.overhead_source = kernels_from.overhead_source
+        regress_layers(table, info, profile, KernelRegressor.fit(kernels_from), points=points,
+                       energy=energy)
+    else:
+        profile_layers(table, info, profile, points=points, out=out, progress=progress,
+                       energy=energy)
     if stale_remainders(table):   # the layer entries time lone layers: still valid
         others = sorted({r.model for r in table.remainders} - {model_name})
         if others:

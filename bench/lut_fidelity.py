@@ -49,6 +49,12 @@ def table_path(name: str, shape: tuple[int, ...], quick: bool) -> Path:
     return RESULTS / "tables" / f"{name}-{'x'.join(map(str, shape))}-{'quick' if quick else 'full'}.json"
 
 
+def table_file(cell: dict[str, Any]) -> Path:
+    """A cell's table under this checkout's bench/results/tables/ (cells record the path they
+    were built at, which may be another worktree's)."""
+    return RESULTS / "tables" / Path(cell["table"]).name
+
+
 def this_hardware() -> str:
     from latency_models.profile import get_profile
     return get_profile("cpu-ort").hardware
@@ -113,7 +119,7 @@ def refit_remainders(data: dict[str, Any], cid: str, threads: int, relative: boo
     from latency_models.validate import fidelity_metrics, metrics_by_mode
 
     cell = data["cells"][cid]
-    path = Path(cell["table"])
+    path = table_file(cell)
     table = LatencyTable.load(path)
     table.remainders = [r for r in table.remainders if r.model != cell["model"]]
     table.save(path)
@@ -165,7 +171,7 @@ def holdout(data: dict[str, Any], quick: bool, kernels: Path | None = None,
     from latency_models.validate import fidelity_metrics, metrics_by_mode, table_profile
 
     cells = data["cells"]
-    tables = {cid: LatencyTable.load(c["table"]) for cid, c in cells.items() if Path(c["table"]).is_file()}
+    tables = {cid: LatencyTable.load(table_file(c)) for cid, c in cells.items() if table_file(c).is_file()}
     infos = {cid: load_model_and_info(c["model"], c["input_shape"], 10)[1] for cid, c in cells.items()}
     for cid, cell in cells.items():
         samples_path = RESULTS / f"lut_fidelity_{cid.replace('@', '_')}.json"
@@ -196,20 +202,79 @@ def holdout(data: dict[str, Any], quick: bool, kernels: Path | None = None,
                                (np.array(predicted) - np.array(measured)) / np.array(measured)))}
 
 
+def holdout_calibrated(data: dict[str, Any], kernels: Path | None, threads: int) -> None:
+    """Leave-one-family-out, the product's way for a net it never saw: ``hwcompress profile
+    --kernels-from`` (its kernels regressed from the other families' tables and ``kernels``,
+    none of its layers timed; its whole-model remainder measured), then its already-measured
+    policies predicted from that table. Recorded as ``holdout_calibrated`` with the build time
+    (the remainder timing, on this machine); the table is cached under
+    bench/results/tables/holdout-<cell>.json (delete it to re-measure)."""
+    import numpy as np
+
+    from automl.core import Policy
+    from automl.profiling import load_model_and_info, profile_model
+    from latency_models.predictor import Predictor
+    from latency_models.profile import get_profile
+    from latency_models.table import LatencyTable
+    from latency_models.unseen import table_without
+    from latency_models.validate import fidelity_metrics, metrics_by_mode
+
+    cells = data["cells"]
+    tables = {cid: LatencyTable.load(table_file(c)) for cid, c in cells.items() if table_file(c).is_file()}
+    for cid, cell in cells.items():
+        samples_path = RESULTS / f"lut_fidelity_{cid.replace('@', '_')}.json"
+        others = [o for o in tables if cells[o]["family"] != cell["family"]]
+        if not samples_path.is_file() or cid not in tables or not others:
+            continue
+        train = tables[others[0]]
+        for o in others[1:]:
+            train = train.merge(tables[o])
+        if kernels is not None:
+            train = train.merge(LatencyTable.load(kernels))
+        shape = tuple(cell["input_shape"])
+        info = load_model_and_info(cell["model"], shape, 10)[1]
+        train = table_without(train, [info])
+        path = RESULTS / "tables" / f"holdout-{cid.replace('@', '_')}.json"
+        fresh = not path.is_file()
+        t0 = time.perf_counter()
+        table = profile_model(cell["model"], shape, get_profile("cpu-ort", threads), path,
+                              kernels_from=train)
+        build_s = time.perf_counter() - t0 if fresh else (cell.get("holdout_calibrated") or {}).get("build_s")
+        pred = Predictor(table, warn=False)
+        samples = json.loads(samples_path.read_text())["samples"]
+        predicted = [pred.predict(info, Policy.from_dict(s["policy"]))[0] for s in samples]
+        measured = [s["measured_ms"] for s in samples]
+        cell["holdout_calibrated"] = {
+            "trained_on": [o for o in others] + ([str(kernels)] if kernels is not None else []),
+            "table": path.name, "build_s": build_s,
+            "remainder_points": len(table.remainders_for(cell["model"], shape)),
+            **fidelity_metrics(predicted, measured),
+            "by_mode": metrics_by_mode([{**s, "predicted_ms": p} for p, s in zip(predicted, samples)]),
+            "median_signed_error": float(np.median(
+                (np.array(predicted) - np.array(measured)) / np.array(measured)))}
+        save_results(data)
+        print(cid, "holdout_calibrated", json.dumps({k: cell["holdout_calibrated"][k] for k in
+                                                     ("within_5pct", "within_10pct", "spearman", "build_s")}))
+
+
 def table_rows(data: dict[str, Any]) -> str:
     lines = ["| model | input | table entries (build s) | noise floor ±5% / ±10% | within ±5% | "
              "within ±10% | MAPE | Spearman | mixed within ±10% | unseen (leave-one-family-out) ±10% / Spearman | "
-             "unseen + kernel sample ±10% / Spearman | timed how | unscaled: noise floor ±10% / within ±10% |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "unseen + kernel sample ±10% / Spearman | unseen, kernels regressed + remainder measured "
+             "±10% / ±5% / Spearman (build s) | timed how | unscaled: noise floor ±10% / within ±10% |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for cell in data["cells"].values():
         if "n" not in cell:
             lines.append(f"| {cell['model']} | {'x'.join(map(str, cell['input_shape']))} | "
-                         f"{cell['table_entries']} ({_s(cell.get('table_build_s'))}) | | | | | | | | | | |")
+                         f"{cell['table_entries']} ({_s(cell.get('table_build_s'))}) | | | | | | | | | | | |")
             continue
         noise = cell.get("repeatability") or {}
         mixed = cell.get("by_mode", {}).get("mixed", {})
         ho = cell.get("holdout") or {}
         hk = cell.get("holdout_kernels") or {}
+        hc = cell.get("holdout_calibrated") or {}
+        calibrated = (f"{_p(hc.get('within_10pct'))} / {_p(hc.get('within_5pct'))} / "
+                      f"{hc.get('spearman', float('nan')):.3f} ({_s(hc.get('build_s'))})")
         relative = bool(cell.get("relative_to_reference"))
         # a cell timed alone (every cell before the reference timing) is its own unscaled figure
         raw_noise = cell.get("repeatability_raw") or ({} if relative else noise)
@@ -221,7 +286,7 @@ def table_rows(data: dict[str, Any]) -> str:
             f"{_p(cell['within_5pct'])} | {_p(cell['within_10pct'])} | {_p(cell['mape'])} | "
             f"{cell['spearman']:.3f} | {_p(mixed.get('within_10pct'))} | "
             f"{_p(ho.get('within_10pct'))} / {ho.get('spearman', float('nan')):.3f} | "
-            f"{_p(hk.get('within_10pct'))} / {hk.get('spearman', float('nan')):.3f} | {how} | "
+            f"{_p(hk.get('within_10pct'))} / {hk.get('spearman', float('nan')):.3f} | {calibrated} | {how} | "
             f"{_p(raw_noise.get('within_10pct'))} / {_p(absolute.get('within_10pct'))} |")
     return "\n".join(lines)
 
@@ -252,6 +317,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernels", type=Path, default=None,
                     help="a kernel sample table (hwcompress lut kernels): leave-one-family-out is "
                          "run again with it merged into every training table")
+    ap.add_argument("--holdout-calibrated", action="store_true",
+                    help="leave-one-family-out as `hwcompress profile --kernels-from`: kernels "
+                         "regressed from the other families (and --kernels), the held-out net's "
+                         "whole-model remainder measured on this machine (needs it idle)")
     ap.add_argument("--table", action="store_true", help="print the markdown table and exit")
     ap.add_argument("--refit-remainders", action="store_true",
                     help="re-measure the cells' remainders (current procedure) and re-predict their "
@@ -272,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
                 refit_remainders(data, cid, args.threads, args.relative)
                 save_results(data)
                 print(cid, json.dumps({k: data["cells"][cid].get(k) for k in SUMMARY_KEYS}))
-    elif not args.holdout_only:
+    elif not (args.holdout_only or args.holdout_calibrated):
         for spec in specs:
             name, shape = parse_cell(spec)
             cid = cell_id(name, shape)
@@ -283,6 +352,10 @@ def main(argv: list[str] | None = None) -> int:
             save_results(data)
             print(cid, json.dumps({k: data["cells"][cid].get(k) for k in
                                    ("table_entries", "table_build_s", *SUMMARY_KEYS, "repeatability")}))
+    if args.holdout_calibrated:
+        holdout_calibrated(data, args.kernels, args.threads)
+        print(table_rows(data))
+        return 0
     holdout(data, args.quick, remainder=args.remainder)
     if args.kernels is not None:
         holdout(data, args.quick, args.kernels, remainder=args.remainder)

@@ -28,6 +28,7 @@ from .grid import (DEFAULT_POINTS, GridPlan, channel_choices, layer_at,  # noqa:
                    layer_energy_mj, plan_grid)
 from .profile import HardwareProfile
 from .table import LatencyTable, TableEntry, TableError, TableMetadata
+from .unseen import KernelRegressor
 from .timing import (SESSIONS, CudaRunner, Runner, build_layer_module,  # noqa: F401
                      calib_for, layer_input_shape, ort_runner, sample_time, torch_runner)
 
@@ -120,6 +121,39 @@ def profile_layers(table: LatencyTable, info: ModelInfo, profile: HardwareProfil
         bar.close()
         if out is not None and done:
             table.save(out)
+    return done
+
+
+def regress_layers(table: LatencyTable, info: ModelInfo, profile: HardwareProfile,
+                   regressor: KernelRegressor, *, points: int = DEFAULT_POINTS,
+                   energy: HorowitzEnergyModel | None = None) -> int:
+    """Fill every missing (key, precision, in, out) of ``info``'s grid with ``regressor``'s
+    guess (``latency_source="regressed"``), timing nothing; returns how many.
+
+    Why: a net the table never profiled costs minutes of layer timing (MobileNetV2-1.0 at 224:
+    ~6 min); its kernels regressed from other nets' and a kernel sample's entries, plus its
+    whole-model remainder measured at a few dozen points (what the regression gets wrong on
+    this net, bias included), price it in the time of the remainder alone (BENCHMARKS.md,
+    issue 14, "unseen nets")."""
+    energy = energy or HorowitzEnergyModel()
+    done = 0
+    for plan in plan_grid(info, profile.channel_step, points):
+        for cin, cout in plan.points():
+            for prec in profile.precisions:
+                if table.has(plan.key, prec, cin, cout):
+                    continue
+                guess = regressor.predict(plan.key, prec, cin, cout)
+                if guess is None:
+                    raise TableError(f"kernels-from table has no measured {prec} kernel to "
+                                     f"regress {plan.key!r} from: merge in a kernel sample "
+                                     "(`hwcompress lut kernels`) or a table measured at "
+                                     f"{prec}")
+                table.add(TableEntry(
+                    key=plan.key, in_channels=cin, out_channels=cout, precision=prec,
+                    latency_ms=max(1e-5, guess[0]), latency_source="regressed",
+                    energy_mj=layer_energy_mj(energy, plan.layer, cin, cout, prec),
+                    energy_source="modeled"))
+                done += 1
     return done
 
 

@@ -29,7 +29,10 @@ from automl.core import HwcompressError, LayerInfo
 
 FORMAT_NAME = "hwcompress-latency-table"
 SCHEMA_VERSION = 2  # 2: int8 entries time the kernel uint8 -> uint8, without the lone layer's Q/DQ
-SOURCES = ("measured", "modeled", "simulated")
+SOURCES = ("measured", "modeled", "simulated", "regressed")
+# "regressed": a kernel of a net the table never timed layer by layer, priced by
+# latency_models.unseen.KernelRegressor from the measured entries (``hwcompress profile
+# --kernels-from``); never fitted on again, and a measured entry always replaces it in a merge
 
 # Metadata fields that must agree between a table and the request it is used for (and between
 # two tables that are merged): numbers from another device or thread count mean nothing here.
@@ -264,7 +267,8 @@ class LatencyTable:
     def merge(self, other: "LatencyTable", prefer: str = "tighter") -> "LatencyTable":
         """Union of two tables taken under the same conditions (else :class:`TableMismatchError`).
 
-        Where both hold an entry, ``prefer='tighter'`` keeps the one with the smaller relative
+        Where both hold an entry, a measured one beats a regressed one (whose IQR of 0 is no
+        measurement's); otherwise ``prefer='tighter'`` keeps the one with the smaller relative
         IQR (the more trustworthy measurement), ``'other'`` takes ``other``'s."""
         self.check_compatible(other.compat_request())
         if other.metadata.channel_step != self.metadata.channel_step:
@@ -277,8 +281,8 @@ class LatencyTable:
                            self.overhead_source)
         for e in other.entries.values():
             mine = out.entries.get(e.ident)
-            if mine is None or prefer == "other" or (
-                    prefer == "tighter" and _rel_iqr(e) < _rel_iqr(mine)):
+            if mine is None or _measured_over(e, mine) or (not _measured_over(mine, e) and (
+                    prefer == "other" or (prefer == "tighter" and _rel_iqr(e) < _rel_iqr(mine)))):
                 out.add(e)
         for model, shape in other.metadata.input_shapes.items():
             rows = other.remainders_for(model, shape)
@@ -378,3 +382,8 @@ class LatencyTable:
 
 def _rel_iqr(e: TableEntry) -> float:
     return e.iqr_ms / e.raw_median_ms if e.raw_median_ms > 0 else math.inf
+
+
+def _measured_over(a: TableEntry, b: TableEntry) -> bool:
+    """Whether ``a`` was measured and ``b`` only regressed (a merge keeps ``a`` then)."""
+    return a.latency_source == "measured" and b.latency_source == "regressed"

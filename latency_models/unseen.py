@@ -11,6 +11,9 @@ time follows its work whichever net it sits in. So:
   latency). Non-negative and linear, it extrapolates with the work (a 224×224 layer from 32×32
   ones) where a tree model would flatten out. A (op, kernel) group with too few entries falls
   back to the op's pooled fit.
+  Its guesses can also be written into a table as ``regressed`` entries (``hwcompress profile
+  --kernels-from``, :func:`latency_models.profiler.regress_layers`), so a net is priced without
+  timing one of its layers, and only its whole-model remainder is measured.
 - :class:`CrossModelRemainder`: the remainder of an unseen net from the remainders measured on
   the others, least squares in absolute terms — the kept activation elements (what pooling,
   residual adds and layout changes touch), those of int8 layers (isolated int8 entries include a
@@ -94,7 +97,7 @@ class KernelRegressor:
     def fit(cls, table: LatencyTable) -> "KernelRegressor":
         by_group: dict[tuple[str, str], list[tuple[np.ndarray, float, float]]] = {}
         for e in table.entries.values():
-            if e.latency_ms <= 0:
+            if e.latency_ms <= 0 or e.latency_source == "regressed":   # its own output: never
                 continue
             shape = KernelShape.parse(e.key)
             row = (shape.features(e.in_channels, e.out_channels), e.latency_ms, e.energy_mj)

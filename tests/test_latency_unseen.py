@@ -156,3 +156,53 @@ def test_an_unseen_net_is_its_kernels_unless_a_remainder_mode_is_asked(two_model
     assert UnseenModel.fit(table, infos, remainder="cross-model").remainder is not None
     with pytest.raises(ValueError, match="remainder"):
         UnseenModel.fit(table, infos, remainder="magic")
+
+
+def test_profile_kernels_from_prices_a_net_without_timing_its_layers(two_model_table, tmp_path):
+    """`profile --kernels-from`: ResNet-20's grid is regressed from LeNet's and VGG's measured
+    kernels (no layer timed), its whole-model remainder is measured, and the table then predicts
+    it like any other: overhead + Σ its (regressed) kernels + its remainder."""
+    out = tmp_path / "resnet20.json"
+    rc = cli.main(["profile", "--model", "resnet20", "--out", str(out), "--quick",
+                   "--input-shape", "1,16,16", "--kernels-from", str(two_model_table),
+                   "--no-progress"])
+    assert rc == 0
+    table = LatencyTable.load(out)
+    source = LatencyTable.load(two_model_table)
+    assert table.entries and {e.latency_source for e in table.entries.values()} == {"regressed"}
+    assert table.overhead_ms == source.overhead_ms
+    rows = table.remainders_for("resnet20", SHAPE)
+    assert rows and all(r.source == "measured" and r.whole_ms > 0 for r in rows)
+    _, info = load_model_and_info("resnet20", SHAPE, 10)
+    reg = KernelRegressor.fit(source)
+    e = next(iter(table.entries.values()))
+    assert e.latency_ms == pytest.approx(max(1e-5, reg.predict(e.key, e.precision, e.in_channels,
+                                                               e.out_channels)[0]))
+    # the remainder's full-width fp32 point reproduces its own measurement
+    pred = Predictor(table, warn=False)
+    full = Policy.uniform(info, 1.0, 32, 32)
+    ref = next(r for r in rows if r.act_ratio == 1.0 and r.int8_fraction == 0.0)
+    assert pred.predict(info, full)[0] == pytest.approx(ref.whole_ms, rel=0.15)
+    # the regressed entries never feed a regression again
+    assert KernelRegressor.fit(table).rows == {}
+
+
+def test_kernels_from_another_device_is_refused_by_field(two_model_table, tmp_path, capsys):
+    rc = cli.main(["profile", "--model", "resnet20", "--out", str(tmp_path / "t.json"), "--quick",
+                   "--input-shape", "1,16,16", "--kernels-from", str(two_model_table),
+                   "--threads", "2", "--no-progress"])
+    assert rc != 0
+    err = capsys.readouterr().err
+    assert "kernels-from" in err and "threads" in err
+
+
+def test_a_merge_keeps_a_measured_entry_over_a_regressed_one():
+    table = LatencyTable(new_metadata(get_profile("cpu-ort", 1), "horowitz45nm"))
+    other = LatencyTable(new_metadata(get_profile("cpu-ort", 1), "horowitz45nm"))
+    measured = TableEntry("conv|k=3", 8, 8, "fp32", 0.2, iqr_ms=0.01, raw_median_ms=0.21)
+    regressed = TableEntry("conv|k=3", 8, 8, "fp32", 0.1, latency_source="regressed")
+    table.add(measured)
+    other.add(regressed)
+    for prefer in ("tighter", "other"):
+        assert table.merge(other, prefer).entries[measured.ident].latency_source == "measured"
+        assert other.merge(table, prefer).entries[measured.ident].latency_source == "measured"

@@ -64,9 +64,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
     try:
         profile = get_profile(args.hardware, args.threads)
         shape, num_classes = _input_shape(args)
+        kernels_from = LatencyTable.load(args.kernels_from) if args.kernels_from else None
         table = profile_model(args.model, shape, profile, args.out, num_classes=num_classes,
                               quick=args.quick, points=args.grid_points, resume=not args.fresh,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, kernels_from=kernels_from)
     except (TableError, ValueError) as exc:
         return _err(str(exc))
     summary = {**table.summary(), **table_stats(table), "out": str(args.out)}
@@ -202,6 +203,10 @@ def register(subparsers) -> None:
     p.add_argument("--num-classes", type=int, default=10, help="with --input-shape")
     p.add_argument("--grid-points", type=int, default=None, help="points per channel axis (default 12; 5 for models of ≥100 M MACs)")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming --out")
+    p.add_argument("--kernels-from", default=None, metavar="TABLE",
+                   help="time no layer: regress the model's kernels from TABLE's measured entries "
+                        "(other models, a kernel sample: `lut kernels`, merged) and measure only "
+                        "its whole-model remainder (minutes faster; see docs/lut-format.md)")
     p.add_argument("--no-progress", action="store_true")
     _json_flag(p, always=True)
     p.set_defaults(func=cmd_profile)
