@@ -140,14 +140,14 @@ def measure_remainders(table: LatencyTable, model: nn.Module, info: ModelInfo,
     pred = Predictor(table, profile, warn=False)
     for policy in tqdm(points, desc=f"remainder {info.model_name}", disable=not progress):
         whole_ms = measure_model_ms(model, policy, info, profile, calib).ms
-        kernels_ms, _ = pred.kernels(info, policy)
+        kernels_ms, _, int8_kernels_ms = pred.kernel_sums(info, policy)
         act_ratio, int8_frac, boundary = policy_features(info, policy, profile)
         rows.append(RemainderEntry(model=info.model_name, input_shape=list(info.input_shape),
                                    act_ratio=act_ratio, int8_fraction=int8_frac,
                                    remainder_ms=whole_ms - table.overhead_ms - kernels_ms,
                                    whole_ms=whole_ms, kernels_ms=kernels_ms,
                                    boundary_ratio=boundary,
-                                   int8_kernels_ms=pred.int8_kernels_ms(info, policy)))
+                                   int8_kernels_ms=int8_kernels_ms))
     table.set_remainders(info.model_name, info.input_shape, rows)
     table.metadata.input_shapes[info.model_name] = list(info.input_shape)
     table.metadata.int8_export = INT8_EXPORT

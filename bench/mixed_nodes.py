@@ -83,8 +83,8 @@ def run(name: str, shape: tuple[int, ...], per_mode: int) -> dict:
         policy = Policy.from_dict(s["policy"])
         shapes = plan.shapes(policy)
         precisions = [pred.precision(w, a) for _, _, _, w, a, _, _ in shapes]
-        int8_entries_ms = pred.int8_kernels_ms(info, policy)
-        fp32_entries_ms = pred.kernels(info, policy)[0] - int8_entries_ms
+        all_entries_ms, _, int8_entries_ms = pred.kernel_sums(info, policy)
+        fp32_entries_ms = all_entries_ms - int8_entries_ms
         compressed = apply_policy(model, policy, info, calib, channel_step=profile.channel_step)
         times = profile_op_times(export_deployable(compressed, policy, info, shape, calib), shape,
                                  profile.threads)

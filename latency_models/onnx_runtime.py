@@ -264,13 +264,17 @@ def int8_kernel_graph(qdq_onnx: bytes) -> bytes:
 
 
 def make_session(onnx_model: bytes | str | Path, threads: int = 1,
-                 profile_prefix: str | None = None) -> ort.InferenceSession:
+                 profile_prefix: str | None = None, optimized_path: str | Path | None = None,
+                 disabled_optimizers: Sequence[str] = DISABLED_OPTIMIZERS) -> ort.InferenceSession:
     """An ORT CPU session with a fixed intra-op thread count and full graph optimisation but for
-    :data:`DISABLED_OPTIMIZERS` (with ``profile_prefix``, ORT's per-node profiler on, writing its JSON there)."""
+    ``disabled_optimizers`` (with ``profile_prefix``, ORT's per-node profiler on, writing its
+    JSON there; with ``optimized_path``, the graph it runs written there)."""
     opts = ort.SessionOptions()
     if profile_prefix is not None:
         opts.enable_profiling = True
         opts.profile_file_prefix = profile_prefix
+    if optimized_path is not None:
+        opts.optimized_model_filepath = str(optimized_path)
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -278,7 +282,20 @@ def make_session(onnx_model: bytes | str | Path, threads: int = 1,
     opts.log_severity_level = 3
     src = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
     return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=list(DISABLED_OPTIMIZERS))
+                                disabled_optimizers=list(disabled_optimizers))
+
+
+def optimized_graph(onnx_model: bytes | str | Path, threads: int = 1,
+                    disabled_optimizers: Sequence[str] = DISABLED_OPTIMIZERS) -> "onnx.ModelProto":
+    """The graph ORT runs after its optimisations (fusions, QDQ → QLinear kernels, NCHWc
+    layout) in a session like :func:`make_session`'s: what a table entry or a policy really
+    executes, to read op types and their inputs from."""
+    import onnx
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "optimized.onnx"
+        make_session(onnx_model, threads, optimized_path=path, disabled_optimizers=disabled_optimizers)
+        return onnx.load(str(path))
 
 
 def session_callables(onnx_model: bytes | str | Path, input_shape: Sequence[int], threads: int = 1,

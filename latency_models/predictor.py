@@ -294,8 +294,13 @@ class Predictor:
 
     def int8_kernels_ms(self, info: ModelInfo, policy: Policy) -> float:
         """Σ of the int8 layers' kernel latency under ``policy`` (part of :meth:`kernels`)."""
+        return self.kernel_sums(info, policy)[2]
+
+    def kernel_sums(self, info: ModelInfo, policy: Policy) -> tuple[float, float, float]:
+        """(Σ latency_ms, Σ energy_mj, Σ latency_ms of the int8 layers) of the layer kernels
+        under ``policy``: :meth:`kernels` and :meth:`int8_kernels_ms` in one pass."""
         self._refresh()
-        return self._kernel_sum(self.plan(info).shapes(policy))[2]
+        return self._kernel_sum(self.plan(info).shapes(policy))
 
     def _kernel_sum(self, shapes) -> tuple[float, float, float]:
         """(Σ latency, Σ energy, Σ latency of the int8 layers)."""

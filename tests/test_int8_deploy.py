@@ -4,8 +4,6 @@ and the latency table timing each int8 kernel as it then runs (uint8 in, uint8 o
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import Counter
 
 import numpy as np
@@ -19,7 +17,7 @@ from automl.models import build_model
 from automl.space import trace_model
 from automl.peers import ort_quantize_static
 from latency_models.onnx_runtime import (DISABLED_OPTIMIZERS, export_onnx, int8_kernel_graph, int8_nodes,
-                                         quantize_int8_qdq)
+                                         optimized_graph, quantize_int8_qdq)
 
 SHAPE = (1, 16, 16)
 
@@ -27,13 +25,7 @@ SHAPE = (1, 16, 16)
 def _optimized_ops(model: bytes, disabled: tuple[str, ...] = DISABLED_OPTIMIZERS) -> Counter:
     """The op types ORT actually runs after its graph optimisations (QDQ fusion included), with
     the optimizers our sessions leave out left out (``disabled``)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.optimized_model_filepath = os.path.join(tmp, "opt.onnx")
-        ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"],
-                             disabled_optimizers=list(disabled))
-        return Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node)
+    return Counter(n.op_type for n in optimized_graph(model, disabled_optimizers=disabled).graph.node)
 
 
 def _resnet20():
@@ -117,13 +109,7 @@ class _StemAndBlock(torch.nn.Module):
 
 def _runs(model: bytes) -> list[tuple[str, str, list[str]]]:
     """(domain, op type, inputs) of every node ORT runs after its optimisations."""
-    with tempfile.TemporaryDirectory() as tmp:
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3   # not the warning that an NCHWc graph is machine-specific
-        opts.optimized_model_filepath = os.path.join(tmp, "opt.onnx")
-        ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"],
-                             disabled_optimizers=list(DISABLED_OPTIMIZERS))
-        return [(n.domain, n.op_type, list(n.input)) for n in onnx.load(opts.optimized_model_filepath).graph.node]
+    return [(n.domain, n.op_type, list(n.input)) for n in optimized_graph(model).graph.node]
 
 
 def test_an_int8_layer_leaves_its_float_neighbours_on_ort_fast_paths():
