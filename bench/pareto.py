@@ -52,6 +52,11 @@ METHODS = ["optuna-tpe", "ddpg-joint", *PEER_METHODS]
 OURS = ("optuna-tpe", "ddpg-joint")
 TIMING_PROTOCOL = "fastest-chunk"   # latency_models.sampling; rows without it were read by the old one
 RETIME_S_PER_GRAPH = 2.0
+# --retime refuses above this 1-minute load average (--force overrides): interleaving cancels the
+# machine's drift, not another job's contention, which slows small graphs more than the unpruned
+# one (a retime just after a search's Ray workers exited, load 1.6, read pruned MobileNetV2-0.5
+# graphs 10-25% slow; BENCHMARKS.md, issue 12)
+RETIME_MAX_LOAD = 0.8
 
 log = logging.getLogger("bench.pareto")
 
@@ -144,6 +149,13 @@ def retime(models: list[str], seeds: list[int], args: argparse.Namespace) -> Non
     from latency_models.onnx_runtime import session_callables
     from latency_models.sampling import SESSIONS, sample_times
 
+    import os
+
+    load = os.getloadavg()[0]
+    if load > RETIME_MAX_LOAD and not args.force:
+        raise SystemExit(f"--retime: the 1-minute load average is {load:.2f} (> {RETIME_MAX_LOAD}): "
+                         "another job shares the cores and would slow the small graphs more than "
+                         "the unpruned one; wait until it is idle, or pass --force")
     rows = load_rows(ROWS)
     for seed in seeds:
         for model in models:
@@ -170,7 +182,8 @@ def retime(models: list[str], seeds: list[int], args: argparse.Namespace) -> Non
                 r.update({"latency_ratio_measured": st.uncontended_ms / ref,
                           "latency_ms_measured": st.uncontended_ms, "reference_ms_measured": ref,
                           "within_budget": st.uncontended_ms / ref <= r["budget_fraction"] * TOLERANCE,
-                          "timing_protocol": TIMING_PROTOCOL, "retimed_together": len(mine)})
+                          "timing_protocol": TIMING_PROTOCOL, "retimed_together": len(mine),
+                          "retime_load_1min": load})
                 save_row(ROWS, r)
 
 
@@ -286,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--finetune-epochs", type=float, default=3.0)
     ap.add_argument("--recovery-steps", type=int, default=200)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--force", action="store_true")
+    ap.add_argument("--force", action="store_true", help="re-run cells that have a row; --retime even on a loaded machine")
     ap.add_argument("--table", action="store_true", help="print the recorded table and stop")
     ap.add_argument("--plot", action="store_true", help="write bench/results/pareto.png and stop")
     ap.add_argument("--retime", action="store_true",
