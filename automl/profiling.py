@@ -213,6 +213,9 @@ def profile_model(model_name: str, input_shape: Sequence[int], profile: Hardware
     and measure only the whole-model remainder, which then also carries what the regression
     gets wrong on this net (:func:`latency_models.profiler.regress_layers`)."""
 
+    if kernels_from is not None and not profile.backend.measures_latency:
+        raise TableError(f"kernels-from: {profile.name} is simulated; its simulator prices every "
+                         "layer already (nothing to regress)")
     energy = HorowitzEnergyModel()
     model, info = load_model_and_info(model_name, input_shape, num_classes)
     points = check_points(points) if points is not None else (QUICK_POINTS if quick else default_points(info))
@@ -230,7 +233,9 @@ def profile_model(model_name: str, input_shape: Sequence[int], profile: Hardware
         if kernels_from.metadata.channel_step != profile.channel_step:
             raise TableError(f"kernels-from table: channel_step {kernels_from.metadata.channel_step}"
                              f" != {profile.channel_step}")
-        if not table.overhead_ms:   # the regressed kernels are net of this table's overhead
+        # the regressed kernels are net of kernels_from's overhead; a resumed table's own differs
+        # by µs, which the remainder measured against these kernels absorbs
+        if not table.overhead_ms:
             table.overhead_ms = kernels_from.overhead_ms
             table.overhead_source = kernels_from.overhead_source
         regress_layers(table, info, profile, KernelRegressor.fit(kernels_from), points=points,

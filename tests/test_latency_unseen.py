@@ -194,6 +194,11 @@ def test_kernels_from_another_device_is_refused_by_field(two_model_table, tmp_pa
     assert rc != 0
     err = capsys.readouterr().err
     assert "kernels-from" in err and "threads" in err
+    # a simulated device prices every layer itself: nothing to regress, said so
+    rc = cli.main(["profile", "--model", "resnet20", "--out", str(tmp_path / "s.json"), "--quick",
+                   "--input-shape", "1,16,16", "--kernels-from", str(two_model_table),
+                   "--hardware", "bitfusion-sim", "--no-progress"])
+    assert rc != 0 and "simulated" in capsys.readouterr().err
 
 
 def test_a_merge_keeps_a_measured_entry_over_a_regressed_one():
