@@ -257,6 +257,67 @@ def holdout_calibrated(data: dict[str, Any], kernels: Path | None, threads: int)
                                                      ("within_5pct", "within_10pct", "spearman", "build_s")}))
 
 
+def user_net(data: dict[str, Any], spec: str, kernels: Path | None, args: argparse.Namespace) -> None:
+    """A user's own ``package.module:factory`` net that no table profiled (issue 14), both ways:
+    ``hwcompress profile --kernels-from`` (every zoo cell's table and ``kernels`` merged; the
+    net's remainder measured), then ``hwcompress lut validate`` on it (policies measured
+    ``passes`` times); and the same measured policies predicted zero-shot (``lut validate
+    --unseen``: kernels regressed, no remainder). Recorded under ``user_nets``."""
+    import numpy as np
+
+    from automl.core import Policy
+    from automl.profiling import load_model_and_info, profile_model, validate_model
+    from latency_models.predictor import Predictor
+    from latency_models.profile import get_profile
+    from latency_models.table import LatencyTable
+    from latency_models.unseen import UnseenModel, table_without
+    from latency_models.validate import fidelity_metrics, metrics_by_mode, table_profile
+
+    name, shape = parse_cell(spec)
+    cells = data["cells"]
+    paths = [table_file(c) for c in cells.values() if table_file(c).is_file()]
+    if not paths:
+        raise SystemExit("--user-net: no zoo cell has a table yet to regress its kernels from")
+    train = LatencyTable.load(paths[0])
+    for p in paths[1:]:
+        train = train.merge(LatencyTable.load(p))
+    if kernels is not None:
+        train = train.merge(LatencyTable.load(kernels))
+    info = load_model_and_info(name, shape, 10)[1]
+    train = table_without(train, [info])
+    tag = f"user-{name.replace(':', '.')}-{'x'.join(map(str, shape))}"
+    path = RESULTS / "tables" / f"{tag}.json"
+    fresh = not path.is_file()
+    t0 = time.perf_counter()
+    table = profile_model(name, shape, get_profile("cpu-ort", args.threads), path, kernels_from=train)
+    build_s = time.perf_counter() - t0 if fresh else None
+    t0 = time.perf_counter()
+    rep = validate_model(name, table, args.samples, seed=0, input_shape=shape,
+                         json_out=RESULTS / f"lut_fidelity_{tag}.json",
+                         png_out=RESULTS / f"lut_fidelity_{tag}.png", passes=args.passes)
+    infos = {m: load_model_and_info(m, s, 10)[1] for m, s in train.metadata.input_shapes.items()}
+    zero = Predictor(train, table_profile(table), warn=False, unseen=UnseenModel.fit(train, infos))
+    samples = json.loads((RESULTS / f"lut_fidelity_{tag}.json").read_text())["samples"]
+    predicted = [zero.predict(info, Policy.from_dict(s["policy"]))[0] for s in samples]
+    measured = [s["measured_ms"] for s in samples]
+    previous = data.setdefault("user_nets", {}).get(cell_id(name, shape), {})
+    data["user_nets"][cell_id(name, shape)] = {
+        "model": name, "input_shape": list(shape), "table": path.name,
+        "trained_on": [p.name for p in paths] + ([str(kernels)] if kernels is not None else []),
+        "build_s": build_s if build_s is not None else previous.get("build_s"),
+        "validate_s": time.perf_counter() - t0,
+        **{k: v for k, v in rep.items() if k != "samples"},
+        "zero_shot": {**fidelity_metrics(predicted, measured),
+                      "by_mode": metrics_by_mode([{**s, "predicted_ms": p} for p, s in zip(predicted, samples)]),
+                      "median_signed_error": float(np.median(
+                          (np.array(predicted) - np.array(measured)) / np.array(measured)))}}
+    save_results(data)
+    u = data["user_nets"][cell_id(name, shape)]
+    print(cell_id(name, shape), json.dumps({k: u.get(k) for k in ("within_5pct", "within_10pct", "spearman",
+                                                                   "build_s", "repeatability")}),
+          "zero-shot", json.dumps({k: u["zero_shot"][k] for k in ("within_10pct", "spearman")}))
+
+
 def table_rows(data: dict[str, Any]) -> str:
     lines = ["| model | input | table entries (build s) | noise floor ±5% / ±10% | within ±5% | "
              "within ±10% | MAPE | Spearman | mixed within ±10% | unseen (leave-one-family-out) ±10% / Spearman | "
@@ -291,6 +352,20 @@ def table_rows(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def user_net_rows(data: dict[str, Any]) -> str:
+    """The user nets' rows (``--user-net``), beside the zoo's table."""
+    lines = ["| user net | input | noise floor ±5% / ±10% | kernels regressed + remainder measured: "
+             "±10% / ±5% / Spearman | build s | zero-shot (kernels only): ±10% / Spearman |",
+             "|---|---|---|---|---|---|"]
+    for u in data.get("user_nets", {}).values():
+        noise, zero = u.get("repeatability") or {}, u["zero_shot"]
+        lines.append(f"| {u['model']} | {'x'.join(map(str, u['input_shape']))} | "
+                     f"{_p(noise.get('within_5pct'))} / {_p(noise.get('within_10pct'))} | "
+                     f"{_p(u['within_10pct'])} / {_p(u['within_5pct'])} / {u['spearman']:.3f} | "
+                     f"{_s(u.get('build_s'))} | {_p(zero['within_10pct'])} / {zero['spearman']:.3f} |")
+    return "\n".join(lines)
+
+
 def _p(v: float | None) -> str:
     return "–" if v is None else f"{100 * v:.0f}%"
 
@@ -321,6 +396,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="leave-one-family-out as `hwcompress profile --kernels-from`: kernels "
                          "regressed from the other families (and --kernels), the held-out net's "
                          "whole-model remainder measured on this machine (needs it idle)")
+    ap.add_argument("--user-net", default=None, metavar="PKG.MOD:FACTORY@CxHxW",
+                    help="a net outside the zoo (e.g. bench.user_net:hybrid_net@3x64x64): priced "
+                         "with profile --kernels-from all the cells' tables (and --kernels), "
+                         "validated, and predicted zero-shot (needs the machine idle)")
     ap.add_argument("--table", action="store_true", help="print the markdown table and exit")
     ap.add_argument("--refit-remainders", action="store_true",
                     help="re-measure the cells' remainders (current procedure) and re-predict their "
@@ -330,6 +409,8 @@ def main(argv: list[str] | None = None) -> int:
     data = load_results()
     if args.table:
         print(table_rows(data))
+        if data.get("user_nets"):
+            print("\n" + user_net_rows(data))
         return 0
     specs = ["lenet5@1x16x16", "resnet20@1x16x16"] if args.quick else args.models.split(",")
     if args.quick:
@@ -341,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
                 refit_remainders(data, cid, args.threads, args.relative)
                 save_results(data)
                 print(cid, json.dumps({k: data["cells"][cid].get(k) for k in SUMMARY_KEYS}))
-    elif not (args.holdout_only or args.holdout_calibrated):
+    elif not (args.holdout_only or args.holdout_calibrated or args.user_net):
         for spec in specs:
             name, shape = parse_cell(spec)
             cid = cell_id(name, shape)
@@ -352,6 +433,10 @@ def main(argv: list[str] | None = None) -> int:
             save_results(data)
             print(cid, json.dumps({k: data["cells"][cid].get(k) for k in
                                    ("table_entries", "table_build_s", *SUMMARY_KEYS, "repeatability")}))
+    if args.user_net:
+        user_net(data, args.user_net, args.kernels, args)
+        print(user_net_rows(data))
+        return 0
     if args.holdout_calibrated:
         holdout_calibrated(data, args.kernels, args.threads)
         print(table_rows(data))
