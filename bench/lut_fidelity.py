@@ -156,6 +156,16 @@ def refit_remainders(data: dict[str, Any], cid: str, threads: int, relative: boo
     cell.update({k: v for k, v in report.items() if k != "samples"})
 
 
+def merged_table(tables: "list[LatencyTable]", kernels: Path | None = None) -> "LatencyTable":
+    """One training table: ``tables`` merged, with the kernel sample ``kernels`` if given."""
+    from latency_models.table import LatencyTable
+
+    out = tables[0]
+    for t in tables[1:]:
+        out = out.merge(t)
+    return out.merge(LatencyTable.load(kernels)) if kernels is not None else out
+
+
 def holdout(data: dict[str, Any], quick: bool, kernels: Path | None = None,
             remainder: str = "none") -> None:
     """Leave-one-family-out, re-predicting each cell's measured policies (no new measurement).
@@ -180,13 +190,8 @@ def holdout(data: dict[str, Any], quick: bool, kernels: Path | None = None,
         others = [o for o in tables if cells[o]["family"] != cell["family"]]
         if not others:
             continue
-        train = tables[others[0]]
-        for o in others[1:]:
-            train = train.merge(tables[o])
         info = infos[cid]
-        if kernels is not None:
-            train = train.merge(LatencyTable.load(kernels))
-        train = table_without(train, [info])
+        train = table_without(merged_table([tables[o] for o in others], kernels), [info])
         fallback = UnseenModel.fit(train, {cells[o]["model"]: infos[o] for o in others}, remainder=remainder)
         pred = Predictor(train, table_profile(tables[cid]), warn=False, unseen=fallback)
         samples = json.loads(samples_path.read_text())["samples"]
@@ -226,14 +231,9 @@ def holdout_calibrated(data: dict[str, Any], kernels: Path | None, threads: int)
         others = [o for o in tables if cells[o]["family"] != cell["family"]]
         if not samples_path.is_file() or cid not in tables or not others:
             continue
-        train = tables[others[0]]
-        for o in others[1:]:
-            train = train.merge(tables[o])
-        if kernels is not None:
-            train = train.merge(LatencyTable.load(kernels))
         shape = tuple(cell["input_shape"])
         info = load_model_and_info(cell["model"], shape, 10)[1]
-        train = table_without(train, [info])
+        train = table_without(merged_table([tables[o] for o in others], kernels), [info])
         path = RESULTS / "tables" / f"holdout-{cid.replace('@', '_')}.json"
         fresh = not path.is_file()
         t0 = time.perf_counter()
@@ -245,7 +245,7 @@ def holdout_calibrated(data: dict[str, Any], kernels: Path | None, threads: int)
         predicted = [pred.predict(info, Policy.from_dict(s["policy"]))[0] for s in samples]
         measured = [s["measured_ms"] for s in samples]
         cell["holdout_calibrated"] = {
-            "trained_on": [o for o in others] + ([str(kernels)] if kernels is not None else []),
+            "trained_on": list(others) + ([str(kernels)] if kernels is not None else []),
             "table": path.name, "build_s": build_s,
             "remainder_points": len(table.remainders_for(cell["model"], shape)),
             **fidelity_metrics(predicted, measured),
@@ -278,13 +278,8 @@ def user_net(data: dict[str, Any], spec: str, kernels: Path | None, args: argpar
     paths = [table_file(c) for c in cells.values() if table_file(c).is_file()]
     if not paths:
         raise SystemExit("--user-net: no zoo cell has a table yet to regress its kernels from")
-    train = LatencyTable.load(paths[0])
-    for p in paths[1:]:
-        train = train.merge(LatencyTable.load(p))
-    if kernels is not None:
-        train = train.merge(LatencyTable.load(kernels))
     info = load_model_and_info(name, shape, 10)[1]
-    train = table_without(train, [info])
+    train = table_without(merged_table([LatencyTable.load(p) for p in paths], kernels), [info])
     tag = f"user-{name.replace(':', '.')}-{'x'.join(map(str, shape))}"
     path = RESULTS / "tables" / f"{tag}.json"
     fresh = not path.is_file()

@@ -30,6 +30,7 @@ import argparse
 import functools
 import json
 import logging
+import os
 import shutil
 import statistics
 import time
@@ -148,8 +149,6 @@ def retime(models: list[str], seeds: list[int], args: argparse.Namespace) -> Non
     ``latency_ratio_measured_v1``."""
     from latency_models.onnx_runtime import session_callables
     from latency_models.sampling import SESSIONS, sample_times
-
-    import os
 
     load = os.getloadavg()[0]
     if load > RETIME_MAX_LOAD and not args.force:
