@@ -14,7 +14,7 @@ import numpy as np
 from automl.core import LayerInfo, ModelInfo, kept_channels
 
 from .energy import HorowitzEnergyModel, precision_bits
-from .table import layer_key
+from .table import LatencyTable, layer_key
 
 DEFAULT_POINTS = 12   # per channel axis; every step multiple when there are no more
 LARGE_MODEL_POINTS = 5   # per axis for deployment-scale models (see default_points)
@@ -128,3 +128,11 @@ def plan_grid(info: ModelInfo, channel_step: int, points: int = DEFAULT_POINTS) 
         in_values = sorted(set(_spread(sorted(ins), points)) | in_full)
         plans.append(GridPlan(key, members[0], in_values, out_values))
     return plans
+
+
+def missing_points(table: LatencyTable, plans: Sequence[GridPlan],
+                   precisions: Sequence[str]) -> list[tuple[GridPlan, int, int, str]]:
+    """(plan, in, out, precision) of every grid point ``table`` has no entry for: what a
+    measured, regressed or simulated fill still has to price (each resumes from it)."""
+    return [(plan, cin, cout, prec) for plan in plans for cin, cout in plan.points()
+            for prec in precisions if not table.has(plan.key, prec, cin, cout)]

@@ -25,7 +25,7 @@ from .energy import HorowitzEnergyModel, measure_energy_mj
 # the grid and the timing pieces live in leaf modules (the device backends and the simulator
 # use them too); re-exported here, where callers have always found them
 from .grid import (DEFAULT_POINTS, GridPlan, channel_choices, layer_at,  # noqa: F401
-                   layer_energy_mj, plan_grid)
+                   layer_energy_mj, missing_points, plan_grid)
 from .profile import HardwareProfile
 from .table import LatencyTable, TableEntry, TableError, TableMetadata
 from .unseen import KernelRegressor
@@ -90,9 +90,7 @@ def profile_layers(table: LatencyTable, info: ModelInfo, profile: HardwareProfil
     backend = profile.backend
     meter = backend.energy_meter()
     plans = plans if plans is not None else plan_grid(info, profile.channel_step, points)
-    todo = [(plan, p, prec) for plan in plans
-            for p in plan.points() for prec in profile.precisions
-            if not table.has(plan.key, prec, *p)]
+    todo = missing_points(table, plans, profile.precisions)
     if not todo:
         return 0
     if not table.overhead_ms:
@@ -101,7 +99,7 @@ def profile_layers(table: LatencyTable, info: ModelInfo, profile: HardwareProfil
     bar = tqdm(todo, desc=f"profile {info.model_name} on {profile.name}", disable=not progress,
                unit="entry")
     try:
-        for plan, (cin, cout), prec in bar:
+        for plan, cin, cout, prec in bar:
             runner = backend.layer_runner(plan.layer, cin, cout, prec)
             stats = runner.time()
             if meter is not None:
@@ -137,23 +135,18 @@ def regress_layers(table: LatencyTable, info: ModelInfo, profile: HardwareProfil
     issue 14, "unseen nets")."""
     energy = energy or HorowitzEnergyModel()
     done = 0
-    for plan in plan_grid(info, profile.channel_step, points):
-        for cin, cout in plan.points():
-            for prec in profile.precisions:
-                if table.has(plan.key, prec, cin, cout):
-                    continue
-                guess = regressor.predict(plan.key, prec, cin, cout)
-                if guess is None:
-                    raise TableError(f"kernels-from table has no measured {prec} kernel to "
-                                     f"regress {plan.key!r} from: merge in a kernel sample "
-                                     "(`hwcompress lut kernels`) or a table measured at "
-                                     f"{prec}")
-                table.add(TableEntry(
-                    key=plan.key, in_channels=cin, out_channels=cout, precision=prec,
-                    latency_ms=max(1e-5, guess[0]), latency_source="regressed",
-                    energy_mj=layer_energy_mj(energy, plan.layer, cin, cout, prec),
-                    energy_source="modeled"))
-                done += 1
+    for plan, cin, cout, prec in missing_points(table, plan_grid(info, profile.channel_step, points),
+                                                profile.precisions):
+        guess = regressor.predict(plan.key, prec, cin, cout)
+        if guess is None:
+            raise TableError(f"kernels-from table has no measured {prec} kernel to regress "
+                             f"{plan.key!r} from: merge in a kernel sample (`hwcompress lut "
+                             f"kernels`) or a table measured at {prec}")
+        table.add(TableEntry(
+            key=plan.key, in_channels=cin, out_channels=cout, precision=prec,
+            latency_ms=max(1e-5, guess[0]), latency_source="regressed",
+            energy_mj=layer_energy_mj(energy, plan.layer, cin, cout, prec), energy_source="modeled"))
+        done += 1
     return done
 
 

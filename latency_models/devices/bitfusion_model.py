@@ -26,7 +26,7 @@ from automl.core import LayerInfo, ModelInfo
 
 from ..energy import HorowitzEnergyModel, precision_bits
 from .base import ProfileSettings
-from ..grid import layer_at, layer_energy_mj, plan_grid
+from ..grid import layer_at, layer_energy_mj, missing_points, plan_grid
 from ..table import LatencyTable, RemainderEntry, TableEntry
 
 
@@ -66,18 +66,14 @@ def simulate_table(table: LatencyTable, info: ModelInfo, profile: ProfileSetting
                                           if k in BitFusionParams.__dataclass_fields__})
     energy = HorowitzEnergyModel()
     n = 0
-    for plan in plan_grid(info, profile.channel_step, points):
-        for cin, cout in plan.points():
-            for prec in profile.precisions:
-                if table.has(plan.key, prec, cin, cout):
-                    continue
-                w, a = precision_bits(prec)
-                lat = bitfusion_latency_ms(plan.layer, cin, cout, w, a, params)
-                table.add(TableEntry(plan.key, cin, cout, prec, lat, 0.0, lat, 0,
-                                     latency_source="simulated",
-                                     energy_mj=layer_energy_mj(energy, plan.layer, cin, cout, prec),
-                                     energy_source="modeled"))
-                n += 1
+    for plan, cin, cout, prec in missing_points(table, plan_grid(info, profile.channel_step, points),
+                                                profile.precisions):
+        w, a = precision_bits(prec)
+        lat = bitfusion_latency_ms(plan.layer, cin, cout, w, a, params)
+        table.add(TableEntry(plan.key, cin, cout, prec, lat, 0.0, lat, 0, latency_source="simulated",
+                             energy_mj=layer_energy_mj(energy, plan.layer, cin, cout, prec),
+                             energy_source="modeled"))
+        n += 1
     # pooling and adds are not modelled on the accelerator: a zero remainder, said so
     table.set_remainders(info.model_name, info.input_shape, [
         RemainderEntry(info.model_name, list(info.input_shape), r, 0.0, 0.0, 0.0, 0.0, "simulated")
