@@ -42,6 +42,10 @@ class ExtrapolationWarning(UserWarning):
     """A prediction left the measured grid; the number is a linear extrapolation."""
 
 
+class StaleRemainderWarning(UserWarning):
+    """A model's remainders were timed against kernel entries the table no longer holds."""
+
+
 class MissingEntryError(TableError):
     """A layer shape was never profiled into this table."""
 
@@ -326,6 +330,8 @@ class Predictor:
         if rk not in self._curves:
             rows = self.table.remainders_for(info.model_name, info.input_shape)
             self._curves[rk] = RemainderModel.fit(rows) if rows else None
+            if rows and self.warn:
+                self._warn_if_stale(info, rows)
         curves = self._curves[rk]
         if curves is None and self.unseen is not None and self.unseen.remainder is not None:
             return self.unseen.remainder.at(info, act, q, boundary)
@@ -339,6 +345,32 @@ class Predictor:
             return 0.0
         return curves.at(act, q, boundary, int8_kernels_ms)
 
+    def _warn_if_stale(self, info: ModelInfo, rows: Sequence[RemainderEntry]) -> None:
+        """Warn when the unpruned model's kernels no longer sum to what they summed to when its
+        remainders were timed: a remainder is the whole minus *those* kernels, so after entries
+        were re-measured or merged in (a regressed table's kernels replaced by measured ones,
+        ``lut merge``) it double-counts or drops the difference, silently."""
+        ref = [r for r in rows if r.source == "measured" and r.kernels_ms > 0
+               and r.act_ratio >= 0.999 and r.int8_fraction == 0 and r.boundary_ratio == 0]
+        if not ref:
+            return
+        try:
+            now = self._kernel_sum(self.plan(info).shapes(Policy()))[0]
+        except TableError:
+            return
+        then = ref[0].kernels_ms
+        if abs(now - then) > STALE_REMAINDER_SHARE * ref[0].whole_ms:
+            warnings.warn(
+                f"latency table: the remainders of model {info.model_name!r} at input "
+                f"{list(info.input_shape)} were timed when its unpruned layer kernels summed to "
+                f"{then:.4f} ms; they now sum to {now:.4f} ms (entries re-measured or merged since): "
+                "predictions are off by the difference; re-run `hwcompress profile` on this model "
+                "to re-time them", StaleRemainderWarning, stacklevel=4)
+
+
+STALE_REMAINDER_SHARE = 0.03
+"""How far (share of the unpruned model's whole latency) the kernels may move under a model's
+remainders before :class:`StaleRemainderWarning`: the run-to-run spread of a re-profiled table."""
 
 LINE_FIT_POINTS = 5
 
@@ -449,4 +481,5 @@ def predict(model_info: ModelInfo, policy: Policy, table: LatencyTable) -> tuple
 
 
 __all__ = ["Predictor", "predict", "policy_features", "ExtrapolationWarning", "MissingEntryError",
+           "StaleRemainderWarning",
            "Grid", "build_grid"]

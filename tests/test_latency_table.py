@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from automl.core import LayerInfo, LayerPolicy, ModelInfo, Policy, policy_layer_shapes
 from latency_models.predictor import (ExtrapolationWarning, MissingEntryError, ModelPlan,
-                                      Predictor, predict)
+                                      Predictor, StaleRemainderWarning, predict)
 from latency_models.table import (SCHEMA_VERSION, LatencyTable, RemainderEntry, TableEntry, TableError,
                                   TableMetadata, TableMismatchError, layer_key)
 
@@ -193,6 +193,37 @@ def test_prediction_is_overhead_plus_kernels_plus_remainder():
     with pytest.warns(ExtrapolationWarning, match="no measured remainder"):
         lat2, _ = Predictor(t).predict(other, pol)
     assert lat2 == pytest.approx(0.005 + kern)
+
+
+def _timed_remainders(t: LatencyTable, info: ModelInfo) -> None:
+    """Remainder rows as `hwcompress profile` writes them: each knows the kernels it was net of."""
+    kern = Predictor(t, warn=False).kernels(info, Policy.full(info.layer_names))[0]
+    t.set_remainders("toy", [1, 8, 8], [
+        RemainderEntry("toy", [1, 8, 8], 1.0, 0.0, 0.02, t.overhead_ms + kern + 0.02, kern),
+        RemainderEntry("toy", [1, 8, 8], 0.5, 0.0, 0.01, 0.0, 0.0)])
+
+
+def test_remainders_timed_against_other_kernels_warn():
+    info = _model()
+    t = _table()
+    _timed_remainders(t, info)
+    pol = Policy.full(info.layer_names)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StaleRemainderWarning)
+        Predictor(t).predict(info, pol)
+    # one kernel of the unpruned model re-measured 1.5x slower since: the remainder double-counts
+    e = t.entries[(layer_key(info.layers[1]), "fp32", 32, 32)]
+    t.add(TableEntry(e.key, 32, 32, "fp32", e.latency_ms * 1.5, e.iqr_ms, e.raw_median_ms, e.repeats))
+    with pytest.warns(StaleRemainderWarning, match=r"'toy'.*re-run `hwcompress profile`"):
+        Predictor(t).predict(info, pol)
+    # a table whose kernels were regressed, merged with measured entries: its remainders go stale
+    reg = _table()
+    for ident, e in list(reg.entries.items()):
+        reg.add(TableEntry(e.key, e.in_channels, e.out_channels, e.precision, e.latency_ms * 0.7,
+                           latency_source="regressed"))
+    _timed_remainders(reg, info)
+    with pytest.warns(StaleRemainderWarning):
+        Predictor(reg.merge(_table())).predict(info, pol)
 
 
 def test_prediction_cache_follows_table_changes():
