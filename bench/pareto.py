@@ -60,7 +60,7 @@ RETIME_S_PER_GRAPH = 2.0
 RETIME_MAX_LOAD = 0.8
 RETIME_MAX_SPREAD = 0.05   # identical graphs must agree this well in one re-timing (identical_graph_spread)
 RETIME_PASSES = 3          # passes whose median ratio is saved (retime_passes)
-RETIME_ATTEMPTS = 6        # measurements tried per (model, seed) before giving up: noisy spells pass in minutes
+RETIME_ATTEMPTS = 6        # measurements per (model, seed) before giving up: noisy spells pass in minutes
 
 log = logging.getLogger("bench.pareto")
 
@@ -197,9 +197,10 @@ def retime_passes(groups: list, graphs: list[bytes], what: str,
                   force: bool) -> tuple[list[list[float]], list[float], int]:
     """``RETIME_PASSES`` interleaved measurements of ``groups`` (the unpruned graph first, then
     ``graphs``) that each pass the identical-graph check, trying at most ``RETIME_ATTEMPTS``:
-    per pass, every group's ``uncontended_ms``; the kept passes' spreads; the attempts made. Why several passes and
-    their median ratio: passes that pass the check still read a small graph's ratio up to ~10%
-    apart (MobileNetV2-0.5 TP-uniform 0.35x: 0.366 then 0.333, a minute apart)."""
+    per pass, every group's ``uncontended_ms``; the kept passes' spreads; the attempts made.
+    Why several passes and their median ratio: passes that pass the check still read a small
+    graph's ratio up to ~10% apart (MobileNetV2-0.5 TP-uniform 0.35x: 0.366 then 0.333, a
+    minute apart)."""
     from latency_models.sampling import sample_times
 
     passes: list[list[float]] = []
