@@ -146,8 +146,8 @@ def retime(models: list[str], seeds: list[int], args: argparse.Namespace) -> Non
     """Time every stored answer of a (model, seed) again, all together with the unpruned fp32
     graph in interleaved measurements (:func:`latency_models.sampling.sample_times`, each
     answer ``RETIME_S_PER_GRAPH`` of the budget; the median ratio over :func:`retime_passes`),
-    and rewrite the rows' latency ratio. Why: the
-    answers are the cells' products and do not change, but a ratio is only comparable with its
+    and rewrite the rows' latency ratio. Why: the answers are the cells' products and do not
+    change, but a ratio is only comparable with its
     peers' when both were read in the same stretch of this shared machine by the same protocol;
     rows read by the old one (median of 50 calls) keep that figure as
     ``latency_ratio_measured_v1``."""

@@ -218,7 +218,7 @@ def test_remainders_timed_against_other_kernels_warn():
         Predictor(t).predict(info, pol)
     # a table whose kernels were regressed, merged with measured entries: its remainders go stale
     reg = _table()
-    for ident, e in list(reg.entries.items()):
+    for e in list(reg.entries.values()):
         reg.add(TableEntry(e.key, e.in_channels, e.out_channels, e.precision, e.latency_ms * 0.7,
                            latency_source="regressed"))
     _timed_remainders(reg, info)
