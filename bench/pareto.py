@@ -172,12 +172,11 @@ def retime(models: list[str], seeds: list[int], args: argparse.Namespace) -> Non
                     log.warning("%s %sx %s seed %d: its graph is gone and cannot be rebuilt (no "
                                 "policy stored); left out of the re-timing", model, r["budget_fraction"],
                                 r["strategy"], seed)
-            mine = [r for r, g in graphs if g is not None]
+            timed = [(r, g) for r, g in graphs if g is not None]
+            mine, answers = [r for r, _ in timed], [g for _, g in timed]
             shape, threads = ctx.peers.shape, ctx.peers.threads
-            groups = [session_callables(ctx.peers.fp32, shape, threads, 1, SESSIONS)]
-            groups += [session_callables(g, shape, threads, 1, SESSIONS) for _, g in graphs if g is not None]
-            passes, spreads, attempts = retime_passes(groups, [g for _, g in graphs if g is not None],
-                                            f"{model} seed {seed}", args.force)
+            groups = [session_callables(g, shape, threads, 1, SESSIONS) for g in [ctx.peers.fp32, *answers]]
+            passes, spreads, attempts = retime_passes(groups, answers, f"{model} seed {seed}", args.force)
             for i, r in enumerate(mine):
                 ratios = [p[i + 1] / p[0] for p in passes]
                 ratio = float(statistics.median(ratios))
