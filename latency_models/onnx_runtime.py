@@ -58,21 +58,32 @@ class ArrayCalibrationReader:
         pass
 
 
-INT8_EXPORT = "qdq-3"
+INT8_EXPORT = "qdq-4"
 """Version of :func:`quantize_int8_qdq`'s graphs as ORT runs them. qdq-2 (2026-12-05): shared
 initializers unshared, float readers of a quantized float tensor read the float tensor. qdq-3
 (2026-12-06): sessions run without ORT's ``WeightBiasQuantization`` (:data:`DISABLED_OPTIMIZERS`),
-so an fp32 layer between two int8 ones stays fp32."""
+so an fp32 layer between two int8 ones stays fp32. qdq-4 (2026-12-06): and without its
+``QDQPropagationTransformer``, so a MaxPool between an fp32 layer and an int8 one stays float."""
 
-DISABLED_OPTIMIZERS = ("WeightBiasQuantization",)
-"""ORT graph optimizers our sessions leave out. ``WeightBiasQuantization`` (ORT ≥ 1.21) quantizes
-the float weights of a Conv/Gemm whose input is a DequantizeLinear and whose output path leads to
-a QuantizeLinear, and ORT then fuses it into a QLinearConv: every fp32 layer a mixed policy puts
-between two int8 layers ran int8 (per-tensor weights ORT chose), 0-5 of 53 layers per random
-mixed MobileNetV2-1.0 policy at 224 (``python -m bench.mixed_nodes``), priced as fp32 by the
-tables. A policy's precision is what it says, so the deployed model must be run with the same
-option: ``ort.InferenceSession(path, providers=[...], disabled_optimizers=list(DISABLED_OPTIMIZERS))``
-(README, "Applying")."""
+DISABLED_OPTIMIZERS = ("WeightBiasQuantization", "QDQPropagationTransformer")
+"""ORT graph optimizers our sessions leave out.
+
+``WeightBiasQuantization`` (ORT ≥ 1.21) quantizes the float weights of a Conv/Gemm whose input is
+a DequantizeLinear and whose output path leads to a QuantizeLinear, and ORT then fuses it into a
+QLinearConv: every fp32 layer a mixed policy puts between two int8 layers ran int8 (per-tensor
+weights ORT chose), 0-5 of 53 layers per random mixed MobileNetV2-1.0 policy at 224 (``python -m
+bench.mixed_nodes``), priced as fp32 by the tables.
+
+``QDQPropagationTransformer`` moves a QuantizeLinear up through value-preserving ops: in an
+fp32 conv → MaxPool → int8 conv chain it moved the int8 layer's quantize above the MaxPool, which
+then ran on uint8 NCHW tensors, ORT's slow path (no NCHWc, no NHWC kernel). Random mixed VGG
+policies at 1×32×32 with such a chain ran 0.61-0.81× as long without it, the others unchanged
+(BENCHMARKS.md, issue 14); all-int8 and all-fp32 graphs and those of the MobileNetV2/ResNet
+cells are the same either way (no MaxPool between precisions, or a float reader keeps it float).
+
+A policy's precision and its glue are what the tables priced, so the deployed model must be run
+with the same options: ``ort.InferenceSession(path, providers=[...],
+disabled_optimizers=list(DISABLED_OPTIMIZERS))`` (README, "Applying")."""
 
 COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 """The ops a policy sets a precision for (its prunable layers); every other op follows them."""

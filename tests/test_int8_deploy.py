@@ -207,3 +207,34 @@ def test_an_fp32_layer_between_int8_layers_runs_fp32():
     from latency_models.onnx_runtime import profile_op_times
     ours = profile_op_times(onnx_bytes, SHAPE, runs=2, warmup=1).op_count
     assert ours.get("Conv", 0) + ours.get("FusedConv", 0) == 1, ours
+
+
+def _maxpool_reads_a_quantize(model: bytes, disabled: tuple[str, ...]) -> list[bool]:
+    """Per MaxPool ORT runs: whether its input is a QuantizeLinear's output (a uint8 MaxPool)."""
+    graph = optimized_graph(model, disabled_optimizers=disabled).graph
+    quantized = {n.output[0] for n in graph.node if n.op_type == "QuantizeLinear"}
+    return [n.input[0] in quantized for n in graph.node if n.op_type in ("MaxPool", "NhwcMaxPool")]
+
+
+def test_a_maxpool_between_an_fp32_and_an_int8_layer_stays_float():
+    """fp32 conv → MaxPool → int8 conv: ORT's QDQ propagation moves the int8 layer's quantize
+    above the MaxPool, which then runs on uint8 NCHW tensors (its slow path; mixed VGG policies
+    ran up to 1.6× as long). Our sessions leave that transformer out: the MaxPool stays float."""
+    torch.manual_seed(0)
+    model = build_model("vgg", 1, 10).eval()
+    info = trace_model(model, SHAPE, "vgg")
+    names = [l.name for l in info.layers]
+    assert names[:3] == ["features.0", "features.3", "features.7"], names   # a MaxPool before features.7
+    policy = Policy({n: LayerPolicy(1.0, *((8, 8) if n == "features.7" else (32, 32))) for n in names})
+    calib = [torch.randn(8, *SHAPE)]
+    onnx_bytes = export_deployable(apply_policy(model, policy, info, calib), policy, info, SHAPE, calib)
+    ours = _maxpool_reads_a_quantize(onnx_bytes, DISABLED_OPTIMIZERS)
+    assert ours and not any(ours), ours
+    # what stock ORT (with only WeightBiasQuantization off) does with the same graph: if this
+    # starts failing, ORT no longer moves a quantize above a MaxPool and the option can go
+    stock = _maxpool_reads_a_quantize(onnx_bytes, ("WeightBiasQuantization",))
+    assert stock[0], stock
+    # an all-int8 graph is the same either way (its MaxPools run uint8 NHWC, as they should)
+    full = Policy.uniform(info, 1.0, 8, 8)
+    int8_bytes = export_deployable(apply_policy(model, full, info, calib), full, info, SHAPE, calib)
+    assert _optimized_ops(int8_bytes) == _optimized_ops(int8_bytes, ("WeightBiasQuantization",))
