@@ -207,13 +207,17 @@ def holdout(data: dict[str, Any], quick: bool, kernels: Path | None = None,
                                (np.array(predicted) - np.array(measured)) / np.array(measured)))}
 
 
-def holdout_calibrated(data: dict[str, Any], kernels: Path | None, threads: int) -> None:
+def holdout_calibrated(data: dict[str, Any], kernels: Path | None, threads: int,
+                       only: set[str] | None = None) -> None:
     """Leave-one-family-out, the product's way for a net it never saw: ``hwcompress profile
     --kernels-from`` (its kernels regressed from the other families' tables and ``kernels``,
     none of its layers timed; its whole-model remainder measured), then its already-measured
     policies predicted from that table. Recorded as ``holdout_calibrated`` with the build time
     (the remainder timing, on this machine); the table is cached under
-    bench/results/tables/holdout-<cell>.json (delete it to re-measure)."""
+    bench/results/tables/holdout-<cell>.json (delete it to re-measure). A cached table whose
+    training set is no longer the other families' (a family added since) is rebuilt: its
+    regressed kernels and the remainder that absorbed their bias came from other tables.
+    ``only``: the cell ids to run (the others keep their recorded figures)."""
     import numpy as np
 
     from automl.core import Policy
@@ -231,10 +235,17 @@ def holdout_calibrated(data: dict[str, Any], kernels: Path | None, threads: int)
         others = [o for o in tables if cells[o]["family"] != cell["family"]]
         if not samples_path.is_file() or cid not in tables or not others:
             continue
+        if only is not None and cid not in only:
+            continue
         shape = tuple(cell["input_shape"])
         info = load_model_and_info(cell["model"], shape, 10)[1]
         train = table_without(merged_table([tables[o] for o in others], kernels), [info])
+        trained_on = list(others) + ([str(kernels)] if kernels is not None else [])
         path = RESULTS / "tables" / f"holdout-{cid.replace('@', '_')}.json"
+        before = (cell.get("holdout_calibrated") or {}).get("trained_on")
+        if path.is_file() and before is not None and sorted(before) != sorted(trained_on):
+            print(f"{cid}: its hold-out table was regressed from {before}, now {trained_on}: rebuilt")
+            path.unlink()
         fresh = not path.is_file()
         t0 = time.perf_counter()
         table = profile_model(cell["model"], shape, get_profile("cpu-ort", threads), path,
@@ -245,7 +256,7 @@ def holdout_calibrated(data: dict[str, Any], kernels: Path | None, threads: int)
         predicted = [pred.predict(info, Policy.from_dict(s["policy"]))[0] for s in samples]
         measured = [s["measured_ms"] for s in samples]
         cell["holdout_calibrated"] = {
-            "trained_on": list(others) + ([str(kernels)] if kernels is not None else []),
+            "trained_on": trained_on,
             "table": path.name, "build_s": build_s,
             "remainder_points": len(table.remainders_for(cell["model"], shape)),
             **fidelity_metrics(predicted, measured),
@@ -433,7 +444,8 @@ def main(argv: list[str] | None = None) -> int:
         print(user_net_rows(data))
         return 0
     if args.holdout_calibrated:
-        holdout_calibrated(data, args.kernels, args.threads)
+        holdout_calibrated(data, args.kernels, args.threads,
+                           only={cell_id(*parse_cell(spec)) for spec in specs})
         print(table_rows(data))
         return 0
     holdout(data, args.quick, remainder=args.remainder)
