@@ -77,8 +77,8 @@ bench.mixed_nodes``), priced as fp32 by the tables.
 ``QDQPropagationTransformer`` moves a QuantizeLinear up through value-preserving ops: in an
 fp32 conv → MaxPool → int8 conv chain it moved the int8 layer's quantize above the MaxPool, which
 then ran on uint8 NCHW tensors, ORT's slow path (no NCHWc, no NHWC kernel). Random mixed VGG
-policies at 1×32×32 with such a chain ran 0.61-0.81× as long without it, the others unchanged
-(BENCHMARKS.md, issue 14); all-int8 and all-fp32 graphs and those of the MobileNetV2/ResNet
+policies at 1×32×32 whose graph it changes run 0.77× as long without it (median; 0.58-0.98×),
+the others unchanged (``python -m bench.qdq_propagation``, BENCHMARKS.md, issue 14); all-int8 and all-fp32 graphs and those of the MobileNetV2/ResNet
 cells are the same either way (no MaxPool between precisions, or a float reader keeps it float).
 
 A policy's precision and its glue are what the tables priced, so the deployed model must be run

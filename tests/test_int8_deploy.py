@@ -219,7 +219,7 @@ def _maxpool_reads_a_quantize(model: bytes, disabled: tuple[str, ...]) -> list[b
 def test_a_maxpool_between_an_fp32_and_an_int8_layer_stays_float():
     """fp32 conv → MaxPool → int8 conv: ORT's QDQ propagation moves the int8 layer's quantize
     above the MaxPool, which then runs on uint8 NCHW tensors (its slow path; mixed VGG policies
-    ran up to 1.6× as long). Our sessions leave that transformer out: the MaxPool stays float."""
+    ran up to 1.7× as long). Our sessions leave that transformer out: the MaxPool stays float."""
     torch.manual_seed(0)
     model = build_model("vgg", 1, 10).eval()
     info = trace_model(model, SHAPE, "vgg")
