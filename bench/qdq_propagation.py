@@ -26,12 +26,10 @@ QDQ3_DISABLED = ("WeightBiasQuantization",)
 
 
 def run(name: str, shape: tuple[int, ...], policies: int) -> dict:
-    import numpy as np
-
     from automl.compress import apply_policy, export_deployable
     from automl.core import Policy
     from automl.profiling import load_model_and_info, random_calibration
-    from latency_models.onnx_runtime import DISABLED_OPTIMIZERS, make_session, optimized_graph
+    from latency_models.onnx_runtime import DISABLED_OPTIMIZERS, optimized_graph, session_callables
     from latency_models.profile import get_profile
     from latency_models.sampling import MODEL_BUDGET_S, sample_times
 
@@ -41,7 +39,6 @@ def run(name: str, shape: tuple[int, ...], policies: int) -> dict:
     model, info = load_model_and_info(name, shape, 10)
     calib = random_calibration(shape)
     step = get_profile("cpu-ort").channel_step
-    x = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
     rows = []
     for s in mixed:
         policy = Policy.from_dict(s["policy"])
@@ -49,10 +46,8 @@ def run(name: str, shape: tuple[int, ...], policies: int) -> dict:
                                        policy, info, shape, calib)
         graphs = [[n.op_type for n in optimized_graph(onnx_bytes, disabled_optimizers=d).graph.node]
                   for d in (QDQ3_DISABLED, DISABLED_OPTIMIZERS)]
-        groups = []
-        for disabled in (QDQ3_DISABLED, DISABLED_OPTIMIZERS):
-            sessions = [make_session(onnx_bytes, 1, disabled_optimizers=disabled) for _ in range(2)]
-            groups.append([lambda se=se: se.run(None, {"input": x}) for se in sessions])
+        groups = [session_callables(onnx_bytes, shape, 1, 1, 2, disabled_optimizers=disabled)
+                  for disabled in (QDQ3_DISABLED, DISABLED_OPTIMIZERS)]
         qdq3, qdq4 = sample_times(groups, MODEL_BUDGET_S)
         precisions = "".join("8" if lp.w_bits <= 8 else "F" for lp in policy.layers.values())
         rows.append({"precisions": precisions, "graph_differs": graphs[0] != graphs[1],

@@ -310,14 +310,16 @@ def optimized_graph(onnx_model: bytes | str | Path, threads: int = 1,
 
 
 def session_callables(onnx_model: bytes | str | Path, input_shape: Sequence[int], threads: int = 1,
-                      batch: int = 1, sessions: int = SESSIONS) -> list[Callable[[], object]]:
+                      batch: int = 1, sessions: int = SESSIONS,
+                      disabled_optimizers: Sequence[str] = DISABLED_OPTIMIZERS) -> list[Callable[[], object]]:
     """One ready-to-time callable per fresh ORT session (sessions of one model differ
     persistently, by up to 2x for int8 here, so a figure should not hinge on which one it drew).
-    A graph whose input is uint8 (an isolated int8 kernel) is fed uint8."""
+    A graph whose input is uint8 (an isolated int8 kernel) is fed uint8. ``disabled_optimizers``:
+    as :func:`make_session` (another set only to compare session kinds, bench.qdq_propagation)."""
     rng = np.random.default_rng(0)
     fns: list[Callable[[], object]] = []
     for _ in range(max(1, sessions)):
-        sess = make_session(onnx_model, threads)
+        sess = make_session(onnx_model, threads, disabled_optimizers=disabled_optimizers)
         inp = sess.get_inputs()[0]
         x = (rng.integers(0, 256, (batch, *input_shape), dtype=np.uint8) if inp.type == "tensor(uint8)"
              else rng.standard_normal((batch, *input_shape)).astype(np.float32))
