@@ -22,6 +22,7 @@ from latency_models.energy import HorowitzEnergyModel
 from latency_models.predictor import Predictor, policy_features, profile_of
 from latency_models.profile import HardwareProfile
 from latency_models.grid import check_points, default_points
+from latency_models.kernel_calibration import calibrate_regressed_kernels
 from latency_models.profiler import open_table, profile_layers, regress_layers
 from latency_models.onnx_runtime import INT8_EXPORT
 from latency_models.sampling import sample_times
@@ -126,8 +127,9 @@ def measure_remainders(table: LatencyTable, model: nn.Module, info: ModelInfo,
                        profile: HardwareProfile, calib: list[torch.Tensor],
                        widths: Sequence[float] = DEFAULT_WIDTHS, progress: bool = True,
                        random_points: int = 0) -> None:
-    """Time the whole model at :func:`remainder_policies`' points; store whole − overhead −
-    kernels. The full-width fp32 point is the table's reference (:meth:`LatencyTable.reference_ms`).
+    """Time the whole model at :func:`remainder_policies`' points and store the remainders
+    (:func:`store_remainders`). The full-width fp32 point is the table's reference
+    (:meth:`LatencyTable.reference_ms`).
 
     Each point is timed alone: a timing scaled by a reference timed beside it carries the
     reference's noise too, and on a steady host that costs more than the drift it cancels
@@ -136,10 +138,21 @@ def measure_remainders(table: LatencyTable, model: nn.Module, info: ModelInfo,
     from tqdm.auto import tqdm
 
     points = remainder_policies(info, profile, widths, random_points)
+    timed = [(policy, measure_model_ms(model, policy, info, profile, calib).ms)
+             for policy in tqdm(points, desc=f"remainder {info.model_name}", disable=not progress)]
+    store_remainders(table, info, profile, timed)
+
+
+def store_remainders(table: LatencyTable, info: ModelInfo, profile: HardwareProfile,
+                     timed: Sequence[tuple[Policy, float]]) -> None:
+    """Store whole − overhead − kernels for each (policy, whole_ms) of ``timed``. A net priced
+    by ``--kernels-from`` first has its regressed kernels scaled per kind on these same timings
+    (:func:`latency_models.kernel_calibration.calibrate_regressed_kernels`), so its remainder
+    carries only what that leaves."""
+    calibrate_regressed_kernels(table, info, profile, timed)
     rows: list[RemainderEntry] = []
     pred = Predictor(table, profile, warn=False)
-    for policy in tqdm(points, desc=f"remainder {info.model_name}", disable=not progress):
-        whole_ms = measure_model_ms(model, policy, info, profile, calib).ms
+    for policy, whole_ms in timed:
         kernels_ms, _, int8_kernels_ms = pred.kernel_sums(info, policy)
         act_ratio, int8_frac, boundary = policy_features(info, policy, profile)
         rows.append(RemainderEntry(model=info.model_name, input_shape=list(info.input_shape),
@@ -151,6 +164,21 @@ def measure_remainders(table: LatencyTable, model: nn.Module, info: ModelInfo,
     table.set_remainders(info.model_name, info.input_shape, rows)
     table.metadata.input_shapes[info.model_name] = list(info.input_shape)
     table.metadata.int8_export = INT8_EXPORT
+
+
+def stored_timings(table: LatencyTable, info: ModelInfo, profile: HardwareProfile,
+                   widths: Sequence[float] = DEFAULT_WIDTHS,
+                   random_points: int = RANDOM_REMAINDER_POINTS) -> list[tuple[Policy, float]]:
+    """The (policy, whole_ms) pairs a table's remainder rows of ``info`` were computed from: the
+    policies re-derived (:func:`remainder_policies` is seeded), each checked against its row.
+    For re-fitting a remainder without timing again (a table from before a fitting change)."""
+    points = remainder_policies(info, profile, widths, random_points)
+    rows = table.remainders_for(info.model_name, info.input_shape)
+    if len(rows) != len(points) or any(
+            abs(policy_features(info, p, profile)[0] - r.act_ratio) > 1e-6 for p, r in zip(points, rows)):
+        raise TableError(f"latency table: the {len(rows)} remainder rows of {info.model_name!r} are "
+                         f"not the {len(points)} points of today's procedure; profile it again")
+    return [(p, r.whole_ms) for p, r in zip(points, rows)]
 
 
 def stale_remainders(table: LatencyTable) -> bool:

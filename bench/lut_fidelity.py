@@ -20,7 +20,12 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from automl.core import ModelInfo
+    from latency_models.profile import HardwareProfile
+    from latency_models.table import LatencyTable
 
 RESULTS = Path(__file__).parent / "results"
 OUT = RESULTS / "lut_fidelity.json"
@@ -207,6 +212,21 @@ def holdout(data: dict[str, Any], quick: bool, kernels: Path | None = None,
                                (np.array(predicted) - np.array(measured)) / np.array(measured)))}
 
 
+def calibrate_cached(table: "LatencyTable", info: "ModelInfo", profile: "HardwareProfile",
+                     path: Path) -> None:
+    """A cached ``--kernels-from`` table built before its regressed kernels were calibrated
+    (``latency_models.kernel_calibration``): calibrate them on the whole-model timings it
+    stored and re-fit its remainder, timing nothing."""
+    from automl.profiling import store_remainders, stored_timings
+
+    if info.model_name in table.metadata.kernel_multipliers:
+        return
+    store_remainders(table, info, profile, stored_timings(table, info, profile))
+    table.save(path)
+    print(f"{info.model_name}: regressed kernels calibrated on its stored whole-model timings: "
+          f"{table.metadata.kernel_multipliers[info.model_name]}")
+
+
 def holdout_calibrated(data: dict[str, Any], kernels: Path | None, threads: int,
                        only: set[str] | None = None) -> None:
     """Leave-one-family-out, the product's way for a net it never saw: ``hwcompress profile
@@ -248,9 +268,10 @@ def holdout_calibrated(data: dict[str, Any], kernels: Path | None, threads: int,
             path.unlink()
         fresh = not path.is_file()
         t0 = time.perf_counter()
-        table = profile_model(cell["model"], shape, get_profile("cpu-ort", threads), path,
-                              kernels_from=train)
+        profile = get_profile("cpu-ort", threads)
+        table = profile_model(cell["model"], shape, profile, path, kernels_from=train)
         build_s = time.perf_counter() - t0 if fresh else (cell.get("holdout_calibrated") or {}).get("build_s")
+        calibrate_cached(table, info, profile, path)
         pred = Predictor(table, warn=False)
         samples = json.loads(samples_path.read_text())["samples"]
         predicted = [pred.predict(info, Policy.from_dict(s["policy"]))[0] for s in samples]
@@ -263,6 +284,9 @@ def holdout_calibrated(data: dict[str, Any], kernels: Path | None, threads: int,
             "by_mode": metrics_by_mode([{**s, "predicted_ms": p} for p, s in zip(predicted, samples)]),
             "median_signed_error": float(np.median(
                 (np.array(predicted) - np.array(measured)) / np.array(measured)))}
+        if all("measured_ms_raw_passes" in s for s in samples):   # a cell timed --relative
+            cell["holdout_calibrated"]["absolute"] = fidelity_metrics(
+                predicted, [min(s["measured_ms_raw_passes"]) for s in samples])
         save_results(data)
         print(cid, "holdout_calibrated", json.dumps({k: cell["holdout_calibrated"][k] for k in
                                                      ("within_5pct", "within_10pct", "spearman", "build_s")}))
@@ -293,6 +317,9 @@ def user_net(data: dict[str, Any], spec: str, kernels: Path | None, args: argpar
     train = table_without(merged_table([LatencyTable.load(p) for p in paths], kernels), [info])
     tag = f"user-{name.replace(':', '.')}-{'x'.join(map(str, shape))}"
     path = RESULTS / "tables" / f"{tag}.json"
+    if getattr(args, "repredict", False):
+        repredict_user_net(data, name, shape, info, path, tag)
+        return
     fresh = not path.is_file()
     t0 = time.perf_counter()
     table = profile_model(name, shape, get_profile("cpu-ort", args.threads), path, kernels_from=train)
@@ -322,6 +349,43 @@ def user_net(data: dict[str, Any], spec: str, kernels: Path | None, args: argpar
     print(cell_id(name, shape), json.dumps({k: u.get(k) for k in ("within_5pct", "within_10pct", "spearman",
                                                                    "build_s", "repeatability")}),
           "zero-shot", json.dumps({k: u["zero_shot"][k] for k in ("within_10pct", "spearman")}))
+
+
+def repredict_user_net(data: dict[str, Any], name: str, shape: tuple[int, ...], info: "ModelInfo",
+                       path: Path, tag: str) -> None:
+    """``--user-net … --repredict``: its cached table calibrated (:func:`calibrate_cached`) and its
+    already-measured policies predicted again; nothing is timed, the zero-shot figures stay."""
+    from automl.core import Policy
+    from latency_models.predictor import Predictor
+    from latency_models.table import LatencyTable
+    from latency_models.validate import fidelity_metrics, metrics_by_mode, table_profile
+
+    cid = cell_id(name, shape)
+    record = data.get("user_nets", {}).get(cid)
+    samples_path = RESULTS / f"lut_fidelity_{tag}.json"
+    if not path.is_file() or record is None or not samples_path.is_file():
+        raise SystemExit(f"--repredict: {cid} has no table and measured policies yet; run it without")
+    table = LatencyTable.load(path)
+    calibrate_cached(table, info, table_profile(table), path)
+    pred = Predictor(table, warn=False)
+    report = json.loads(samples_path.read_text())
+    for smp in report["samples"]:
+        smp["predicted_ms"] = pred.predict(info, Policy.from_dict(smp["policy"]))[0]
+    report.update(fidelity_metrics([x["predicted_ms"] for x in report["samples"]],
+                                   [x["measured_ms"] for x in report["samples"]]))
+    report["by_mode"] = metrics_by_mode(report["samples"])
+    samples_path.write_text(json.dumps(report, indent=1))
+    png = RESULTS / f"lut_fidelity_{tag}.png"
+    if png.is_file():   # the scatter re-drawn with the new predictions
+        from latency_models.plots import scatter_png
+        pm = [x["predicted_ms"] for x in report["samples"]]
+        scatter_png(pm, [x["measured_ms"] for x in report["samples"]], png,
+                    f"{name} {list(shape)} (kernels calibrated): {report['within_10pct']:.0%} within "
+                    f"±10%, Spearman {report['spearman']:.3f}", [x["mode"] for x in report["samples"]])
+    record.update({k: v for k, v in report.items() if k != "samples"},
+                  kernel_multipliers=table.metadata.kernel_multipliers.get(info.model_name))
+    save_results(data)
+    print(cid, "repredicted", json.dumps({k: record.get(k) for k in ("within_5pct", "within_10pct", "spearman")}))
 
 
 def table_rows(data: dict[str, Any]) -> str:
@@ -407,6 +471,10 @@ def main(argv: list[str] | None = None) -> int:
                          "with profile --kernels-from all the cells' tables (and --kernels), "
                          "validated, and predicted zero-shot (needs the machine idle)")
     ap.add_argument("--table", action="store_true", help="print the markdown table and exit")
+    ap.add_argument("--repredict", action="store_true",
+                    help="with --user-net: calibrate its cached table's regressed kernels on the "
+                         "whole-model timings it stored and predict its measured policies again "
+                         "(nothing is timed)")
     ap.add_argument("--refit-remainders", action="store_true",
                     help="re-measure the cells' remainders (current procedure) and re-predict their "
                          "measured policies; nothing else is re-measured")
