@@ -22,7 +22,7 @@ from latency_models.energy import HorowitzEnergyModel
 from latency_models.predictor import Predictor, policy_features, profile_of
 from latency_models.profile import HardwareProfile
 from latency_models.grid import check_points, default_points
-from latency_models.kernel_calibration import calibrate_regressed_kernels
+from latency_models.kernel_calibration import calibrate_kernels
 from latency_models.profiler import open_table, profile_layers, regress_layers
 from latency_models.onnx_runtime import INT8_EXPORT
 from latency_models.sampling import sample_times
@@ -145,11 +145,11 @@ def measure_remainders(table: LatencyTable, model: nn.Module, info: ModelInfo,
 
 def store_remainders(table: LatencyTable, info: ModelInfo, profile: HardwareProfile,
                      timed: Sequence[tuple[Policy, float]]) -> None:
-    """Store whole − overhead − kernels for each (policy, whole_ms) of ``timed``. A net priced
-    by ``--kernels-from`` first has its regressed kernels scaled per kind on these same timings
-    (:func:`latency_models.kernel_calibration.calibrate_regressed_kernels`), so its remainder
-    carries only what that leaves."""
-    calibrate_regressed_kernels(table, info, profile, timed)
+    """Store whole − overhead − kernels for each (policy, whole_ms) of ``timed``. The model's
+    kernels are first calibrated per kind on these same timings
+    (:func:`latency_models.kernel_calibration.calibrate_kernels`), so its remainder carries only
+    what that leaves."""
+    calibrate_kernels(table, info, profile, timed)
     rows: list[RemainderEntry] = []
     pred = Predictor(table, profile, warn=False)
     for policy, whole_ms in timed:

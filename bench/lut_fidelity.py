@@ -116,12 +116,9 @@ def refit_remainders(data: dict[str, Any], cid: str, threads: int, relative: boo
     predict its already-measured policies again: the measured side and the noise floor stay,
     except that a cell measured ``--relative`` is compared by its unscaled timings unless
     ``relative`` (its scaled figures kept under ``"relative"``)."""
-    from automl.core import Policy
     from automl.profiling import load_model_and_info, profile_model
-    from latency_models.predictor import Predictor
     from latency_models.profile import get_profile
     from latency_models.table import LatencyTable
-    from latency_models.validate import fidelity_metrics, metrics_by_mode
 
     cell = data["cells"][cid]
     path = table_file(cell)
@@ -133,7 +130,6 @@ def refit_remainders(data: dict[str, Any], cid: str, threads: int, relative: boo
     info = load_model_and_info(cell["model"], shape, 10)[1]
     samples_path = RESULTS / f"lut_fidelity_{cid.replace('@', '_')}.json"
     report = json.loads(samples_path.read_text())
-    pred = Predictor(table, warn=False)
     if report.get("relative_to_reference") and not relative:
         report["relative"] = {k: report[k] for k in ("within_5pct", "within_10pct", "mape", "spearman",
                                                       "repeatability")}
@@ -142,6 +138,19 @@ def refit_remainders(data: dict[str, Any], cid: str, threads: int, relative: boo
             smp["measured_ms"] = min(smp["measured_ms_raw_passes"])
         report["repeatability"] = report["repeatability_raw"]
         report["relative_to_reference"] = False
+    report["remainders_refit"] = True
+    repredict_report(cell, samples_path, report, table, info, "remainders refit")
+
+
+def repredict_report(cell: dict[str, Any], samples_path: Path, report: dict[str, Any],
+                     table: "LatencyTable", info: "ModelInfo", why: str) -> None:
+    """Predict a cell's measured policies again from ``table``; its metrics, scatter and the
+    results row follow (the measured side is kept as it is)."""
+    from automl.core import Policy
+    from latency_models.predictor import Predictor
+    from latency_models.validate import fidelity_metrics, metrics_by_mode
+
+    pred = Predictor(table, warn=False)
     for smp in report["samples"]:
         smp["predicted_ms"] = pred.predict(info, Policy.from_dict(smp["policy"]))[0]
     pm = [smp["predicted_ms"] for smp in report["samples"]]
@@ -151,14 +160,35 @@ def refit_remainders(data: dict[str, Any], cid: str, threads: int, relative: boo
         report["absolute"] = fidelity_metrics(pm, [min(smp["measured_ms_raw_passes"])
                                                    for smp in report["samples"]])
     report["by_mode"] = metrics_by_mode(report["samples"])
-    report["remainders_refit"] = True
     samples_path.write_text(json.dumps(report, indent=1))
-    if report.get("png"):   # the scatter re-drawn with the new predictions
+    png = Path(report.get("png") or samples_path.with_suffix(".png"))
+    if png.is_file():   # the scatter re-drawn with the new predictions
         from latency_models.plots import scatter_png
-        scatter_png(pm, mm, report["png"], f"{cell['model']} {list(shape)} (remainders refit): "
+        scatter_png(pm, mm, png, f"{cell['model']} {list(info.input_shape)} ({why}): "
                     f"{report['within_10pct']:.0%} within ±10%, Spearman {report['spearman']:.3f}",
                     [smp["mode"] for smp in report["samples"]])
     cell.update({k: v for k, v in report.items() if k != "samples"})
+
+
+def calibrate_stored(data: dict[str, Any], cid: str) -> None:
+    """``--calibrate-stored``: a cell's own table gets its kernels calibrated per kind
+    (``latency_models.kernel_calibration``) on the whole-model timings it stored, its remainder
+    re-fitted on them, and its measured policies predicted again; nothing is timed."""
+    from automl.profiling import load_model_and_info, store_remainders, stored_timings
+    from latency_models.table import LatencyTable
+    from latency_models.validate import table_profile
+
+    cell = data["cells"][cid]
+    path = table_file(cell)
+    table = LatencyTable.load(path)
+    info = load_model_and_info(cell["model"], tuple(cell["input_shape"]), 10)[1]
+    profile = table_profile(table)
+    store_remainders(table, info, profile, stored_timings(table, info, profile))
+    table.save(path)
+    samples_path = RESULTS / f"lut_fidelity_{cid.replace('@', '_')}.json"
+    report = json.loads(samples_path.read_text())
+    report["kernel_multipliers"] = table.metadata.kernel_multipliers.get(info.model_name)
+    repredict_report(cell, samples_path, report, table, info, "kernels calibrated")
 
 
 def merged_table(tables: "list[LatencyTable]", kernels: Path | None = None) -> "LatencyTable":
@@ -355,10 +385,8 @@ def repredict_user_net(data: dict[str, Any], name: str, shape: tuple[int, ...], 
                        path: Path, tag: str) -> None:
     """``--user-net … --repredict``: its cached table calibrated (:func:`calibrate_cached`) and its
     already-measured policies predicted again; nothing is timed, the zero-shot figures stay."""
-    from automl.core import Policy
-    from latency_models.predictor import Predictor
     from latency_models.table import LatencyTable
-    from latency_models.validate import fidelity_metrics, metrics_by_mode, table_profile
+    from latency_models.validate import table_profile
 
     cid = cell_id(name, shape)
     record = data.get("user_nets", {}).get(cid)
@@ -367,23 +395,9 @@ def repredict_user_net(data: dict[str, Any], name: str, shape: tuple[int, ...], 
         raise SystemExit(f"--repredict: {cid} has no table and measured policies yet; run it without")
     table = LatencyTable.load(path)
     calibrate_cached(table, info, table_profile(table), path)
-    pred = Predictor(table, warn=False)
     report = json.loads(samples_path.read_text())
-    for smp in report["samples"]:
-        smp["predicted_ms"] = pred.predict(info, Policy.from_dict(smp["policy"]))[0]
-    report.update(fidelity_metrics([x["predicted_ms"] for x in report["samples"]],
-                                   [x["measured_ms"] for x in report["samples"]]))
-    report["by_mode"] = metrics_by_mode(report["samples"])
-    samples_path.write_text(json.dumps(report, indent=1))
-    png = RESULTS / f"lut_fidelity_{tag}.png"
-    if png.is_file():   # the scatter re-drawn with the new predictions
-        from latency_models.plots import scatter_png
-        pm = [x["predicted_ms"] for x in report["samples"]]
-        scatter_png(pm, [x["measured_ms"] for x in report["samples"]], png,
-                    f"{name} {list(shape)} (kernels calibrated): {report['within_10pct']:.0%} within "
-                    f"±10%, Spearman {report['spearman']:.3f}", [x["mode"] for x in report["samples"]])
-    record.update({k: v for k, v in report.items() if k != "samples"},
-                  kernel_multipliers=table.metadata.kernel_multipliers.get(info.model_name))
+    repredict_report(record, samples_path, report, table, info, "kernels calibrated")
+    record["kernel_multipliers"] = table.metadata.kernel_multipliers.get(info.model_name)
     save_results(data)
     print(cid, "repredicted", json.dumps({k: record.get(k) for k in ("within_5pct", "within_10pct", "spearman")}))
 
@@ -471,6 +485,10 @@ def main(argv: list[str] | None = None) -> int:
                          "with profile --kernels-from all the cells' tables (and --kernels), "
                          "validated, and predicted zero-shot (needs the machine idle)")
     ap.add_argument("--table", action="store_true", help="print the markdown table and exit")
+    ap.add_argument("--calibrate-stored", action="store_true",
+                    help="calibrate the cells' tables' kernels per kind on the whole-model timings "
+                         "they stored, re-fit their remainders and predict their measured policies "
+                         "again (nothing is timed)")
     ap.add_argument("--repredict", action="store_true",
                     help="with --user-net: calibrate its cached table's regressed kernels on the "
                          "whole-model timings it stored and predict its measured policies again "
@@ -489,6 +507,14 @@ def main(argv: list[str] | None = None) -> int:
     specs = ["lenet5@1x16x16", "resnet20@1x16x16"] if args.quick else args.models.split(",")
     if args.quick:
         args.samples = 6
+    if args.calibrate_stored:
+        for spec in specs:
+            cid = cell_id(*parse_cell(spec))
+            if "n" in data["cells"].get(cid, {}):
+                calibrate_stored(data, cid)
+                save_results(data)
+                print(cid, "calibrated", json.dumps({k: data["cells"][cid].get(k) for k in SUMMARY_KEYS}))
+        return 0
     if args.refit_remainders:
         for spec in specs:
             cid = cell_id(*parse_cell(spec))

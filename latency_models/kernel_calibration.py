@@ -1,34 +1,37 @@
-"""Calibrating a net's regressed kernels on its own whole-model timings.
+"""A model's kernels calibrated per kind on its own whole-model timings.
 
-``hwcompress profile --kernels-from`` prices a net's layers with a
-:class:`~latency_models.unseen.KernelRegressor` fitted on other nets and times only the whole
-net at the remainder points. The regression's bias is uneven across kernel types: held out of
-a table that knows VGG, ResNet-18's 7×7 entries came out 0.76× their measured time and its 3×3
-ones 0.98–1.06× (BENCHMARKS.md, issue 14). A remainder curve over the activation ratio cannot
-absorb a bias that moves with *which* layers a policy keeps, so the net read 64% within ±10%.
+A table prices a policy as overhead + Σ kernels + remainder. The kernels are lone layers —
+measured in isolation, or regressed from other nets (``hwcompress profile --kernels-from``) —
+and what they miss of the graph differs by kernel kind: regressed, ResNet-18's 7×7 entries
+came out 0.76× their measured time and its 3×3 ones ≈1× (held out of a table that knows VGG);
+measured, a lone layer runs with its weights warm and its layout settled, which a graph does
+not give every kind alike. The remainder is a curve over the activation ratio (plus glue terms);
+it cannot absorb an error that moves with *which* layers a policy keeps.
 
-The remainder points already time the whole net at ~32 policies that keep different layers.
-:class:`GroupMultipliers` fits one multiplier per (op, kernel size, precision) group of
-regressed kernels on them — whole − fixed ≈ Σ_g α_g·K_g + a linear stand-in for the remainder
+The remainder points already time the whole model at ~32 policies that keep different layers.
+:class:`GroupMultipliers` fits one multiplier per (op, kernel size, precision) group of the
+model's kernels on them — whole − overhead ≈ Σ_g α_g·K_g + a linear stand-in for the remainder
 (constant, activation ratio, its int8 part, boundary ratio) — with a ridge that pulls each α_g
 toward 1 (scaled by the group's size), its strength chosen by leave-one-out over the timed points
-(no validation policy is used; "no correction" is one of the choices). The regressed entries are
-scaled by their group's α; the remainder is then fitted as for any table. Measured entries are
-never scaled: they count as fixed.
+(no validation policy is used; "no correction" is one of the choices). They are recorded per
+model in the table's metadata and applied by the predictor to that model's kernels; the remainder
+is then fitted on what is left, as before. The entries stay what was measured or regressed.
 
-Read the multipliers as regression coefficients, not as each kernel kind's true error: a group
-with a small share of the time (a stem conv, the classifier) is weakly identified and often
+Read the multipliers as regression coefficients, not as each kernel kind's true in-graph cost: a
+group with a small share of the time (a stem conv, the classifier) is weakly identified and often
 sits at a bound (:data:`MULTIPLIER_BOUNDS`) — it then stands in for how the policy's first or
 last width moves the remainder. Leaving such groups at 1 was worse (MobileNetV2-1.0 held out:
-80% within ±10% instead of 90%). What the leave-one-out guards is the prediction; measured on
-the held-out families' validation policies (``python -m bench.lut_fidelity --holdout-calibrated``,
-BENCHMARKS.md): MobileNetV2-1.0 @224 82% → 90% within ±10%, ResNet-18 @224 64% → 94%,
-MobileNetV2-0.5 @32 87% → 91% (unscaled timings), ResNet-20 and VGG unchanged (96%, 88%).
+80% within ±10% instead of 90%). Measured on the stored validation policies (``python -m
+bench.lut_fidelity --calibrate-stored``, BENCHMARKS.md, issue 14), within ±10% / ±5%:
+MobileNetV2-1.0 @224 100% / 70% → 100% / 88%, ResNet-18 @224 92% / 58% → 100% / 68%, ResNet-20
+@32 unchanged (no correction chosen), MobileNetV2-0.5 @32 96% / 76% → 96% / 74%, VGG @32
+100% / 88% → 100% / 77%; held out (kernels regressed): MobileNetV2-1.0 82% → 90%, ResNet-18
+64% → 94%, MobileNetV2-0.5 87% → 91%, ResNet-20 and VGG unchanged (96%, 88%).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -37,17 +40,12 @@ from automl.core import ModelInfo, Policy
 
 from .predictor import Predictor, policy_features
 from .profile import HardwareProfile
-from .table import LatencyTable, layer_key
-from .unseen import KernelShape
+from .table import LatencyTable
+from .unseen import kernel_group
 
 RIDGES = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)   # tried by leave-one-out; "none" (α = 1) as well
 MULTIPLIER_BOUNDS = (0.3, 3.0)              # a regression off by more is a broken kernel sample
 REMAINDER_TERMS = 4                         # constant, act ratio, int8 act ratio, boundary ratio
-
-
-def kernel_group(key: str, precision: str) -> str:
-    """The group a table entry is calibrated with: op and kernel size (``conv|k=3``), precision."""
-    return f"{KernelShape.parse(key).group()}|{precision}"
 
 
 @dataclass(frozen=True)
@@ -55,8 +53,8 @@ class WholeTiming:
     """One remainder point of the net: its whole-model time split the way the fit needs it."""
 
     whole_ms: float
-    fixed_ms: float                          # overhead + Σ the net's measured (unscaled) kernels
-    group_kernels_ms: Mapping[str, float]    # Σ regressed kernels per :func:`kernel_group`
+    fixed_ms: float                          # what no multiplier applies to: the per-call overhead
+    group_kernels_ms: Mapping[str, float]    # Σ the kernels per :func:`kernel_group`
     act_ratio: float
     int8_fraction: float
     boundary_ratio: float
@@ -96,48 +94,32 @@ class GroupMultipliers:
         return cls({g: float(a) for g, a in zip(groups, alpha)}, float(best), loo)
 
 
-def calibrate_regressed_kernels(table: LatencyTable, info: ModelInfo, profile: HardwareProfile,
-                                timed: Sequence[tuple[Policy, float]]) -> GroupMultipliers:
-    """Fit :class:`GroupMultipliers` for ``info``'s regressed kernels on its whole-model timings
-    ``timed`` ((policy, whole_ms) at the remainder points), scale those entries of ``table`` by
-    them and record the multipliers (times any recorded before: a re-fit corrects the scaled
-    entries) in ``table.metadata.kernel_multipliers[model]``. A net with no regressed entry (its
-    layers were timed) is left as it is."""
-    keys = {layer_key(l) for l in info.layers}
-    regressed = {(e.key, e.precision) for e in table.entries.values()
-                 if e.key in keys and e.latency_source == "regressed"}
-    if not regressed:
-        return GroupMultipliers()
-    # undo an earlier calibration first, so a re-fit (remainders re-timed) starts from the
-    # regression's own guesses and the record stays one multiplier per group, not a product
-    _scale(table, regressed, {g: 1.0 / a for g, a in
-                              table.metadata.kernel_multipliers.get(info.model_name, {}).items()})
+def calibrate_kernels(table: LatencyTable, info: ModelInfo, profile: HardwareProfile,
+                      timed: Sequence[tuple[Policy, float]]) -> GroupMultipliers:
+    """Fit :class:`GroupMultipliers` for ``info``'s kernels on its whole-model timings ``timed``
+    ((policy, whole_ms) at the remainder points) and record them in
+    ``table.metadata.kernel_multipliers[model]`` (empty: fitted, leave-one-out chose no
+    correction), where :class:`~latency_models.predictor.Predictor` applies them to this model's
+    kernels. The entries themselves are left as measured (or regressed): another model of the
+    table that shares a layer shape is not moved. Any earlier record of the model is set aside
+    first, so a re-fit starts from the entries again."""
+    table.metadata.kernel_multipliers.pop(info.model_name, None)
+    table.version += 1                       # predictors built on the table drop their caches
     pred = Predictor(table, profile, warn=False)
     plan = pred.plan(info)
     timings = []
     for policy, whole_ms in timed:
-        fixed, groups = table.overhead_ms, {}
+        groups: dict[str, float] = {}
         for key, cin, cout, w, a, _, _ in plan.shapes(policy):
             precision = pred.precision(w, a)
-            ms = pred.layer_cost(key, precision, cin, cout)[0]
-            if (key, precision) in regressed:
-                g = kernel_group(key, precision)
-                groups[g] = groups.get(g, 0.0) + ms
-            else:
-                fixed += ms
+            g = kernel_group(key, precision)
+            groups[g] = groups.get(g, 0.0) + pred.layer_cost(key, precision, cin, cout)[0]
         act, q, boundary = policy_features(info, policy, profile)
-        timings.append(WholeTiming(whole_ms, fixed, groups, act, q, boundary))
+        timings.append(WholeTiming(whole_ms, table.overhead_ms, groups, act, q, boundary))
     fit = GroupMultipliers.fit(timings)
-    _scale(table, regressed, fit.multipliers)
     table.metadata.kernel_multipliers[info.model_name] = dict(sorted(fit.multipliers.items()))
+    table.version += 1
     return fit
-
-
-def _scale(table: LatencyTable, regressed: set[tuple[str, str]], multipliers: Mapping[str, float]) -> None:
-    for e in list(table.entries.values()):
-        a = multipliers.get(kernel_group(e.key, e.precision), 1.0)
-        if (e.key, e.precision) in regressed and a != 1.0:
-            table.add(replace(e, latency_ms=e.latency_ms * a))
 
 
 def _solve(k: np.ndarray, f: np.ndarray, y: np.ndarray, scale: np.ndarray,
@@ -165,4 +147,4 @@ def _loo_rel_rmse(k: np.ndarray, f: np.ndarray, y: np.ndarray, scale: np.ndarray
     return float(np.sqrt(np.mean(np.square(errors))))
 
 
-__all__ = ["GroupMultipliers", "WholeTiming", "kernel_group", "calibrate_regressed_kernels", "RIDGES", "MULTIPLIER_BOUNDS"]
+__all__ = ["GroupMultipliers", "WholeTiming", "kernel_group", "calibrate_kernels", "RIDGES", "MULTIPLIER_BOUNDS"]

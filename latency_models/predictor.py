@@ -29,6 +29,7 @@ from automl.core import FLOAT_BITS, ModelInfo, Policy, kept_channels
 from .devices.registry import kind_for_runtime
 from .profile import PROFILES, HardwareProfile
 from .table import LatencyTable, RemainderEntry, TableError, layer_key
+from .unseen import kernel_group
 
 if TYPE_CHECKING:
     from .unseen import UnseenModel
@@ -283,7 +284,7 @@ class Predictor:
         self._refresh()
         plan = self.plan(info)
         shapes = plan.shapes(policy)
-        lat, en, int8_lat = self._kernel_sum(shapes)
+        lat, en, int8_lat = self._kernel_sum(shapes, self.multipliers(info))
         rem = self._remainder(info, *plan.features(shapes, self.precision), int8_kernels_ms=int8_lat)
         # a remainder corrects the kernels (isolated entries carry costs a graph shares) but
         # never takes away more than half of them: a fitted one (curves far from their points,
@@ -294,7 +295,7 @@ class Predictor:
     def kernels(self, info: ModelInfo, policy: Policy) -> tuple[float, float]:
         """Σ of the layer kernels' (latency_ms, energy_mj) under ``policy``."""
         self._refresh()
-        return self._kernel_sum(self.plan(info).shapes(policy))[:2]
+        return self._kernel_sum(self.plan(info).shapes(policy), self.multipliers(info))[:2]
 
     def int8_kernels_ms(self, info: ModelInfo, policy: Policy) -> float:
         """Σ of the int8 layers' kernel latency under ``policy`` (part of :meth:`kernels`)."""
@@ -304,14 +305,23 @@ class Predictor:
         """(Σ latency_ms, Σ energy_mj, Σ latency_ms of the int8 layers) of the layer kernels
         under ``policy``: :meth:`kernels` and :meth:`int8_kernels_ms` in one pass."""
         self._refresh()
-        return self._kernel_sum(self.plan(info).shapes(policy))
+        return self._kernel_sum(self.plan(info).shapes(policy), self.multipliers(info))
 
-    def _kernel_sum(self, shapes) -> tuple[float, float, float]:
-        """(Σ latency, Σ energy, Σ latency of the int8 layers)."""
+    def multipliers(self, info: ModelInfo) -> dict[str, float] | None:
+        """The in-graph multipliers per kernel group fitted for this model on its whole-model
+        timings (:mod:`latency_models.kernel_calibration`), or None (a table from before them,
+        or a model whose fit chose no correction)."""
+        return self.table.metadata.kernel_multipliers.get(info.model_name) or None
+
+    def _kernel_sum(self, shapes, multipliers: dict[str, float] | None = None) -> tuple[float, float, float]:
+        """(Σ latency, Σ energy, Σ latency of the int8 layers); each kernel's latency times its
+        group's multiplier when given (energy is the kernels' own)."""
         lat = en = int8_lat = 0.0
         for key, cin, cout, w, a, _, _ in shapes:
             precision = self.precision(w, a)
             l, e = self.layer_cost(key, precision, cin, cout)
+            if multipliers:
+                l *= multipliers.get(kernel_group(key, precision), 1.0)
             lat += l
             en += e
             if precision == "int8":
@@ -322,7 +332,7 @@ class Predictor:
         plan = self.plan(info)
         shapes = plan.shapes(policy)
         return self._remainder(info, *plan.features(shapes, self.precision),
-                               int8_kernels_ms=self._kernel_sum(shapes)[2])
+                               int8_kernels_ms=self._kernel_sum(shapes, self.multipliers(info))[2])
 
     def _remainder(self, info: ModelInfo, act: float, q: float, boundary: float = 0.0,
                    int8_kernels_ms: float = 0.0) -> float:
@@ -355,7 +365,7 @@ class Predictor:
         if not ref:
             return
         try:
-            now = self._kernel_sum(self.plan(info).shapes(Policy()))[0]
+            now = self._kernel_sum(self.plan(info).shapes(Policy()), self.multipliers(info))[0]
         except TableError:
             return
         then = ref[0].kernels_ms

@@ -291,6 +291,10 @@ class LatencyTable:
             rows = other.remainders_for(model, shape)
             if rows and (prefer == "other" or not out.remainders_for(model, shape)):
                 out.set_remainders(model, shape, rows)
+                # the multipliers its rows were computed with travel with them
+                md.kernel_multipliers.pop(model, None)
+                if model in other.metadata.kernel_multipliers:
+                    md.kernel_multipliers[model] = dict(other.metadata.kernel_multipliers[model])
         if not out.overhead_ms:
             out.overhead_ms = other.overhead_ms
         return out

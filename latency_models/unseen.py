@@ -28,6 +28,7 @@ core types are imported: the caller passes the traced :class:`ModelInfo` of the 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -83,6 +84,14 @@ class KernelShape:
 
     def group(self) -> str:
         return self.op if self.op == "linear" else f"{self.op}|k={self.kernel}"
+
+
+@lru_cache(maxsize=4096)
+def kernel_group(key: str, precision: str) -> str:
+    """A table entry's kernel kind: op and kernel size (``conv|k=3``) and precision — what the
+    regressor pools its fits by and what a model's in-graph multipliers are kept per
+    (:mod:`latency_models.kernel_calibration`)."""
+    return f"{KernelShape.parse(key).group()}|{precision}"
 
 
 @dataclass
@@ -228,10 +237,11 @@ def table_without(table: LatencyTable, models: Sequence[ModelInfo]) -> LatencyTa
     names = {info.model_name for info in models}
     md = TableMetadata(**table.metadata.to_dict())
     md.input_shapes = {m: s for m, s in md.input_shapes.items() if m not in names}
+    md.kernel_multipliers = {m: k for m, k in md.kernel_multipliers.items() if m not in names}
     return LatencyTable(md, [e for e in table.entries.values() if e.key not in keys],
                         [r for r in table.remainders if r.model not in names],
                         table.overhead_ms, table.overhead_source)
 
 
-__all__ = ["KernelShape", "KernelRegressor", "CrossModelRemainder", "UnseenModel", "table_without",
+__all__ = ["KernelShape", "kernel_group", "KernelRegressor", "CrossModelRemainder", "UnseenModel", "table_without",
            "remainder_features"]

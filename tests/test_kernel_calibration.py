@@ -1,6 +1,6 @@
-"""Calibrating a net's regressed kernels on its whole-model timings (issue 14, `profile
---kernels-from`): the fit recovers per-kind multipliers a synthetic net's timings carry, says
-"no correction" when none is needed, and scales only the regressed entries of the table."""
+"""Calibrating a model's kernels per kind on its whole-model timings (issue 14): the fit recovers
+per-kind multipliers a synthetic net's timings carry, says "no correction" when none is needed,
+and the predictor applies the recorded multipliers to that model only, entries untouched."""
 
 from __future__ import annotations
 
@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 
 from automl.profiling import load_model_and_info
-from latency_models.kernel_calibration import (GroupMultipliers, WholeTiming, calibrate_regressed_kernels,
-                                               kernel_group)
+from latency_models.kernel_calibration import GroupMultipliers, WholeTiming, kernel_group
 from latency_models.predictor import Predictor
 from latency_models.profile import get_profile
 from latency_models.profiler import new_metadata
-from latency_models.table import LatencyTable, TableEntry, layer_key
+from latency_models.table import LatencyTable, RemainderEntry, TableEntry, layer_key
 from latency_models.unseen import KernelShape
 from latency_models.validate import sample_policy
 
@@ -76,12 +75,12 @@ def _true_whole_ms(table: LatencyTable, info, profile, policy) -> float:
     return whole
 
 
-def test_calibration_scales_the_regressed_kernels_and_predicts_new_policies_better():
-    """Whole-model timings of 32 random policies of a net whose regressed 3×3 kernels are off
-    unevenly: after the calibration (and the remainder fitted on what is left) new policies
-    predict closer than with the remainder alone, the measured classifier entry is untouched,
-    and the multipliers are recorded per model (a re-fit on the same timings starts from the
-    regression's guesses again, so it records the same ones)."""
+def test_calibration_predicts_new_policies_better_and_leaves_the_entries_as_they_were():
+    """Whole-model timings of 32 random policies of a net whose kernels run in its graph off
+    their entries unevenly by kind: after the calibration (and the remainder fitted on what is
+    left) new policies predict closer than with the remainder alone. The entries are not
+    touched (another model sharing a shape would move), the multipliers are recorded per model
+    and applied by the predictor, and a re-fit on the same timings records the same ones."""
     from automl.profiling import store_remainders
 
     profile = get_profile("cpu-ort", 1)
@@ -91,24 +90,41 @@ def test_calibration_scales_the_regressed_kernels_and_predicts_new_policies_bett
     new_policies = [sample_policy(info, rng, "fp32", min_keep=0.25)[0] for _ in range(40)]
     timed = [(p, _true_whole_ms(table, info, profile, p)) for p in fit_policies]
     truth = [_true_whole_ms(table, info, profile, p) for p in new_policies]
+    entries_before = {e.ident: e.latency_ms for e in table.entries.values()}
 
-    plain, _ = _resnet20_table(profile)   # the same entries, taken as measured: not calibrated
-    for e in list(plain.entries.values()):
-        plain.add(TableEntry(**{**e.to_dict(), "latency_source": "measured"}))
+    plain, _ = _resnet20_table(profile)   # the same table, its remainder fitted without multipliers
     store_remainders(plain, info, profile, timed)
-    measured_before = {e.ident: e.latency_ms for e in table.entries.values() if e.latency_source == "measured"}
+    plain.metadata.kernel_multipliers.pop("resnet20")
+    plain.set_remainders("resnet20", info.input_shape, [
+        RemainderEntry(**{**r.to_dict(), "kernels_ms": k, "remainder_ms": w - plain.overhead_ms - k})
+        for r, (p, w) in zip(plain.remainders_for("resnet20", info.input_shape), timed)
+        for k in [Predictor(plain, profile, warn=False).kernels(info, p)[0]]])
     store_remainders(table, info, profile, timed)
 
     def error(t: LatencyTable) -> float:
         pred = Predictor(t, profile, warn=False)
         return float(np.mean([abs(pred.predict(info, p)[0] / y - 1) for p, y in zip(new_policies, truth)]))
 
-    assert "resnet20" not in plain.metadata.kernel_multipliers
     record = dict(table.metadata.kernel_multipliers["resnet20"])
     assert record and all(0.3 <= a <= 3.0 for a in record.values())
-    assert error(table) < 0.8 * error(plain)   # 0.52% vs 0.74% mean error (deterministic)
-    assert {e.ident: e.latency_ms for e in table.entries.values()
-            if e.latency_source == "measured"} == measured_before
+    assert error(table) < 0.8 * error(plain)   # deterministic: no timing
+    assert {e.ident: e.latency_ms for e in table.entries.values()} == entries_before
+    # the predictor applies them to this model's kernels only
+    p = new_policies[0]
+    raw = Predictor(plain, profile, warn=False).kernels(info, p)[0]
+    assert Predictor(table, profile, warn=False).kernels(info, p)[0] != pytest.approx(raw)
     store_remainders(table, info, profile, timed)
-    again = table.metadata.kernel_multipliers["resnet20"]
-    assert again == pytest.approx(record, rel=1e-9)   # undone first: not compounded
+    assert table.metadata.kernel_multipliers["resnet20"] == pytest.approx(record, rel=1e-9)
+
+
+def test_a_merge_carries_a_model_s_multipliers_with_its_remainders():
+    profile = get_profile("cpu-ort", 1)
+    table, info = _resnet20_table(profile)
+    rng = np.random.default_rng(2)
+    timed = [(p, _true_whole_ms(table, info, profile, p))
+             for p in (sample_policy(info, rng, "fp32", min_keep=0.25)[0] for _ in range(32))]
+    from automl.profiling import store_remainders
+    store_remainders(table, info, profile, timed)
+    empty = LatencyTable(new_metadata(profile, "horowitz45nm"))
+    merged = empty.merge(table)
+    assert merged.metadata.kernel_multipliers["resnet20"] == table.metadata.kernel_multipliers["resnet20"]
