@@ -384,7 +384,8 @@ class LatencyTable:
                 "models": md.input_shapes, "entries": len(self.entries), "layer_keys": len(self.keys()),
                 "remainders": len(self.remainders), "overhead_ms": self.overhead_ms,
                 "sources": by_source, "created": md.created,
-                "hwcompress_version": md.hwcompress_version, "energy_model": md.energy_model}
+                "hwcompress_version": md.hwcompress_version, "energy_model": md.energy_model,
+                "kernel_multipliers": md.kernel_multipliers}
 
 
 def _rel_iqr(e: TableEntry) -> float:
