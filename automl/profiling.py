@@ -166,19 +166,37 @@ def store_remainders(table: LatencyTable, info: ModelInfo, profile: HardwareProf
     table.metadata.int8_export = INT8_EXPORT
 
 
-def stored_timings(table: LatencyTable, info: ModelInfo, profile: HardwareProfile,
-                   widths: Sequence[float] = DEFAULT_WIDTHS,
-                   random_points: int = RANDOM_REMAINDER_POINTS) -> list[tuple[Policy, float]]:
+def stored_timings(table: LatencyTable, info: ModelInfo,
+                   profile: HardwareProfile) -> list[tuple[Policy, float]]:
     """The (policy, whole_ms) pairs a table's remainder rows of ``info`` were computed from: the
-    policies re-derived (:func:`remainder_policies` is seeded), each checked against its row.
-    For re-fitting a remainder without timing again (a table from before a fitting change)."""
-    points = remainder_policies(info, profile, widths, random_points)
+    policies re-derived (:func:`remainder_policies` is seeded; a full table's points or a quick
+    one's), each checked against its row. For re-fitting without timing again (a table from
+    before a fitting change: :func:`recalibrate`)."""
     rows = table.remainders_for(info.model_name, info.input_shape)
-    if len(rows) != len(points) or any(
-            abs(policy_features(info, p, profile)[0] - r.act_ratio) > 1e-6 for p, r in zip(points, rows)):
-        raise TableError(f"latency table: the {len(rows)} remainder rows of {info.model_name!r} are "
-                         f"not the {len(points)} points of today's procedure; profile it again")
-    return [(p, r.whole_ms) for p, r in zip(points, rows)]
+    for widths, random_points in ((DEFAULT_WIDTHS, RANDOM_REMAINDER_POINTS), (QUICK_WIDTHS, 0)):
+        points = remainder_policies(info, profile, widths, random_points)
+        if len(rows) == len(points) and all(
+                abs(policy_features(info, p, profile)[0] - r.act_ratio) <= 1e-6 for p, r in zip(points, rows)):
+            return [(p, r.whole_ms) for p, r in zip(points, rows)]
+    raise TableError(f"latency table: the {len(rows)} remainder rows of {info.model_name!r} are not "
+                     "the points of today's procedure; profile it again to re-time them")
+
+
+def recalibrate(table: LatencyTable, model_name: str, num_classes: int = 10) -> dict[str, float]:
+    """``hwcompress lut calibrate``: re-fit ``model_name``'s kernel multipliers
+    (:mod:`latency_models.kernel_calibration`) and remainder on the whole-model timings ``table``
+    stored, timing nothing; returns the multipliers. For a table built before the calibration
+    existed (it predicts as before until then)."""
+    if model_name not in table.metadata.input_shapes:
+        raise TableError(f"latency table has no model {model_name!r} (it has "
+                         f"{sorted(table.metadata.input_shapes)})")
+    info = load_model_and_info(model_name, table.metadata.input_shapes[model_name], num_classes)[1]
+    profile = table_profile(table)
+    if stale_remainders(table) or not table.remainders_for(model_name, info.input_shape):
+        raise TableError(f"latency table: {model_name!r} has no current remainder timings to "
+                         "calibrate on; run `hwcompress profile` on it")
+    store_remainders(table, info, profile, stored_timings(table, info, profile))
+    return table.metadata.kernel_multipliers[model_name]
 
 
 def stale_remainders(table: LatencyTable) -> bool:

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from automl.core import ModelInfo
-    from latency_models.profile import HardwareProfile
     from latency_models.table import LatencyTable
 
 RESULTS = Path(__file__).parent / "results"
@@ -174,16 +173,14 @@ def calibrate_stored(data: dict[str, Any], cid: str) -> None:
     """``--calibrate-stored``: a cell's own table gets its kernels calibrated per kind
     (``latency_models.kernel_calibration``) on the whole-model timings it stored, its remainder
     re-fitted on them, and its measured policies predicted again; nothing is timed."""
-    from automl.profiling import load_model_and_info, store_remainders, stored_timings
+    from automl.profiling import load_model_and_info, recalibrate
     from latency_models.table import LatencyTable
-    from latency_models.validate import table_profile
 
     cell = data["cells"][cid]
     path = table_file(cell)
     table = LatencyTable.load(path)
     info = load_model_and_info(cell["model"], tuple(cell["input_shape"]), 10)[1]
-    profile = table_profile(table)
-    store_remainders(table, info, profile, stored_timings(table, info, profile))
+    recalibrate(table, cell["model"])
     table.save(path)
     samples_path = RESULTS / f"lut_fidelity_{cid.replace('@', '_')}.json"
     report = json.loads(samples_path.read_text())
@@ -242,16 +239,15 @@ def holdout(data: dict[str, Any], quick: bool, kernels: Path | None = None,
                                (np.array(predicted) - np.array(measured)) / np.array(measured)))}
 
 
-def calibrate_cached(table: "LatencyTable", info: "ModelInfo", profile: "HardwareProfile",
-                     path: Path) -> None:
-    """A cached ``--kernels-from`` table built before its regressed kernels were calibrated
-    (``latency_models.kernel_calibration``): calibrate them on the whole-model timings it
-    stored and re-fit its remainder, timing nothing."""
-    from automl.profiling import store_remainders, stored_timings
+def calibrate_cached(table: "LatencyTable", info: "ModelInfo", path: Path) -> None:
+    """A cached ``--kernels-from`` table built before the per-kind kernel calibration
+    (``latency_models.kernel_calibration``): calibrated on the whole-model timings it stored
+    (``hwcompress lut calibrate``), timing nothing."""
+    from automl.profiling import recalibrate
 
     if info.model_name in table.metadata.kernel_multipliers:
         return
-    store_remainders(table, info, profile, stored_timings(table, info, profile))
+    recalibrate(table, info.model_name)
     table.save(path)
     print(f"{info.model_name}: regressed kernels calibrated on its stored whole-model timings: "
           f"{table.metadata.kernel_multipliers[info.model_name]}")
@@ -301,7 +297,7 @@ def holdout_calibrated(data: dict[str, Any], kernels: Path | None, threads: int,
         profile = get_profile("cpu-ort", threads)
         table = profile_model(cell["model"], shape, profile, path, kernels_from=train)
         build_s = time.perf_counter() - t0 if fresh else (cell.get("holdout_calibrated") or {}).get("build_s")
-        calibrate_cached(table, info, profile, path)
+        calibrate_cached(table, info, path)
         pred = Predictor(table, warn=False)
         samples = json.loads(samples_path.read_text())["samples"]
         predicted = [pred.predict(info, Policy.from_dict(s["policy"]))[0] for s in samples]
@@ -386,7 +382,6 @@ def repredict_user_net(data: dict[str, Any], name: str, shape: tuple[int, ...], 
     """``--user-net … --repredict``: its cached table calibrated (:func:`calibrate_cached`) and its
     already-measured policies predicted again; nothing is timed, the zero-shot figures stay."""
     from latency_models.table import LatencyTable
-    from latency_models.validate import table_profile
 
     cid = cell_id(name, shape)
     record = data.get("user_nets", {}).get(cid)
@@ -394,7 +389,7 @@ def repredict_user_net(data: dict[str, Any], name: str, shape: tuple[int, ...], 
     if not path.is_file() or record is None or not samples_path.is_file():
         raise SystemExit(f"--repredict: {cid} has no table and measured policies yet; run it without")
     table = LatencyTable.load(path)
-    calibrate_cached(table, info, table_profile(table), path)
+    calibrate_cached(table, info, path)
     report = json.loads(samples_path.read_text())
     repredict_report(record, samples_path, report, table, info, "kernels calibrated")
     record["kernel_multipliers"] = table.metadata.kernel_multipliers.get(info.model_name)

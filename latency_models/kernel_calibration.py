@@ -44,13 +44,13 @@ from .table import LatencyTable
 from .unseen import kernel_group
 
 RIDGES = (0.1, 0.3, 1.0, 3.0, 10.0, 30.0)   # tried by leave-one-out; "none" (α = 1) as well
-MULTIPLIER_BOUNDS = (0.3, 3.0)              # a regression off by more is a broken kernel sample
+MULTIPLIER_BOUNDS = (0.3, 3.0)              # past these a multiplier stands in for something else
 REMAINDER_TERMS = 4                         # constant, act ratio, int8 act ratio, boundary ratio
 
 
 @dataclass(frozen=True)
 class WholeTiming:
-    """One remainder point of the net: its whole-model time split the way the fit needs it."""
+    """One remainder point of a model: its whole-model time split the way the fit needs it."""
 
     whole_ms: float
     fixed_ms: float                          # what no multiplier applies to: the per-call overhead
@@ -65,7 +65,7 @@ class WholeTiming:
 
 @dataclass(frozen=True)
 class GroupMultipliers:
-    """One multiplier per group of regressed kernels (module docstring); 1 for a group not fitted."""
+    """One multiplier per kernel group of a model (module docstring); 1 for a group not fitted."""
 
     multipliers: dict[str, float] = field(default_factory=dict)
     ridge: float | None = None               # the leave-one-out choice; None: left at 1

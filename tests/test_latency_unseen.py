@@ -214,3 +214,26 @@ def test_a_merge_keeps_a_measured_entry_over_a_regressed_one():
     for prefer in ("tighter", "other"):
         assert table.merge(other, prefer).entries[measured.ident].latency_source == "measured"
         assert other.merge(table, prefer).entries[measured.ident].latency_source == "measured"
+
+
+def test_lut_calibrate_fits_a_table_from_before_the_multipliers_without_timing(two_model_table, tmp_path,
+                                                                               capsys):
+    """`hwcompress lut calibrate`: a table written before `kernel_multipliers` existed gets them
+    fitted on the whole-model timings it stored (nothing re-timed: every remainder's whole_ms
+    stays), per model; an unknown model is refused by name."""
+    old = json.loads(two_model_table.read_text())
+    old["metadata"].pop("kernel_multipliers", None)
+    src = tmp_path / "old.json"
+    src.write_text(json.dumps(old))
+    before = LatencyTable.load(src)
+    assert before.metadata.kernel_multipliers == {}
+    out = tmp_path / "calibrated.json"
+    assert cli.main(["lut", "calibrate", str(src), "--out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out)
+    after = LatencyTable.load(out)
+    assert set(report["kernel_multipliers"]) == set(after.metadata.kernel_multipliers) == {"lenet5", "vgg"}
+    assert sorted(r.whole_ms for r in after.remainders) == sorted(r.whole_ms for r in before.remainders)
+    assert {e.ident: e.latency_ms for e in after.entries.values()} == \
+        {e.ident: e.latency_ms for e in before.entries.values()}
+    assert cli.main(["lut", "calibrate", str(src), "--model", "resnet20"]) == 2
+    assert "resnet20" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""``hwcompress profile`` and ``hwcompress lut {list,show,merge,validate}``.
+"""``hwcompress profile`` and ``hwcompress lut {list,show,merge,kernels,calibrate,validate}``.
 
 ``services/cli/main.py`` calls :func:`register` with its subparsers; every handler takes the
 argparse namespace and returns an exit code (0 ok, 2 bad input such as an unusable or
@@ -159,6 +159,20 @@ def cmd_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from automl.profiling import recalibrate
+
+    try:
+        table = LatencyTable.load(args.table)
+        models = args.model or sorted(table.metadata.input_shapes)
+        out = {m: recalibrate(table, m, args.num_classes) for m in models}
+        table.save(args.out or args.table)
+    except (TableError, ValueError) as exc:
+        return _err(str(exc))
+    print(json.dumps({"table": str(args.out or args.table), "kernel_multipliers": out}, indent=1))
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from automl.profiling import validate_model
 
@@ -241,6 +255,16 @@ def register(subparsers) -> None:
     kn.add_argument("--no-progress", action="store_true")
     _json_flag(kn, always=True)
     kn.set_defaults(func=cmd_kernels)
+    ca = sub.add_parser("calibrate", help="fit each model's per-kind kernel multipliers on the "
+                                          "whole-model timings the table stored (nothing is timed; "
+                                          "for tables built before them)")
+    ca.add_argument("table")
+    ca.add_argument("--model", action="append", default=None,
+                    help="a model of the table (repeatable; default: every model it profiled)")
+    ca.add_argument("--out", default=None, help="write here instead of over the table")
+    ca.add_argument("--num-classes", type=int, default=10)
+    _json_flag(ca, always=True)
+    ca.set_defaults(func=cmd_calibrate)
     va = sub.add_parser("validate", help="predicted vs measured latency on random policies")
     va.add_argument("--model", required=True)
     va.add_argument("--table", required=True)
