@@ -249,7 +249,7 @@ def calibrate_cached(table: "LatencyTable", info: "ModelInfo", path: Path) -> No
         return
     recalibrate(table, info.model_name)
     table.save(path)
-    print(f"{info.model_name}: regressed kernels calibrated on its stored whole-model timings: "
+    print(f"{info.model_name}: kernels calibrated on its stored whole-model timings: "
           f"{table.metadata.kernel_multipliers[info.model_name]}")
 
 

@@ -173,8 +173,9 @@ class TableMetadata:
     # the export decides which glue runs between int8 and fp32 layers, so a change makes the
     # remainders stale (the per-layer entries time lone layers and stay valid)
     int8_export: str = ""
-    # per model profiled with --kernels-from: the multipliers its regressed kernels were scaled
-    # by, fitted on its whole-model timings (latency_models.kernel_calibration), per group
+    # per model: the multiplier per kernel group (op, kernel size, precision) that the predictor
+    # applies to its kernels, fitted on its whole-model timings (latency_models.kernel_calibration);
+    # a model missing here predicts from its entries as they are
     kernel_multipliers: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:

@@ -243,5 +243,5 @@ def table_without(table: LatencyTable, models: Sequence[ModelInfo]) -> LatencyTa
                         table.overhead_ms, table.overhead_source)
 
 
-__all__ = ["KernelShape", "kernel_group", "KernelRegressor", "CrossModelRemainder", "UnseenModel", "table_without",
-           "remainder_features"]
+__all__ = ["KernelShape", "kernel_group", "KernelRegressor", "CrossModelRemainder", "UnseenModel",
+           "table_without", "remainder_features"]
