@@ -182,15 +182,18 @@ def stored_timings(table: LatencyTable, info: ModelInfo,
                      "the points of today's procedure; profile it again to re-time them")
 
 
-def recalibrate(table: LatencyTable, model_name: str, num_classes: int = 10) -> dict[str, float]:
+def recalibrate(table: LatencyTable, model_name: str, num_classes: int = 10,
+                info: ModelInfo | None = None) -> dict[str, float]:
     """``hwcompress lut calibrate``: re-fit ``model_name``'s kernel multipliers
     (:mod:`latency_models.kernel_calibration`) and remainder on the whole-model timings ``table``
     stored, timing nothing; returns the multipliers. For a table built before the calibration
-    existed (it predicts as before until then)."""
+    existed (it predicts as before until then). ``info``: the model's trace when the caller has
+    it (else the model is built by name)."""
     if model_name not in table.metadata.input_shapes:
         raise TableError(f"latency table has no model {model_name!r} (it has "
                          f"{sorted(table.metadata.input_shapes)})")
-    info = load_model_and_info(model_name, table.metadata.input_shapes[model_name], num_classes)[1]
+    if info is None:
+        info = load_model_and_info(model_name, table.metadata.input_shapes[model_name], num_classes)[1]
     profile = table_profile(table)
     if stale_remainders(table) or not table.remainders_for(model_name, info.input_shape):
         raise TableError(f"latency table: {model_name!r} has no current remainder timings to "

@@ -300,6 +300,17 @@ def test_a_cached_table_of_an_older_schema_or_int8_export_is_rebuilt_not_failed(
     rows = again.remainders_for("lenet5", info.input_shape)
     assert rows and all(r.remainder_ms < 1e3 for r in rows)
 
+    # cached before the per-kind kernel calibration: calibrated on its stored timings (nothing
+    # re-timed: every whole_ms stays) and saved with the record
+    assert again.metadata.kernel_multipliers == {"lenet5": {}}   # a quick table: too few points
+    old = _json.loads(path.read_text())
+    del old["metadata"]["kernel_multipliers"]
+    path.write_text(_json.dumps(old))
+    calibrated = load_or_build_table("lenet5", info, profile, quick=True)
+    assert calibrated.metadata.kernel_multipliers == {"lenet5": {}}
+    assert "lenet5" in _json.loads(path.read_text())["metadata"]["kernel_multipliers"]
+    assert sorted(r.whole_ms for r in calibrated.remainders) == sorted(r["whole_ms"] for r in old["remainders"])
+
 
 def _mixed_rows(k: float, slowdown: float, with_int8: bool = True) -> list[RemainderEntry]:
     """Uniform points (remainder 0.1 + 0.2·act at every precision) and mixed ones whose remainder

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from latency_models.onnx_runtime import INT8_EXPORT
 from latency_models.predictor import Predictor
@@ -192,11 +193,31 @@ def load_or_build_table(model_name: str, info: ModelInfo, profile: HardwareProfi
                 log.info("cached latency table %s: remainders timed with int8 export %r, now %r; "
                          "re-measuring them", path.name, table.metadata.int8_export, INT8_EXPORT)
             elif table.remainders_for(model_name, info.input_shape) or not profile.backend.measures_latency:
-                return table
+                return _calibrated(table, model_name, info, path)
     log.info("building the %s latency table for %s at %s (first use; cached at %s)",
              profile.name, model_name, list(info.input_shape), path)
     return profile_model(model_name, info.input_shape, profile, out=path, quick=quick,
                          num_classes=num_classes, progress=True)
+
+
+def _calibrated(table: LatencyTable, model_name: str, info: ModelInfo, path: Path) -> LatencyTable:
+    """Our cached table as built before the per-kind kernel calibration: calibrated on the
+    whole-model timings it stored (``hwcompress lut calibrate``; nothing is timed) and saved.
+    A user's own table (``--table``) is left as given."""
+    from ..profiling import recalibrate
+
+    if (info.model_name != model_name or model_name in table.metadata.kernel_multipliers
+            or not table.remainders_for(model_name, info.input_shape)):
+        return table
+    try:
+        recalibrate(table, model_name, info=info)
+    except TableError as exc:   # remainders from another procedure: predict as before
+        log.info("cached latency table %s not calibrated: %s", path.name, exc)
+        return table
+    table.save(path)
+    log.info("cached latency table %s: kernels calibrated per kind on its stored whole-model "
+             "timings %s", path.name, table.metadata.kernel_multipliers[model_name])
+    return table
 
 
 def build_problem(loaded: LoadedModel, budgets: list[str] | Budget, hardware: str | None = None,
