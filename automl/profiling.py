@@ -202,6 +202,18 @@ def recalibrate(table: LatencyTable, model_name: str, num_classes: int = 10,
     return table.metadata.kernel_multipliers[model_name]
 
 
+def calibrate_if_missing(table: LatencyTable, info: ModelInfo, path: str | Path) -> bool:
+    """A table that holds ``info``'s remainders but no kernel multipliers for it (built before
+    the per-kind calibration) calibrated on its stored timings (:func:`recalibrate`) and saved
+    to ``path``; False when it had them already. A :class:`TableError` (remainder rows from
+    another procedure) is the caller's to handle."""
+    if info.model_name in table.metadata.kernel_multipliers:
+        return False
+    recalibrate(table, info.model_name, info=info)
+    table.save(path)
+    return True
+
+
 def stale_remainders(table: LatencyTable) -> bool:
     """Whether ``table``'s remainders were timed with another int8 export than today's
     (:data:`latency_models.onnx_runtime.INT8_EXPORT`): the export decides the glue between int8

@@ -239,20 +239,6 @@ def holdout(data: dict[str, Any], quick: bool, kernels: Path | None = None,
                                (np.array(predicted) - np.array(measured)) / np.array(measured)))}
 
 
-def calibrate_cached(table: "LatencyTable", info: "ModelInfo", path: Path) -> None:
-    """A cached ``--kernels-from`` table built before the per-kind kernel calibration
-    (``latency_models.kernel_calibration``): calibrated on the whole-model timings it stored
-    (``hwcompress lut calibrate``), timing nothing."""
-    from automl.profiling import recalibrate
-
-    if info.model_name in table.metadata.kernel_multipliers:
-        return
-    recalibrate(table, info.model_name)
-    table.save(path)
-    print(f"{info.model_name}: kernels calibrated on its stored whole-model timings: "
-          f"{table.metadata.kernel_multipliers[info.model_name]}")
-
-
 def holdout_calibrated(data: dict[str, Any], kernels: Path | None, threads: int,
                        only: set[str] | None = None) -> None:
     """Leave-one-family-out, the product's way for a net it never saw: ``hwcompress profile
@@ -267,7 +253,7 @@ def holdout_calibrated(data: dict[str, Any], kernels: Path | None, threads: int,
     import numpy as np
 
     from automl.core import Policy
-    from automl.profiling import load_model_and_info, profile_model
+    from automl.profiling import calibrate_if_missing, load_model_and_info, profile_model
     from latency_models.predictor import Predictor
     from latency_models.profile import get_profile
     from latency_models.table import LatencyTable
@@ -297,7 +283,7 @@ def holdout_calibrated(data: dict[str, Any], kernels: Path | None, threads: int,
         profile = get_profile("cpu-ort", threads)
         table = profile_model(cell["model"], shape, profile, path, kernels_from=train)
         build_s = time.perf_counter() - t0 if fresh else (cell.get("holdout_calibrated") or {}).get("build_s")
-        calibrate_cached(table, info, path)
+        calibrate_if_missing(table, info, path)   # a table cached before the calibration
         pred = Predictor(table, warn=False)
         samples = json.loads(samples_path.read_text())["samples"]
         predicted = [pred.predict(info, Policy.from_dict(s["policy"]))[0] for s in samples]
@@ -379,8 +365,10 @@ def user_net(data: dict[str, Any], spec: str, kernels: Path | None, args: argpar
 
 def repredict_user_net(data: dict[str, Any], name: str, shape: tuple[int, ...], info: "ModelInfo",
                        path: Path, tag: str) -> None:
-    """``--user-net … --repredict``: its cached table calibrated (:func:`calibrate_cached`) and its
-    already-measured policies predicted again; nothing is timed, the zero-shot figures stay."""
+    """``--user-net … --repredict``: its cached table calibrated if it was built before the
+    per-kind calibration, and its already-measured policies predicted again; nothing is timed,
+    the zero-shot figures stay."""
+    from automl.profiling import calibrate_if_missing
     from latency_models.table import LatencyTable
 
     cid = cell_id(name, shape)
@@ -389,7 +377,7 @@ def repredict_user_net(data: dict[str, Any], name: str, shape: tuple[int, ...], 
     if not path.is_file() or record is None or not samples_path.is_file():
         raise SystemExit(f"--repredict: {cid} has no table and measured policies yet; run it without")
     table = LatencyTable.load(path)
-    calibrate_cached(table, info, path)
+    calibrate_if_missing(table, info, path)
     report = json.loads(samples_path.read_text())
     repredict_report(record, samples_path, report, table, info, "kernels calibrated")
     record["kernel_multipliers"] = table.metadata.kernel_multipliers.get(info.model_name)

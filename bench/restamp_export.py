@@ -29,11 +29,9 @@ def same_graphs(table_path: Path) -> tuple[bool, str]:
     from automl.compress import apply_policy, export_deployable
     from tqdm.auto import tqdm
 
-    from automl.profiling import (DEFAULT_WIDTHS, RANDOM_REMAINDER_POINTS, load_model_and_info,
-                                  random_calibration, remainder_policies)
+    from automl.profiling import load_model_and_info, random_calibration, stored_timings
     from latency_models.onnx_runtime import DISABLED_OPTIMIZERS, optimized_graph
-    from latency_models.predictor import policy_features
-    from latency_models.table import LatencyTable
+    from latency_models.table import LatencyTable, TableError
     from latency_models.validate import table_profile
 
     table = LatencyTable.load(table_path)
@@ -46,14 +44,12 @@ def same_graphs(table_path: Path) -> tuple[bool, str]:
         if not rows:
             continue
         model, info = load_model_and_info(model_name, shape, 10)
-        points = remainder_policies(info, profile, DEFAULT_WIDTHS, RANDOM_REMAINDER_POINTS)
-        if len(points) != len(rows):
-            return False, f"{model_name}: {len(rows)} remainder rows, today's procedure has {len(points)} points"
+        try:   # the policies the rows were timed at, re-derived and checked against them
+            points = [policy for policy, _ in stored_timings(table, info, profile)]
+        except TableError as exc:
+            return False, str(exc)
         calib = [random_calibration(tuple(shape))[0][:2]]   # the graph is the question, not the ranges
-        for i, (policy, row) in enumerate(tqdm(list(zip(points, rows)), desc=f"{table_path.name}: {model_name}",
-                                               leave=False)):
-            if abs(policy_features(info, policy, profile)[0] - row.act_ratio) > 1e-6:
-                return False, f"{model_name}: point {i} is not the policy its row was timed at"
+        for i, policy in enumerate(tqdm(points, desc=f"{table_path.name}: {model_name}", leave=False)):
             compressed = apply_policy(model, policy, info, calib, channel_step=profile.channel_step)
             onnx_bytes = export_deployable(compressed, policy, info, tuple(shape), calib)
             before = [n.op_type for n in optimized_graph(onnx_bytes, disabled_optimizers=old).graph.node]

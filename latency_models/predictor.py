@@ -233,12 +233,14 @@ class Predictor:
         self._curves: dict[tuple, RemainderModel | None] = {}
         self._plans: dict[int, ModelPlan] = {}
         self._prec: dict[tuple[int, int], str] = {}
+        self._multipliers: dict[str, dict[tuple[str, str], float] | None] = {}
         self.layer_cost = lru_cache(maxsize=65536)(self._layer_cost)
 
     def _refresh(self) -> None:
         if self.table.version != self._version:
             self._grids.clear()
             self._curves.clear()
+            self._multipliers.clear()
             self.layer_cost.cache_clear()
             self._version = self.table.version
 
@@ -307,21 +309,30 @@ class Predictor:
         self._refresh()
         return self._kernel_sum(self.plan(info).shapes(policy), self.multipliers(info))
 
-    def multipliers(self, info: ModelInfo) -> dict[str, float] | None:
-        """The in-graph multipliers per kernel group fitted for this model on its whole-model
-        timings (:mod:`latency_models.kernel_calibration`), or None (a table from before them,
-        or a model whose fit chose no correction)."""
-        return self.table.metadata.kernel_multipliers.get(info.model_name) or None
+    def multipliers(self, info: ModelInfo) -> dict[tuple[str, str], float] | None:
+        """The in-graph multipliers fitted for this model on its whole-model timings
+        (:mod:`latency_models.kernel_calibration`), per (layer key, precision) of its layers, or
+        None (a table from before them, or a model whose fit chose no correction). Resolved
+        once per model: a search predicts thousands of policies."""
+        name = info.model_name
+        if name not in self._multipliers:
+            groups = self.table.metadata.kernel_multipliers.get(name)
+            self._multipliers[name] = {
+                (k, p): groups.get(kernel_group(k, p), 1.0)
+                for k in {layer_key(l) for l in info.layers} for p in self.profile.precisions
+            } if groups else None
+        return self._multipliers[name]
 
-    def _kernel_sum(self, shapes, multipliers: dict[str, float] | None = None) -> tuple[float, float, float]:
+    def _kernel_sum(self, shapes, multipliers: dict[tuple[str, str], float] | None = None
+                    ) -> tuple[float, float, float]:
         """(Σ latency, Σ energy, Σ latency of the int8 layers); each kernel's latency times its
-        group's multiplier when given (energy is the kernels' own)."""
+        multiplier when given (energy is the kernels' own)."""
         lat = en = int8_lat = 0.0
         for key, cin, cout, w, a, _, _ in shapes:
             precision = self.precision(w, a)
             l, e = self.layer_cost(key, precision, cin, cout)
             if multipliers:
-                l *= multipliers.get(kernel_group(key, precision), 1.0)
+                l *= multipliers.get((key, precision), 1.0)
             lat += l
             en += e
             if precision == "int8":

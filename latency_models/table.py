@@ -196,7 +196,22 @@ class TableMetadata:
         for k in ("threads", "batch", "channel_step"):
             if isinstance(d[k], bool) or not isinstance(d[k], int) or d[k] < 1:
                 raise TableError(f"metadata: {k}={d[k]!r} must be a positive integer")
+        _check_multipliers(d.get("kernel_multipliers", {}))
         return cls(**dict(d))
+
+
+def _check_multipliers(value: Any) -> None:
+    """``kernel_multipliers``: model → {kernel group → a positive finite number}; the predictor
+    multiplies kernels by them, so anything else is refused here, by field, not mid-search."""
+    if not isinstance(value, Mapping):
+        raise TableError("metadata: kernel_multipliers must be an object (model -> {group: number})")
+    for model, groups in value.items():
+        if not isinstance(groups, Mapping):
+            raise TableError(f"metadata: kernel_multipliers[{model!r}] must be an object (group -> number)")
+        for group, a in groups.items():
+            if isinstance(a, bool) or not isinstance(a, (int, float)) or not (math.isfinite(a) and a > 0):
+                raise TableError(f"metadata: kernel_multipliers[{model!r}][{group!r}]={a!r} must be a "
+                                 "positive number")
 
 
 class LatencyTable:

@@ -365,3 +365,22 @@ def test_remainder_entry_int8_kernels_round_trip(tmp_path):
     (tmp_path / "bad.json").write_text(json.dumps(raw))
     with pytest.raises(TableError, match="int8_kernels_ms"):
         LatencyTable.load(tmp_path / "bad.json")
+
+
+@pytest.mark.parametrize("bad", ["x", {"m": 1.0}, {"m": {"conv|k=3|fp32": "1.2"}},
+                                 {"m": {"conv|k=3|fp32": -1.0}}, {"m": {"conv|k=3|fp32": float("nan")}}])
+def test_malformed_kernel_multipliers_are_refused_by_field(tmp_path, bad):
+    """The predictor multiplies a model's kernels by them: a table file whose multipliers are not
+    positive numbers per model and group is refused on load, naming the field."""
+    import json as _json
+
+    from latency_models.profile import get_profile
+    from latency_models.profiler import new_metadata
+
+    t = LatencyTable(new_metadata(get_profile("cpu-ort", 1), "horowitz45nm"))
+    d = t.to_dict()
+    d["metadata"]["kernel_multipliers"] = bad
+    path = tmp_path / "t.json"
+    path.write_text(_json.dumps(d))
+    with pytest.raises(TableError, match="kernel_multipliers"):
+        LatencyTable.load(path)

@@ -204,19 +204,16 @@ def _calibrated(table: LatencyTable, model_name: str, info: ModelInfo, path: Pat
     """Our cached table as built before the per-kind kernel calibration: calibrated on the
     whole-model timings it stored (``hwcompress lut calibrate``; nothing is timed) and saved.
     A user's own table (``--table``) is left as given."""
-    from ..profiling import recalibrate
+    from ..profiling import calibrate_if_missing
 
-    if (info.model_name != model_name or model_name in table.metadata.kernel_multipliers
-            or not table.remainders_for(model_name, info.input_shape)):
+    if info.model_name != model_name or not table.remainders_for(model_name, info.input_shape):
         return table
     try:
-        recalibrate(table, model_name, info=info)
+        if calibrate_if_missing(table, info, path):
+            log.info("cached latency table %s: kernels calibrated per kind on its stored "
+                     "whole-model timings %s", path.name, table.metadata.kernel_multipliers[model_name])
     except TableError as exc:   # remainders from another procedure: predict as before
         log.info("cached latency table %s not calibrated: %s", path.name, exc)
-        return table
-    table.save(path)
-    log.info("cached latency table %s: kernels calibrated per kind on its stored whole-model "
-             "timings %s", path.name, table.metadata.kernel_multipliers[model_name])
     return table
 
 
