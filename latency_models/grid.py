@@ -16,9 +16,7 @@ from automl.core import LayerInfo, ModelInfo, kept_channels
 from .energy import HorowitzEnergyModel, precision_bits
 from .table import LatencyTable, layer_key
 
-DEFAULT_POINTS = 12   # per channel axis; every step multiple when there are no more
-LARGE_MODEL_POINTS = 5   # per axis for deployment-scale models (see default_points)
-LARGE_MODEL_MACS = 100e6
+DEFAULT_POINTS = 5   # per channel axis (see :func:`default_points`)
 MIN_POINTS, MAX_POINTS = 2, 32   # a bilinear fit needs 2; 32 per axis is already ~1000 entries a layer
 
 
@@ -31,12 +29,16 @@ def check_points(points: int) -> int:
 
 
 def default_points(info: ModelInfo) -> int:
-    """Grid points per channel axis when the user names none. A kernel's time is bilinear in its
-    channel counts (see latency_models.predictor), so a few points pin it; the dense grid pays
-    where kernels are short and noisy (32×32 nets: 12 points). A deployment-scale net (≥100 M
-    MACs: MobileNetV2-1.0 at 224×224 has 300 M) would spend over half an hour on 12 points of
-    millisecond kernels, so it gets 5 (issue 14: its table in ≤10 minutes on 2 cores)."""
-    return LARGE_MODEL_POINTS if info.total_macs >= LARGE_MODEL_MACS else DEFAULT_POINTS
+    """Grid points per channel axis when the user names none: 5, for every model. A kernel's
+    time is bilinear in its channel counts (see latency_models.predictor), so a few points pin
+    it, and what the kernels miss in the graph is fitted on whole-model timings anyway (the
+    remainder, the per-kind multipliers). Deployment-scale nets always had 5 (MobileNetV2-1.0 at
+    224×224 in ≤10 minutes, issue 14); 32×32 nets had 12 until the committed tables were thinned
+    to 5 offline and predicted their measured policies as well (MobileNetV2-0.5: 862 entries →
+    238, 96% / 74% / 0.985 within ±10% / ±5% / Spearman either way; VGG 388 → 164, 100% / 77% →
+    80%; ResNet-20's grid is no larger than 5 already; BENCHMARKS.md) — and the table is what a
+    first search waits for (issue 12's check: 862 entries took 7.7 of its minutes)."""
+    return DEFAULT_POINTS
 
 
 def layer_at(layer: LayerInfo, cin: int, cout: int) -> LayerInfo:

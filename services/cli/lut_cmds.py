@@ -215,7 +215,7 @@ def register(subparsers) -> None:
     _alias(p, "--dataset", "--data", "data")
     p.add_argument("--input-shape", default=None, help="C,H,W (overrides --data)")
     p.add_argument("--num-classes", type=int, default=10, help="with --input-shape")
-    p.add_argument("--grid-points", type=int, default=None, help="points per channel axis (default 12; 5 for models of ≥100 M MACs)")
+    p.add_argument("--grid-points", type=int, default=None, help="points per channel axis (default 5)")
     p.add_argument("--fresh", action="store_true", help="start over instead of resuming --out")
     p.add_argument("--kernels-from", default=None, metavar="TABLE",
                    help="time no layer: regress the model's kernels from TABLE's measured entries "

@@ -1,0 +1,78 @@
+"""How many grid points per channel axis does a table need? (issues 12 and 14)
+
+A table times each layer kernel at a grid of (in, out) channel counts and interpolates between
+them; the table build is what a user's first search waits for. This bench thins each committed
+lut_fidelity cell's table (bench/results/tables/) to the grid ``plan_grid`` would lay out with
+``P`` points per axis, re-fits its remainder and per-kind kernel multipliers on the whole-model
+timings the table stored (:func:`automl.profiling.stored_timings`; nothing is timed), and
+predicts the cell's stored validation policies again, compared with their measured latency (a
+cell measured ``--relative`` by its unscaled timings). Any CPU: nothing is timed.
+
+``python -m bench.grid_density --points 0,8,5,4`` (0: the table as built) writes
+bench/results/grid_density.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+RESULTS = Path(__file__).resolve().parent / "results"
+CELLS = "resnet20@1x32x32,mobilenetv2_050@1x32x32,vgg@1x32x32,mobilenetv2_100@3x224x224,resnet18@3x224x224"
+
+
+def thinned_fidelity(cid: str, cell: dict[str, Any], points: int) -> dict[str, Any]:
+    """The cell's stored policies predicted by its table thinned to ``points`` per axis (0: all)."""
+    from automl.core import Policy
+    from automl.profiling import load_model_and_info, store_remainders, stored_timings
+    from latency_models.grid import plan_grid
+    from latency_models.predictor import Predictor, profile_of
+    from latency_models.table import LatencyTable
+    from latency_models.validate import fidelity_metrics
+
+    from bench.lut_fidelity import table_file
+
+    report = json.loads((RESULTS / f"lut_fidelity_{cid.replace('@', '_')}.json").read_text())
+    measured = [min(s["measured_ms_raw_passes"]) if s.get("measured_ms_raw_passes") else s["measured_ms"]
+                for s in report["samples"]]
+    table = LatencyTable.load(table_file(cell))
+    info = load_model_and_info(cell["model"], tuple(cell["input_shape"]), 10)[1]
+    profile = profile_of(table)
+    built = len(table.entries)
+    if points:
+        grid = {(plan.key, precision, cin, cout)
+                for plan in plan_grid(info, profile.channel_step, points)
+                for cin, cout in plan.points() for precision in profile.precisions}
+        table.entries = {ident: e for ident, e in table.entries.items() if ident in grid}
+        table.version += 1
+    store_remainders(table, info, profile, stored_timings(table, info, profile))
+    predictor = Predictor(table, warn=False)
+    predicted = [predictor.predict(info, Policy.from_dict(s["policy"]))[0] for s in report["samples"]]
+    m = fidelity_metrics(predicted, measured)
+    return {"cell": cid, "points": points or "as built", "entries_built": built,
+            "entries": len(table.entries), "within_10pct": m["within_10pct"],
+            "within_5pct": m["within_5pct"], "spearman": m["spearman"], "mape": m["mape"],
+            "policies": m["n"]}
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--points", default="0,8,5,4", help="comma-separated points per axis (0: as built)")
+    ap.add_argument("--cells", default=CELLS, help="comma-separated lut_fidelity cells")
+    args = ap.parse_args(argv)
+    cells = json.loads((RESULTS / "lut_fidelity.json").read_text())["cells"]
+    rows = []
+    for cid in args.cells.split(","):
+        for p in (int(x) for x in args.points.split(",")):
+            row = thinned_fidelity(cid, cells[cid], p)
+            rows.append(row)
+            print(f"{cid:28s} points {str(row['points']):8s} entries {row['entries']:4d}: "
+                  f"±10% {row['within_10pct']:.0%}  ±5% {row['within_5pct']:.0%}  "
+                  f"Spearman {row['spearman']:.3f}  MAPE {row['mape']:.1%}", flush=True)
+    (RESULTS / "grid_density.json").write_text(json.dumps({"rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
