@@ -8,6 +8,11 @@ timings the table stored (:func:`automl.profiling.stored_timings`; nothing is ti
 predicts the cell's stored validation policies again, compared with their measured latency (a
 cell measured ``--relative`` by its unscaled timings). Any CPU: nothing is timed.
 
+A thinned table can only keep the points the built grid has: the P-point grid's points that the
+built one shares (always each axis's first and last), so it is *sparser* than a real P-point
+build — ``entries`` is what it kept, ``entries_of_grid`` what a P-point build would time. A
+thinned table that predicts as well says the real P-point grid will too.
+
 ``python -m bench.grid_density --points 0,8,5,4`` (0: the table as built) writes
 bench/results/grid_density.json.
 """
@@ -41,10 +46,12 @@ def thinned_fidelity(cid: str, cell: dict[str, Any], points: int) -> dict[str, A
     info = load_model_and_info(cell["model"], tuple(cell["input_shape"]), 10)[1]
     profile = profile_of(table)
     built = len(table.entries)
+    grid_size = built
     if points:
         grid = {(plan.key, precision, cin, cout)
                 for plan in plan_grid(info, profile.channel_step, points)
                 for cin, cout in plan.points() for precision in profile.precisions}
+        grid_size = len(grid)
         table.entries = {ident: e for ident, e in table.entries.items() if ident in grid}
         table.version += 1
     store_remainders(table, info, profile, stored_timings(table, info, profile))
@@ -52,7 +59,7 @@ def thinned_fidelity(cid: str, cell: dict[str, Any], points: int) -> dict[str, A
     predicted = [predictor.predict(info, Policy.from_dict(s["policy"]))[0] for s in report["samples"]]
     m = fidelity_metrics(predicted, measured)
     return {"cell": cid, "points": points or "as built", "entries_built": built,
-            "entries": len(table.entries), "within_10pct": m["within_10pct"],
+            "entries": len(table.entries), "entries_of_grid": grid_size, "within_10pct": m["within_10pct"],
             "within_5pct": m["within_5pct"], "spearman": m["spearman"], "mape": m["mape"],
             "policies": m["n"]}
 

@@ -33,11 +33,12 @@ def default_points(info: ModelInfo) -> int:
     time is bilinear in its channel counts (see latency_models.predictor), so a few points pin
     it, and what the kernels miss in the graph is fitted on whole-model timings anyway (the
     remainder, the per-kind multipliers). Deployment-scale nets always had 5 (MobileNetV2-1.0 at
-    224×224 in ≤10 minutes, issue 14); 32×32 nets had 12 until the committed tables were thinned
-    to 5 offline and predicted their measured policies as well (MobileNetV2-0.5: 862 entries →
-    238, 96% / 74% / 0.985 within ±10% / ±5% / Spearman either way; VGG 388 → 164, 100% / 77% →
-    80%; ResNet-20's grid is no larger than 5 already; BENCHMARKS.md) — and the table is what a
-    first search waits for (issue 12's check: 862 entries took 7.7 of its minutes)."""
+    224×224 in ≤10 minutes, issue 14); 32×32 nets had 12 until the committed tables, thinned
+    offline, predicted their measured policies as well on exact 3- and 5-point grids
+    (MobileNetV2-0.5 at 3 points: 96% / 75% / 0.985 within ±10% / ±5% / Spearman against 96% /
+    74% / 0.985 at 12; VGG at 5: 100% / 80% / 0.996 against 100% / 77% / 0.996;
+    ``bench.grid_density``) — and the table is what a first search waits for (issue 12's check:
+    MobileNetV2-0.5 at 28×28, 482 entries instead of 862)."""
     return DEFAULT_POINTS
 
 
