@@ -14,7 +14,10 @@ build — ``entries`` is what it kept, ``entries_of_grid`` what a P-point build 
 thinned table that predicts as well says the real P-point grid will too.
 
 ``python -m bench.grid_density --points 0,8,5,4`` (0: the table as built) writes
-bench/results/grid_density.json.
+bench/results/grid_density.json; ``--pair TABLE REPORT`` does the same for any table and a
+``hwcompress lut validate --out`` report of it (e.g. a 12-point table extended from a 5-point one
+with ``hwcompress profile --grid-points 12``, against the 5-point table's report: the same
+timings, two grids).
 """
 
 from __future__ import annotations
@@ -28,8 +31,15 @@ RESULTS = Path(__file__).resolve().parent / "results"
 CELLS = "resnet20@1x32x32,mobilenetv2_050@1x32x32,vgg@1x32x32,mobilenetv2_100@3x224x224,resnet18@3x224x224"
 
 
-def thinned_fidelity(cid: str, cell: dict[str, Any], points: int) -> dict[str, Any]:
-    """The cell's stored policies predicted by its table thinned to ``points`` per axis (0: all)."""
+def cell_files(cid: str, cell: dict[str, Any]) -> tuple[Path, Path]:
+    """A lut_fidelity cell's table and its validation report."""
+    from bench.lut_fidelity import table_file
+
+    return table_file(cell), RESULTS / f"lut_fidelity_{cid.replace('@', '_')}.json"
+
+
+def thinned_fidelity(label: str, table_path: Path, report_path: Path, points: int) -> dict[str, Any]:
+    """The report's measured policies predicted by the table thinned to ``points`` per axis (0: all)."""
     from automl.core import Policy
     from automl.profiling import load_model_and_info, store_remainders, stored_timings
     from latency_models.grid import plan_grid
@@ -37,13 +47,11 @@ def thinned_fidelity(cid: str, cell: dict[str, Any], points: int) -> dict[str, A
     from latency_models.table import LatencyTable
     from latency_models.validate import fidelity_metrics
 
-    from bench.lut_fidelity import table_file
-
-    report = json.loads((RESULTS / f"lut_fidelity_{cid.replace('@', '_')}.json").read_text())
+    report = json.loads(report_path.read_text())
     measured = [min(s["measured_ms_raw_passes"]) if s.get("measured_ms_raw_passes") else s["measured_ms"]
                 for s in report["samples"]]
-    table = LatencyTable.load(table_file(cell))
-    info = load_model_and_info(cell["model"], tuple(cell["input_shape"]), 10)[1]
+    table = LatencyTable.load(table_path)
+    info = load_model_and_info(report["model"], tuple(report["input_shape"]), 10)[1]
     profile = profile_of(table)
     built = len(table.entries)
     grid_size = built
@@ -58,7 +66,7 @@ def thinned_fidelity(cid: str, cell: dict[str, Any], points: int) -> dict[str, A
     predictor = Predictor(table, warn=False)
     predicted = [predictor.predict(info, Policy.from_dict(s["policy"]))[0] for s in report["samples"]]
     m = fidelity_metrics(predicted, measured)
-    return {"cell": cid, "points": points or "as built", "entries_built": built,
+    return {"cell": label, "table": str(table_path), "points": points or "as built", "entries_built": built,
             "entries": len(table.entries), "entries_of_grid": grid_size, "within_10pct": m["within_10pct"],
             "within_5pct": m["within_5pct"], "spearman": m["spearman"], "mape": m["mape"],
             "policies": m["n"]}
@@ -68,17 +76,25 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--points", default="0,8,5,4", help="comma-separated points per axis (0: as built)")
     ap.add_argument("--cells", default=CELLS, help="comma-separated lut_fidelity cells")
+    ap.add_argument("--pair", nargs=2, action="append", metavar=("TABLE", "REPORT"),
+                    help="a table and a `hwcompress lut validate --out` report of it (repeatable), "
+                         "instead of the cells")
+    ap.add_argument("--out", default=str(RESULTS / "grid_density.json"))
     args = ap.parse_args(argv)
-    cells = json.loads((RESULTS / "lut_fidelity.json").read_text())["cells"]
+    if args.pair:
+        jobs = [(Path(t).stem, Path(t), Path(r)) for t, r in args.pair]
+    else:
+        cells = json.loads((RESULTS / "lut_fidelity.json").read_text())["cells"]
+        jobs = [(cid, *cell_files(cid, cells[cid])) for cid in args.cells.split(",")]
     rows = []
-    for cid in args.cells.split(","):
+    for label, table_path, report_path in jobs:
         for p in (int(x) for x in args.points.split(",")):
-            row = thinned_fidelity(cid, cells[cid], p)
+            row = thinned_fidelity(label, table_path, report_path, p)
             rows.append(row)
-            print(f"{cid:28s} points {str(row['points']):8s} entries {row['entries']:4d}: "
+            print(f"{label:28s} points {str(row['points']):8s} entries {row['entries']:4d} of {row['entries_of_grid']:4d}: "
                   f"±10% {row['within_10pct']:.0%}  ±5% {row['within_5pct']:.0%}  "
                   f"Spearman {row['spearman']:.3f}  MAPE {row['mape']:.1%}", flush=True)
-    (RESULTS / "grid_density.json").write_text(json.dumps({"rows": rows}, indent=1))
+    Path(args.out).write_text(json.dumps({"rows": rows}, indent=1))
 
 
 if __name__ == "__main__":

@@ -38,7 +38,10 @@ def default_points(info: ModelInfo) -> int:
     (MobileNetV2-0.5 at 3 points: 96% / 75% / 0.985 within ±10% / ±5% / Spearman against 96% /
     74% / 0.985 at 12; VGG at 5: 100% / 80% / 0.996 against 100% / 77% / 0.996;
     ``bench.grid_density``) — and the table is what a first search waits for (issue 12's check:
-    MobileNetV2-0.5 at 28×28, 482 entries instead of 862)."""
+    MobileNetV2-0.5 at 28×28, 482 entries instead of 862). What it costs where the channel step
+    is 8 (the AMD host): MobileNetV2-0.5 at 32×32 priced from 5 points (482 entries) read 92% /
+    60% / 0.964 on 100 measured policies, from 12 (1506 entries, 3× the build time) 94% / 70% /
+    0.961 on the same timings; ``--grid-points 12`` buys that back."""
     return DEFAULT_POINTS
 
 
