@@ -170,7 +170,7 @@ class Fragile(nn.Module):
 
     def forward(self, x):
         if x.shape[0] > 100 and self.conv1.out_channels < 24:
-            raise RuntimeError(f"fragile: conv1 must keep 24 channels, got {self.conv1.out_channels}")
+            raise RuntimeError(f"fragile: conv1 must keep at least 24 channels, got {self.conv1.out_channels}")
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.relu(self.bn2(self.conv2(x)))
         return self.fc(torch.flatten(self.pool(x), 1))
