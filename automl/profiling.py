@@ -21,7 +21,7 @@ from torch import nn
 from latency_models.energy import HorowitzEnergyModel
 from latency_models.predictor import Predictor, policy_features, profile_of
 from latency_models.profile import HardwareProfile
-from latency_models.grid import check_points, default_points
+from latency_models.grid import DEFAULT_POINTS, check_points
 from latency_models.kernel_calibration import calibrate_kernels
 from latency_models.profiler import open_table, profile_layers, regress_layers
 from latency_models.onnx_runtime import INT8_EXPORT
@@ -194,7 +194,7 @@ def recalibrate(table: LatencyTable, model_name: str, num_classes: int = 10,
                          f"{sorted(table.metadata.input_shapes)})")
     if info is None:
         info = load_model_and_info(model_name, table.metadata.input_shapes[model_name], num_classes)[1]
-    profile = table_profile(table)
+    profile = profile_of(table)   # the table's own: nothing is timed, so any machine may re-fit it
     if stale_remainders(table) or not table.remainders_for(model_name, info.input_shape):
         raise TableError(f"latency table: {model_name!r} has no current remainder timings to "
                          "calibrate on; run `hwcompress profile` on it")
@@ -279,7 +279,7 @@ def profile_model(model_name: str, input_shape: Sequence[int], profile: Hardware
                          "layer already (nothing to regress)")
     energy = HorowitzEnergyModel()
     model, info = load_model_and_info(model_name, input_shape, num_classes)
-    points = check_points(points) if points is not None else (QUICK_POINTS if quick else default_points(info))
+    points = check_points(points) if points is not None else (QUICK_POINTS if quick else DEFAULT_POINTS)
     table = open_table(out, profile, energy.name, resume)
     if not profile.backend.measures_latency:   # a simulated device: the backend prices the grid
         profile.backend.simulate_table(table, info, points=points)

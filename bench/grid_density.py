@@ -41,7 +41,7 @@ def cell_files(cid: str, cell: dict[str, Any]) -> tuple[Path, Path]:
 def thinned_fidelity(label: str, table_path: Path, report_path: Path, points: int) -> dict[str, Any]:
     """The report's measured policies predicted by the table thinned to ``points`` per axis (0: all)."""
     from automl.core import Policy
-    from automl.profiling import load_model_and_info, store_remainders, stored_timings
+    from automl.profiling import load_model_and_info, recalibrate
     from latency_models.grid import plan_grid
     from latency_models.predictor import Predictor, profile_of
     from latency_models.table import LatencyTable
@@ -62,7 +62,7 @@ def thinned_fidelity(label: str, table_path: Path, report_path: Path, points: in
         grid_size = len(grid)
         table.entries = {ident: e for ident, e in table.entries.items() if ident in grid}
         table.version += 1
-    store_remainders(table, info, profile, stored_timings(table, info, profile))
+    recalibrate(table, info.model_name, info=info)   # remainder + multipliers on the stored timings
     predictor = Predictor(table, warn=False)
     predicted = [predictor.predict(info, Policy.from_dict(s["policy"]))[0] for s in report["samples"]]
     m = fidelity_metrics(predicted, measured)

@@ -16,7 +16,15 @@ from automl.core import LayerInfo, ModelInfo, kept_channels
 from .energy import HorowitzEnergyModel, precision_bits
 from .table import LatencyTable, layer_key
 
-DEFAULT_POINTS = 5   # per channel axis (see :func:`default_points`)
+# Grid points per channel axis when the user names none, for every model. A kernel's time is
+# bilinear in its channel counts (latency_models.predictor), so a few points pin it, and what
+# lone kernels miss in the graph is fitted on whole-model timings anyway (remainder, per-kind
+# multipliers). 32x32 nets had 12 until their tables cut to exact 3- and 5-point grids predicted
+# their measured policies as well on the Xeon (bench.grid_density); on the AMD host (channel
+# step 8) 12 points read 94% / 70% within +-10% / +-5% against 5 points' 92% / 60% for
+# MobileNetV2-0.5 at 3x the entries (BENCHMARKS.md): `--grid-points 12` buys that back. The
+# table is most of what a first search waits for (issue 12's check: 482 entries instead of 862).
+DEFAULT_POINTS = 5
 MIN_POINTS, MAX_POINTS = 2, 32   # a bilinear fit needs 2; 32 per axis is already ~1000 entries a layer
 
 
@@ -26,23 +34,6 @@ def check_points(points: int) -> int:
     if not MIN_POINTS <= int(points) <= MAX_POINTS:
         raise ValueError(f"grid_points: {points} is outside {MIN_POINTS}..{MAX_POINTS}")
     return int(points)
-
-
-def default_points(info: ModelInfo) -> int:
-    """Grid points per channel axis when the user names none: 5, for every model. A kernel's
-    time is bilinear in its channel counts (see latency_models.predictor), so a few points pin
-    it, and what the kernels miss in the graph is fitted on whole-model timings anyway (the
-    remainder, the per-kind multipliers). Deployment-scale nets always had 5 (MobileNetV2-1.0 at
-    224×224 in ≤10 minutes, issue 14); 32×32 nets had 12 until the committed tables, thinned
-    offline, predicted their measured policies as well on exact 3- and 5-point grids
-    (MobileNetV2-0.5 at 3 points: 96% / 75% / 0.985 within ±10% / ±5% / Spearman against 96% /
-    74% / 0.985 at 12; VGG at 5: 100% / 80% / 0.996 against 100% / 77% / 0.996;
-    ``bench.grid_density``) — and the table is what a first search waits for (issue 12's check:
-    MobileNetV2-0.5 at 28×28, 482 entries instead of 862). What it costs where the channel step
-    is 8 (the AMD host): MobileNetV2-0.5 at 32×32 priced from 5 points (482 entries) read 92% /
-    60% / 0.964 on 100 measured policies, from 12 (1506 entries, 3× the build time) 94% / 70% /
-    0.961 on the same timings; ``--grid-points 12`` buys that back."""
-    return DEFAULT_POINTS
 
 
 def layer_at(layer: LayerInfo, cin: int, cout: int) -> LayerInfo:

@@ -220,9 +220,11 @@ def test_lut_calibrate_fits_a_table_from_before_the_multipliers_without_timing(t
                                                                                capsys):
     """`hwcompress lut calibrate`: a table written before `kernel_multipliers` existed gets them
     fitted on the whole-model timings it stored (nothing re-timed: every remainder's whole_ms
-    stays), per model; an unknown model is refused by name."""
+    stays), per model — also a table another CPU built, since nothing is timed here; an unknown
+    model is refused by name."""
     old = json.loads(two_model_table.read_text())
     old["metadata"].pop("kernel_multipliers", None)
+    old["metadata"]["hardware"] = "Some Other CPU (64 cores)"
     src = tmp_path / "old.json"
     src.write_text(json.dumps(old))
     before = LatencyTable.load(src)
