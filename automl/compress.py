@@ -17,7 +17,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from latency_models.onnx_runtime import export_onnx, quantize_int8_qdq
+from latency_models.onnx_runtime import export_onnx, int8_weight_qmax, quantize_int8_qdq
 
 from .core import FLOAT_BITS, ModelInfo, Policy, kept_channels
 from .quant import add_fake_quant, finish_calibration, float_deployable_copy
@@ -73,11 +73,14 @@ def recalibrate_batchnorm(model: nn.Module, batches: Sequence[torch.Tensor]) -> 
 
 @torch.no_grad()
 def quantize(model: nn.Module, policy: Policy, batches: Sequence[torch.Tensor] | None) -> nn.Module:
-    """Attach fake quantization per the policy and calibrate activation ranges in place."""
+    """Attach fake quantization per the policy and calibrate activation ranges in place; the
+    weight grid is the one the deployed graph's quantizer uses on this CPU (7-bit where ORT's
+    int8 GEMM saturates), so fine-tuning sees the weights that are deployed."""
     any_act = False
+    deploy_qmax = int8_weight_qmax()
     for name, module in layer_modules(model).items():
         lp = policy[name]
-        add_fake_quant(module, lp.w_bits, lp.a_bits)
+        add_fake_quant(module, lp.w_bits, lp.a_bits, deploy_qmax)
         any_act |= lp.a_bits != FLOAT_BITS
     if any_act:
         model.eval()

@@ -17,9 +17,19 @@ from torch.nn.utils import parametrize
 from .core import FLOAT_BITS
 
 
-def fake_quantize_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
-    """Symmetric per-output-channel fake quantization (no STE)."""
+def weight_qmax(bits: int, deploy_qmax: int | None = None) -> int:
+    """The largest integer magnitude of a ``bits``-bit symmetric weight, capped at the deployment
+    quantizer's (``deploy_qmax``: 64 where ORT quantizes weights to its reduced range, see
+    :func:`latency_models.onnx_runtime.int8_weight_qmax`), so the fine-tuned weights sit on the
+    grid the deployed graph uses and its re-quantization changes nothing."""
     qmax = 2 ** (bits - 1) - 1
+    return min(qmax, deploy_qmax) if deploy_qmax is not None else qmax
+
+
+def fake_quantize_weight(w: torch.Tensor, bits: int, qmax: int | None = None) -> torch.Tensor:
+    """Symmetric per-output-channel fake quantization (no STE) onto ±``qmax`` (default the full
+    ``bits``-bit range)."""
+    qmax = weight_qmax(bits) if qmax is None else qmax
     flat = w.detach().reshape(w.shape[0], -1)
     scale = (flat.abs().amax(dim=1) / qmax).clamp_min(1e-12)
     scale = scale.reshape(-1, *([1] * (w.dim() - 1)))
@@ -29,12 +39,13 @@ def fake_quantize_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
 class WeightFakeQuant(nn.Module):
     """Parametrization: the float weight seen through a ``bits``-bit symmetric quantizer."""
 
-    def __init__(self, bits: int) -> None:
+    def __init__(self, bits: int, qmax: int | None = None) -> None:
         super().__init__()
         self.bits = int(bits)
+        self.qmax = weight_qmax(self.bits) if qmax is None else int(qmax)
 
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return w + (fake_quantize_weight(w, self.bits) - w).detach()
+        return w + (fake_quantize_weight(w, self.bits, self.qmax) - w).detach()
 
 
 class ActivationFakeQuant(nn.Module):
@@ -69,10 +80,12 @@ def _quantize_input_hook(module: nn.Module, args: tuple) -> tuple:
     return (module.act_quant(args[0]),) + tuple(args[1:])
 
 
-def add_fake_quant(module: nn.Module, w_bits: int, a_bits: int) -> None:
-    """Attach weight and/or input-activation fake quantization to one conv / linear layer."""
+def add_fake_quant(module: nn.Module, w_bits: int, a_bits: int, deploy_qmax: int | None = None) -> None:
+    """Attach weight and/or input-activation fake quantization to one conv / linear layer;
+    ``deploy_qmax`` caps the weight grid at the deployment quantizer's (:func:`weight_qmax`)."""
     if w_bits != FLOAT_BITS:
-        parametrize.register_parametrization(module, "weight", WeightFakeQuant(w_bits))
+        parametrize.register_parametrization(module, "weight",
+                                             WeightFakeQuant(w_bits, weight_qmax(w_bits, deploy_qmax)))
     if a_bits != FLOAT_BITS:
         module.act_quant = ActivationFakeQuant(a_bits)
         module.register_forward_pre_hook(_quantize_input_hook)

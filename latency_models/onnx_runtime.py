@@ -12,6 +12,7 @@ timing is of real int8 kernels. Weights are per-output-channel, activations per-
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import tempfile
@@ -85,6 +86,43 @@ A policy's precision and its glue are what the tables priced, so the deployed mo
 with the same options: ``ort.InferenceSession(path, providers=[...],
 disabled_optimizers=list(DISABLED_OPTIMIZERS))`` (README, "Applying")."""
 
+@functools.cache
+def int8_gemm_saturates() -> bool:
+    """Whether ONNX Runtime's int8 GEMM on this CPU (uint8 activations × int8 weights, the kernel
+    every fused QDQ Conv/Gemm runs) saturates its int16 pair sums.
+
+    On x86 CPUs without VNNI (AVX2 or AVX-512 alone, such as the AMD EPYC this project also runs
+    on) MLAS multiplies with ``VPMADDUBSW``, which adds two u8×s8 products into an int16 and
+    clamps at 32767: 255 × 127 × 2 overflows. ORT's documentation names the cure, weights quantized
+    to 7 bits (``reduce_range``; 255 × 64 × 2 fits). Measured 2026-12-06 on that EPYC (no VNNI):
+    the all-int8 VGG of ``make demo`` (digits at 32×32) lost 0.8 pt to saturation (0.9861 vs 0.9944
+    fp32; its logits 4.1 away from ORT's own unfused QDQ reference), and 0.9944 with 7-bit
+    weights (0.099 away); make demo's pruned answer lost 3.9 pt. VNNI CPUs (``VPDPBUSD``, 32-bit
+    sums) and ARM do not saturate, so 8 bits stay there.
+
+    Asked of the runtime itself, not of the CPU's flags: a one-layer ``MatMulInteger`` whose every
+    pair sum is 255 × 127 × 2 either returns the exact sum or the clamped one."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    k = 64
+    weight = numpy_helper.from_array(np.full((k, 1), 127, np.int8), "w")
+    graph = helper.make_graph([helper.make_node("MatMulInteger", ["a", "w"], ["y"])], "probe",
+                              [helper.make_tensor_value_info("a", TensorProto.UINT8, [1, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.INT32, [1, 1])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = min(model.ir_version, onnx.IR_VERSION)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {"a": np.full((1, k), 255, np.uint8)})[0]
+    return int(y[0, 0]) != 255 * 127 * k
+
+
+def int8_weight_qmax() -> int:
+    """The largest int8 weight magnitude ORT's quantizer writes on this CPU: 127, or 64 where the
+    int8 GEMM saturates (``reduce_range``: ORT's reduced int8 range is [-64, 64])."""
+    return 64 if int8_gemm_saturates() else 127
+
+
 COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 """The ops a policy sets a precision for (its prunable layers); every other op follows them."""
 
@@ -120,12 +158,15 @@ def int8_nodes(model: "onnx.ModelProto", int8_compute: Iterable[str] | None) -> 
 
 
 def quantize_int8_qdq(fp32_onnx: bytes, calibration: Iterable[np.ndarray],
-                      int8_compute: Iterable[str] | None = None) -> bytes:
+                      int8_compute: Iterable[str] | None = None,
+                      reduce_range: bool | None = None) -> bytes:
     """Static int8 QDQ quantization the way ONNX Runtime's own ``quantize_static`` does it:
     every op type ORT runs in int8 (its default op types), per-channel int8 weights, uint8
     activations calibrated (MinMax) on ``calibration`` — real samples of the user's data.
     ``int8_compute`` names the Conv/Gemm nodes to run int8 (all when None); the glue between
-    them follows (see :func:`int8_nodes`)."""
+    them follows (see :func:`int8_nodes`). ``reduce_range`` (7-bit weights) defaults to
+    :func:`int8_gemm_saturates`, as ORT's documentation advises; it changes weight values only,
+    not the kernels, so tables timed before it still price the graphs (no new ``INT8_EXPORT``)."""
     import onnx
     from onnxruntime.quantization import (CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
@@ -153,7 +194,8 @@ def quantize_int8_qdq(fp32_onnx: bytes, calibration: Iterable[np.ndarray],
             quantize_static(pre, dst, ArrayCalibrationReader(batches), quant_format=QuantFormat.QDQ,
                             per_channel=True, activation_type=QuantType.QUInt8,
                             weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax,
-                            nodes_to_quantize=nodes)
+                            nodes_to_quantize=nodes,
+                            reduce_range=int8_gemm_saturates() if reduce_range is None else reduce_range)
         if nodes is None:
             return Path(dst).read_bytes()
         quantized = onnx.load(dst)

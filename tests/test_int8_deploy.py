@@ -238,3 +238,69 @@ def test_a_maxpool_between_an_fp32_and_an_int8_layer_stays_float():
     full = Policy.uniform(info, 1.0, 8, 8)
     int8_bytes = export_deployable(apply_policy(model, full, info, calib), full, info, SHAPE, calib)
     assert _optimized_ops(int8_bytes) == _optimized_ops(int8_bytes, ("WeightBiasQuantization",))
+
+
+class _SaturatingConv(torch.nn.Module):
+    """A conv whose every u8 × s8 pair product is near 255 × 127: a positive input at the top of
+    its calibrated range and positive weights at the top of theirs. On a CPU whose int8 GEMM adds
+    pairs into int16 (x86 without VNNI) such sums clamp at 32767 unless weights are 7-bit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(16, 8, 3, padding=1, bias=False)
+        with torch.no_grad():
+            self.conv.weight.fill_(1.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.relu(x))
+
+
+def _ort_outputs(model: bytes, x: np.ndarray, level: "ort.GraphOptimizationLevel") -> np.ndarray:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = level
+    sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, {sess.get_inputs()[0].name: x})[0]
+
+
+def test_int8_kernels_compute_what_the_qdq_graph_says_on_this_cpu():
+    """The fused int8 kernel ORT runs agrees with the graph's own definition (ORT with its
+    optimizations off: dequantize, float conv, quantize). On the AMD EPYC (AVX2, no VNNI) 8-bit
+    weights saturated: outputs halved (this conv), 0.8 pt lost on make demo's VGG."""
+    shape = (16, 8, 8)
+    fp32 = export_onnx(_SaturatingConv().eval(), shape)
+    x = np.ones((1, *shape), np.float32)
+    q = quantize_int8_qdq(fp32, [x])
+    fused = _ort_outputs(q, x, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+    reference = _ort_outputs(q, x, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    exact = _ort_outputs(fp32, x, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)  # 64 … 144
+    assert np.allclose(reference, exact, rtol=0.02, atol=1.0), (reference.max(), exact.max())
+    assert np.allclose(fused, reference, rtol=0.02, atol=1.0), (fused.max(), reference.max())
+
+
+def test_fine_tuned_int8_weights_are_the_weights_deployed():
+    """The fake-quantized weights fine-tuning saw sit on the grid the deployed graph's quantizer
+    writes on this CPU (±127, or ±64 where ORT quantizes to its reduced range), so deploying
+    re-quantizes nothing: each conv's dequantized int8 weight equals its PyTorch weight."""
+    from onnx import numpy_helper
+
+    from automl.quant import float_deployable_copy
+
+    model, info = _resnet20()
+    pol = Policy({l.name: LayerPolicy(1.0, 8, 8) for l in info.layers})
+    calib = [torch.randn(8, *SHAPE)]
+    deployed_torch = float_deployable_copy(apply_policy(model, pol, info, calib))
+    torch_weights = {n: m.weight.detach().numpy() for n, m in deployed_torch.named_modules()
+                     if isinstance(m, torch.nn.Conv2d)}
+    graph = onnx.load_from_string(export_deployable(apply_policy(_resnet20()[0], pol, info, calib),
+                                                    pol, info, calib_batches=calib)).graph
+    inits = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    compared = 0
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in inits or inits[node.input[0]].ndim != 4:
+            continue
+        q, scale = inits[node.input[0]].astype(np.float32), inits[node.input[1]]
+        weight = q * scale.reshape(-1, 1, 1, 1)
+        match = [n for n, w in torch_weights.items() if w.shape == weight.shape and np.allclose(w, weight, atol=1e-6)]
+        assert match, f"{node.name}: deployed int8 weight matches no fine-tuned weight (re-quantized?)"
+        compared += 1
+    assert compared == len(torch_weights) > 0, (compared, len(torch_weights))
