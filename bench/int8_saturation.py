@@ -1,0 +1,88 @@
+"""Does this CPU's int8 GEMM saturate, and what does it cost a trained model's accuracy?
+
+    python -m bench.int8_saturation [--model vgg] [--data digits@32] [--epochs 10]
+
+On x86 without VNNI ONNX Runtime's u8×s8 kernel adds pairs of products into an int16 and clamps
+(:func:`latency_models.onnx_runtime.int8_gemm_saturates`). For the trained model (the project's
+cached baseline, trained on first use) this scores on the test split: the fp32 graph, ORT
+``quantize_static`` with 8-bit weights (its default) and with ``reduce_range`` (7-bit weights, what
+ORT's documentation advises there), and how far each int8 graph's fused kernels land from ORT's
+own unfused QDQ reference (optimizations off) on 64 test images. Writes
+``bench/results/int8_saturation.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from automl.train import evaluate_onnx_accuracy
+from automl.workflow import load_trained
+from latency_models.onnx_runtime import (ArrayCalibrationReader, export_onnx, int8_gemm_saturates,
+                                         quiet_quantizer)
+from latency_models.profile import get_profile
+
+RESULTS = Path(__file__).parent / "results" / "int8_saturation.json"
+
+
+def ort_int8(fp32: bytes, calib: np.ndarray, reduce_range: bool) -> bytes:
+    """ORT's quantize_static (QDQ, per-channel s8 weights, u8 activations) with ``reduce_range`` set."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    with tempfile.TemporaryDirectory() as tmp, quiet_quantizer():
+        src, pre, dst = (os.path.join(tmp, n) for n in ("a.onnx", "b.onnx", "c.onnx"))
+        Path(src).write_bytes(fp32)
+        quant_pre_process(src, pre, skip_symbolic_shape=True)
+        quantize_static(pre, dst, ArrayCalibrationReader([calib[i:i + 1] for i in range(len(calib))]),
+                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
+                        weight_type=QuantType.QInt8, reduce_range=reduce_range)
+        return Path(dst).read_bytes()
+
+
+def logits(model: bytes, x: np.ndarray, optimized: bool) -> np.ndarray:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimized
+                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    return np.concatenate([sess.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="vgg")
+    p.add_argument("--data", default="digits@32")
+    p.add_argument("--epochs", type=int, default=10, help="baseline training epochs (the demo's: 10)")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    loaded = load_trained(args.model, args.data, epochs=args.epochs, progress=False)
+    d = loaded.data
+    fp32 = export_onnx(loaded.model, d.input_shape)
+    calib = torch.cat(d.calibration_batches()).numpy()
+    x_probe = d.x_test[:64].numpy()
+    row: dict = {"model": args.model, "data": args.data, "cpu": get_profile("cpu-ort").hardware,
+                 "onnxruntime": ort.__version__, "int8_gemm_saturates": int8_gemm_saturates(),
+                 "test_images": len(d.y_test),
+                 "fp32_accuracy": evaluate_onnx_accuracy(fp32, d.x_test, d.y_test, limit=None, threads=1)}
+    for name, reduce in (("ort_int8_8bit_weights", False), ("ort_int8_7bit_weights", True)):
+        q = ort_int8(fp32, calib, reduce)
+        gap = np.abs(logits(q, x_probe, True) - logits(q, x_probe, False)).max()
+        row[name] = {"accuracy": evaluate_onnx_accuracy(q, d.x_test, d.y_test, limit=None, threads=1),
+                     "max_logit_gap_fused_vs_reference": float(gap)}
+    print(json.dumps(row, indent=1))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(row, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
