@@ -25,6 +25,9 @@ from .table import LatencyTable, layer_key
 # MobileNetV2-0.5 at 3x the entries (BENCHMARKS.md): `--grid-points 12` buys that back. The
 # table is most of what a first search waits for (issue 12's check: 482 entries instead of 862).
 DEFAULT_POINTS = 5
+# Inner grid points are moved to the nearest channel count that is a multiple of this (1: not
+# moved). Under test on the AMD host (channel step 8): see BENCHMARKS.md, "grid alignment".
+GRID_ALIGN = 1
 MIN_POINTS, MAX_POINTS = 2, 32   # a bilinear fit needs 2; 32 per axis is already ~1000 entries a layer
 
 
@@ -63,13 +66,19 @@ def layer_energy_mj(model: HorowitzEnergyModel, layer: LayerInfo, cin: int, cout
 
 
 # ---- the grid ------------------------------------------------------------------------------
-def _spread(candidates: Sequence[int], n: int) -> list[int]:
-    """``n`` values spread evenly over sorted ``candidates`` (always the first and last)."""
+def _spread(candidates: Sequence[int], n: int, align: int = 1) -> list[int]:
+    """``n`` values spread evenly over sorted ``candidates`` (always the first and last), each
+    inner one moved to the nearest candidate that is a multiple of ``align`` (when one is)."""
     cands = sorted(set(candidates))
     if len(cands) <= n:
         return cands
     idx = np.unique(np.round(np.linspace(0, len(cands) - 1, n)).astype(int))
-    return [cands[i] for i in idx]
+    values = [cands[i] for i in idx]
+    aligned = [c for c in cands if c % align == 0] if align > 1 else []
+    if not aligned:
+        return values
+    inner = {min(aligned, key=lambda c: (abs(c - v), c)) for v in values[1:-1]}
+    return sorted({values[0], values[-1], *inner})
 
 
 def channel_choices(channels: int, step: int) -> list[int]:
@@ -95,8 +104,11 @@ class GridPlan:
         return [(i, o) for i in self.in_values for o in self.out_values]
 
 
-def plan_grid(info: ModelInfo, channel_step: int, points: int = DEFAULT_POINTS) -> list[GridPlan]:
-    """One grid per distinct layer key; each member layer's full (in, out) is on its grid."""
+def plan_grid(info: ModelInfo, channel_step: int, points: int = DEFAULT_POINTS,
+              align: int | None = None) -> list[GridPlan]:
+    """One grid per distinct layer key; each member layer's full (in, out) is on its grid.
+    ``align`` (default :data:`GRID_ALIGN`) moves inner points to multiples of it."""
+    align = GRID_ALIGN if align is None else max(1, int(align))
     by_key: dict[str, list[LayerInfo]] = {}
     for layer in info.layers:
         by_key.setdefault(layer_key(layer), []).append(layer)
@@ -121,8 +133,8 @@ def plan_grid(info: ModelInfo, channel_step: int, points: int = DEFAULT_POINTS) 
                 ins.update(c * m for c in channel_choices(group_channels[layer.input_group], channel_step))
             else:
                 ins.add(layer.in_channels)
-        out_values = sorted(set(_spread(sorted(outs), points)) | out_full)
-        in_values = sorted(set(_spread(sorted(ins), points)) | in_full)
+        out_values = sorted(set(_spread(sorted(outs), points, align)) | out_full)
+        in_values = sorted(set(_spread(sorted(ins), points, align)) | in_full)
         plans.append(GridPlan(key, members[0], in_values, out_values))
     return plans
 
