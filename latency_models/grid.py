@@ -26,7 +26,11 @@ from .table import LatencyTable, layer_key
 # table is most of what a first search waits for (issue 12's check: 482 entries instead of 862).
 DEFAULT_POINTS = 5
 # Inner grid points are moved to the nearest channel count that is a multiple of this (1: not
-# moved). Under test on the AMD host (channel step 8): see BENCHMARKS.md, "grid alignment".
+# moved). Off: on the AMD host (channel step 8) tables with points at multiples of 16, built back
+# to back with the default ones and judged on the same fresh timings (python -m bench.grid_align),
+# predicted two cells better within +-5% and two worse (MobileNetV2-0.5 @32 88% vs 77%, VGG @32 88%
+# vs 94%; BENCHMARKS.md, "Grid alignment"): no gain beyond which channel counts happen to be on the
+# grid. At channel step 16 (the Xeon) every choice is a multiple of 16 already.
 GRID_ALIGN = 1
 MIN_POINTS, MAX_POINTS = 2, 32   # a bilinear fit needs 2; 32 per axis is already ~1000 entries a layer
 

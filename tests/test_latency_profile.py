@@ -180,6 +180,23 @@ def test_grid_contains_every_full_layer():
         assert layer.op == "depthwise" or layer.in_channels in p.in_values
 
 
+def test_grid_alignment_moves_only_inner_points_to_multiples():
+    """``align`` moves each inner grid point to the nearest multiple of it among the layer's
+    choices; the smallest and the full channel counts stay (the table must hold both ends)."""
+    _, info = load_model_and_info("mobilenetv2_050", (1, 32, 32), 10)
+    plain = {p.key: p for p in plan_grid(info, 8, 5, align=1)}
+    aligned = {p.key: p for p in plan_grid(info, 8, 5, align=16)}
+    moved = 0
+    for key, p in aligned.items():
+        q = plain[key]
+        for ours, theirs in ((p.out_values, q.out_values), (p.in_values, q.in_values)):
+            assert ours[0] == theirs[0] and ours[-1] == theirs[-1]
+            new_points = set(ours) - set(theirs)
+            assert all(v % 16 == 0 for v in new_points), (key, ours, theirs)
+            moved += len(new_points)
+    assert moved > 0, "no point moved: at step 8 some inner points are odd multiples of 8"
+
+
 def test_simulated_bitfusion_table(tmp_path):
     out = tmp_path / "sim.json"
     rc = cli.main(["profile", "--model", "lenet5", "--out", str(out), "--quick", "--hardware",
