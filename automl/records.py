@@ -292,6 +292,9 @@ class SearchResult:
     accuracy_after_finetune: float | None = None
     accuracy_deployed: float | None = None
     accuracy_deployed_images: int = 0
+    int8_weight_bits: int | None = None
+    """Bits the deployed graph's int8 layers store their weights in (read off the graph): 8, or
+    7 where this CPU's int8 GEMM saturates (ORT's ``reduce_range``); None when no layer is int8."""
     finetune_epochs: float = 0.0
     latency_ms_predicted: float | None = None
     latency_ms_predicted_table: float | None = None

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from latency_models.onnx_runtime import export_onnx, measure_onnx_latency
+from latency_models.onnx_runtime import export_onnx, int8_weight_bits, measure_onnx_latency
 
 from .compress import apply_policy, export_deployable, model_cost
 from .core import ModelInfo, Policy
@@ -79,7 +79,8 @@ def compress_with_policy(loaded: LoadedModel, policy: Policy, out_dir: str | Pat
         "original": measure_model(loaded.model, loaded.data, threads=threads),
         "compressed": {**measure_model(compressed, loaded.data, policy, deployable, threads),
                        "accuracy_before_finetune": acc_before_ft,
-                       "finetune_epochs": finetune_epochs},
+                       "finetune_epochs": finetune_epochs,
+                       "int8_weight_bits": int8_weight_bits(deployable)},
     }
     result["wall_s"] = time.perf_counter() - t0
     if out_dir is not None:

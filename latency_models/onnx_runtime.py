@@ -123,6 +123,21 @@ def int8_weight_qmax() -> int:
     return 64 if int8_gemm_saturates() else 127
 
 
+def int8_weight_bits(onnx_bytes: bytes) -> int | None:
+    """Bits the int8 weights of a QDQ graph use: 7 when every one lies within ±64 (ORT's reduced
+    range), 8 otherwise (per-channel symmetric quantization puts each channel's largest weight at
+    ±127); None for a graph without int8 weights."""
+    import onnx
+    from onnx import numpy_helper
+
+    largest = [int(np.abs(numpy_helper.to_array(t).astype(np.int32)).max())
+               for t in onnx.load_from_string(onnx_bytes).graph.initializer
+               if t.data_type == onnx.TensorProto.INT8 and len(t.dims) >= 2]
+    if not largest:
+        return None
+    return 7 if max(largest) <= 64 else 8
+
+
 COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 """The ops a policy sets a precision for (its prunable layers); every other op follows them."""
 

@@ -265,7 +265,7 @@ def _ort_outputs(model: bytes, x: np.ndarray, level: "ort.GraphOptimizationLevel
 def test_int8_kernels_compute_what_the_qdq_graph_says_on_this_cpu():
     """The fused int8 kernel ORT runs agrees with the graph's own definition (ORT with its
     optimizations off: dequantize, float conv, quantize). On the AMD EPYC (AVX2, no VNNI) 8-bit
-    weights saturated: outputs halved (this conv), 0.8 pt lost on make demo's VGG."""
+    weights saturated (this test failed there before the 7-bit weights; make demo's VGG lost 0.8 pt)."""
     shape = (16, 8, 8)
     fp32 = export_onnx(_SaturatingConv().eval(), shape)
     x = np.ones((1, *shape), np.float32)

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from latency_models.onnx_runtime import export_onnx, measure_onnx_latency
+from latency_models.onnx_runtime import export_onnx, int8_weight_bits, measure_onnx_latency
 
 from ..compress import export_deployable, model_cost
 from ..core import Policy, SearchFailed
@@ -84,6 +84,7 @@ def finalize(problem: CompressionProblem, rows: list[dict[str, Any]], config, mu
         accuracy_after_finetune=acc_after,
         accuracy_deployed=acc_deployed,
         accuracy_deployed_images=min(len(loaded.data.x_test), DEPLOYED_ACCURACY_IMAGES),
+        int8_weight_bits=int8_weight_bits(onnx_bytes),
         finetune_epochs=config.finetune_epochs,
         latency_ms_predicted=best["latency_ms"],
         latency_ms_predicted_table=best["latency_ms"] / problem.correction_for(policy),
