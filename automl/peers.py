@@ -35,11 +35,11 @@ BUDGET_TOLERANCE = 1.05
 """A measured latency ratio within +5% of the target counts as meeting it (as for our answers)."""
 
 
-def ort_quantize_static(fp32: bytes, calib: np.ndarray) -> bytes:
+def ort_quantize_static(fp32: bytes, calib: np.ndarray, reduce_range: bool | None = None) -> bytes:
     """ORT's quantize_static with its default op types (QDQ, per-channel int8 weights, uint8
     activations, MinMax calibration on ``calib``): what its documentation tells a user to run,
-    ``reduce_range`` included where the documentation says to (a CPU whose int8 GEMM saturates,
-    :func:`~latency_models.onnx_runtime.int8_gemm_saturates`; ours gets the same)."""
+    ``reduce_range`` included where the documentation says to (by default: a CPU whose int8 GEMM
+    saturates, :func:`~latency_models.onnx_runtime.int8_gemm_saturates`; ours gets the same)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -50,7 +50,7 @@ def ort_quantize_static(fp32: bytes, calib: np.ndarray) -> bytes:
         quantize_static(pre, dst, ArrayCalibrationReader([calib[i:i + 1] for i in range(len(calib))]),
                         quant_format=QuantFormat.QDQ, per_channel=True,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        reduce_range=int8_gemm_saturates())
+                        reduce_range=int8_gemm_saturates() if reduce_range is None else reduce_range)
         return Path(dst).read_bytes()
 
 

@@ -15,36 +15,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
 
+from automl.peers import ort_quantize_static
 from automl.train import evaluate_onnx_accuracy
 from automl.workflow import load_trained
-from latency_models.onnx_runtime import (ArrayCalibrationReader, export_onnx, int8_gemm_saturates,
-                                         quiet_quantizer)
+from latency_models.onnx_runtime import export_onnx, int8_gemm_saturates
 from latency_models.profile import get_profile
 
 RESULTS = Path(__file__).parent / "results" / "int8_saturation.json"
-
-
-def ort_int8(fp32: bytes, calib: np.ndarray, reduce_range: bool) -> bytes:
-    """ORT's quantize_static (QDQ, per-channel s8 weights, u8 activations) with ``reduce_range`` set."""
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    with tempfile.TemporaryDirectory() as tmp, quiet_quantizer():
-        src, pre, dst = (os.path.join(tmp, n) for n in ("a.onnx", "b.onnx", "c.onnx"))
-        Path(src).write_bytes(fp32)
-        quant_pre_process(src, pre, skip_symbolic_shape=True)
-        quantize_static(pre, dst, ArrayCalibrationReader([calib[i:i + 1] for i in range(len(calib))]),
-                        quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
-                        weight_type=QuantType.QInt8, reduce_range=reduce_range)
-        return Path(dst).read_bytes()
 
 
 def logits(model: bytes, x: np.ndarray, optimized: bool) -> np.ndarray:
@@ -74,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
                  "test_images": len(d.y_test),
                  "fp32_accuracy": evaluate_onnx_accuracy(fp32, d.x_test, d.y_test, limit=None, threads=1)}
     for name, reduce in (("ort_int8_8bit_weights", False), ("ort_int8_7bit_weights", True)):
-        q = ort_int8(fp32, calib, reduce)
+        q = ort_quantize_static(fp32, calib, reduce_range=reduce)
         gap = np.abs(logits(q, x_probe, True) - logits(q, x_probe, False)).max()
         row[name] = {"accuracy": evaluate_onnx_accuracy(q, d.x_test, d.y_test, limit=None, threads=1),
                      "max_logit_gap_fused_vs_reference": float(gap)}
