@@ -4,7 +4,7 @@ For each cell (model @ input shape) this builds one table per alignment (``laten
 .GRID_ALIGN``: 1 = the points ``plan_grid`` spreads evenly, 16 = the inner ones moved to the
 nearest multiple of 16 among the layer's channel choices) back to back, the order alternating
 from cell to cell so neither is always the fresher; then times fresh random policies once
-(``hwcompress lut validate --passes 2``, predicted by the first alignment's table) and predicts
+(as ``hwcompress lut validate --passes 2`` does, predicted by the first alignment's table) and predicts
 those same timings with every table through :func:`bench.grid_density.thinned_fidelity` (nothing
 thinned; the remainder and per-kind multipliers re-fitted on each table's own whole-model
 timings, as a build does). Alignment only matters where the channel step is below 16 (the AMD
@@ -21,8 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -47,13 +45,13 @@ def build_table(model: str, shape: tuple[int, ...], align: int, out: Path) -> fl
 
 
 def validate(model: str, table: Path, samples: int, seed: int, out: Path) -> float:
-    """Time ``samples`` random policies of ``model`` (2 passes) as a user would; seconds."""
+    """Time ``samples`` random policies of ``model`` (2 passes), as `hwcompress lut validate`
+    does (:func:`automl.profiling.validate_model`); seconds."""
+    from automl.profiling import validate_model
+    from latency_models.table import LatencyTable
+
     t0 = time.perf_counter()
-    cli = "import sys; from services.cli.main import main; sys.exit(main(sys.argv[1:]))"
-    subprocess.run([sys.executable, "-c", cli, "lut", "validate", "--model", model,
-                    "--table", str(table), "--samples", str(samples), "--seed", str(seed),
-                    "--passes", "2", "--out", str(out), "--no-progress"], check=True,
-                   stdout=subprocess.DEVNULL)
+    validate_model(model, LatencyTable.load(table), samples, seed, passes=2, json_out=out, progress=False)
     return time.perf_counter() - t0
 
 

@@ -15,27 +15,23 @@ from __future__ import annotations
 
 import argparse
 import json
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
 from automl.peers import ort_quantize_static
 from automl.train import evaluate_onnx_accuracy
 from automl.workflow import load_trained
-from latency_models.onnx_runtime import export_onnx, int8_gemm_saturates
+from latency_models.onnx_runtime import export_onnx, int8_gemm_saturates, make_session
 from latency_models.profile import get_profile
 
 RESULTS = Path(__file__).parent / "results" / "int8_saturation.json"
 
 
 def logits(model: bytes, x: np.ndarray, optimized: bool) -> np.ndarray:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimized
-                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+    sess = make_session(model, threads=1, optimized=optimized)
     name = sess.get_inputs()[0].name
     return np.concatenate([sess.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
 
@@ -53,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     calib = torch.cat(d.calibration_batches()).numpy()
     x_probe = d.x_test[:64].numpy()
     row: dict = {"model": args.model, "data": args.data, "cpu": get_profile("cpu-ort").hardware,
-                 "onnxruntime": ort.__version__, "int8_gemm_saturates": int8_gemm_saturates(),
+                 "onnxruntime": version("onnxruntime"), "int8_gemm_saturates": int8_gemm_saturates(),
                  "test_images": len(d.y_test),
                  "fp32_accuracy": evaluate_onnx_accuracy(fp32, d.x_test, d.y_test, limit=None, threads=1)}
     for name, reduce in (("ort_int8_8bit_weights", False), ("ort_int8_7bit_weights", True)):

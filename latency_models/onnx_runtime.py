@@ -333,10 +333,13 @@ def int8_kernel_graph(qdq_onnx: bytes) -> bytes:
 
 def make_session(onnx_model: bytes | str | Path, threads: int = 1,
                  profile_prefix: str | None = None, optimized_path: str | Path | None = None,
-                 disabled_optimizers: Sequence[str] = DISABLED_OPTIMIZERS) -> ort.InferenceSession:
+                 disabled_optimizers: Sequence[str] = DISABLED_OPTIMIZERS,
+                 optimized: bool = True) -> ort.InferenceSession:
     """An ORT CPU session with a fixed intra-op thread count and full graph optimisation but for
     ``disabled_optimizers`` (with ``profile_prefix``, ORT's per-node profiler on, writing its
-    JSON there; with ``optimized_path``, the graph it runs written there)."""
+    JSON there; with ``optimized_path``, the graph it runs written there). ``optimized=False``:
+    no graph optimisation at all, so a QDQ graph runs as it reads (dequantize, float op,
+    quantize): the reference its fused int8 kernels should agree with."""
     opts = ort.SessionOptions()
     if profile_prefix is not None:
         opts.enable_profiling = True
@@ -346,7 +349,8 @@ def make_session(onnx_model: bytes | str | Path, threads: int = 1,
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimized
+                                     else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     opts.log_severity_level = 3
     src = onnx_model if isinstance(onnx_model, bytes) else str(onnx_model)
     return ort.InferenceSession(src, sess_options=opts, providers=["CPUExecutionProvider"],

@@ -17,7 +17,7 @@ from automl.models import build_model
 from automl.space import trace_model
 from automl.peers import ort_quantize_static
 from latency_models.onnx_runtime import (DISABLED_OPTIMIZERS, export_onnx, int8_kernel_graph, int8_nodes,
-                                         optimized_graph, quantize_int8_qdq)
+                                         make_session, optimized_graph, quantize_int8_qdq)
 
 SHAPE = (1, 16, 16)
 
@@ -255,10 +255,8 @@ class _SaturatingConv(torch.nn.Module):
         return self.conv(torch.relu(x))
 
 
-def _ort_outputs(model: bytes, x: np.ndarray, level: "ort.GraphOptimizationLevel") -> np.ndarray:
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = level
-    sess = ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
+def _ort_outputs(model: bytes, x: np.ndarray, optimized: bool) -> np.ndarray:
+    sess = make_session(model, optimized=optimized)
     return sess.run(None, {sess.get_inputs()[0].name: x})[0]
 
 
@@ -270,9 +268,9 @@ def test_int8_kernels_compute_what_the_qdq_graph_says_on_this_cpu():
     fp32 = export_onnx(_SaturatingConv().eval(), shape)
     x = np.ones((1, *shape), np.float32)
     q = quantize_int8_qdq(fp32, [x])
-    fused = _ort_outputs(q, x, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
-    reference = _ort_outputs(q, x, ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
-    exact = _ort_outputs(fp32, x, ort.GraphOptimizationLevel.ORT_ENABLE_ALL)  # 64 … 144
+    fused = _ort_outputs(q, x, optimized=True)
+    reference = _ort_outputs(q, x, optimized=False)
+    exact = _ort_outputs(fp32, x, optimized=True)  # 64 … 144
     assert np.allclose(reference, exact, rtol=0.02, atol=1.0), (reference.max(), exact.max())
     assert np.allclose(fused, reference, rtol=0.02, atol=1.0), (fused.max(), reference.max())
 
