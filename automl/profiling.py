@@ -25,7 +25,7 @@ from latency_models.grid import DEFAULT_POINTS, check_points
 from latency_models.kernel_calibration import calibrate_kernels
 from latency_models.profiler import open_table, profile_layers, regress_layers
 from latency_models.onnx_runtime import INT8_EXPORT
-from latency_models.sampling import sample_times
+from latency_models.sampling import sample_model_times
 from latency_models.timing import MODEL_BUDGET_S, CudaRunner, Runner, ort_runner, torch_runner
 from latency_models.table import LatencyTable, RemainderEntry, TableError
 from latency_models.unseen import KernelRegressor, UnseenModel, table_without
@@ -67,9 +67,9 @@ def deployed_runner(model: nn.Module, policy: Policy, info: ModelInfo, profile: 
     if profile.backend.runs_onnx:
         onnx_bytes = export_deployable(compressed, policy, info, info.input_shape, calib)
         return ort_runner(onnx_bytes, info.input_shape, profile.threads, profile.batch,
-                          budget_s=MODEL_BUDGET_S)
+                          budget_s=MODEL_BUDGET_S, whole_model=True)
     return torch_runner(compressed, info.input_shape, profile.threads, profile.batch,
-                        profile.backend.torch_device, budget_s=MODEL_BUDGET_S)
+                        profile.backend.torch_device, budget_s=MODEL_BUDGET_S, whole_model=True)
 
 
 def reference_runner(model: nn.Module, info: ModelInfo, profile: HardwareProfile,
@@ -83,13 +83,13 @@ def reference_runner(model: nn.Module, info: ModelInfo, profile: HardwareProfile
 def measure_model_ms(model: nn.Module, policy: Policy, info: ModelInfo, profile: HardwareProfile,
                      calib: list[torch.Tensor], reference: Runner | None = None) -> PolicyTiming:
     """The compressed model's latency as deployed (``uncontended_ms`` of
-    :func:`latency_models.sampling.sample_times`, and its IQR); with a ``reference`` runner
+    :func:`latency_models.sampling.sample_model_times`, and its IQR); with a ``reference`` runner
     (:func:`reference_runner`), timed interleaved with it in the same budget, its figure beside."""
     runner = deployed_runner(model, policy, info, profile, calib)
     if reference is None:     # (a CUDA device never has one: reference_runner)
         stats = runner.time()
         return PolicyTiming(stats.uncontended_ms, stats.iqr_ms)
-    own, ref = sample_times([runner.fns, reference.fns], MODEL_BUDGET_S)
+    own, ref = sample_model_times([runner.fns, reference.fns])
     return PolicyTiming(own.uncontended_ms, own.iqr_ms, ref.uncontended_ms)
 
 

@@ -31,7 +31,7 @@ def run(name: str, shape: tuple[int, ...], policies: int) -> dict:
     from automl.profiling import load_model_and_info, random_calibration
     from latency_models.onnx_runtime import DISABLED_OPTIMIZERS, optimized_graph, session_callables
     from latency_models.profile import get_profile
-    from latency_models.sampling import MODEL_BUDGET_S, sample_times
+    from latency_models.sampling import sample_model_times
 
     tag = "x".join(map(str, shape))
     samples = json.loads((RESULTS / f"lut_fidelity_{name}_{tag}.json").read_text())["samples"]
@@ -48,7 +48,7 @@ def run(name: str, shape: tuple[int, ...], policies: int) -> dict:
                   for d in (QDQ3_DISABLED, DISABLED_OPTIMIZERS)]
         groups = [session_callables(onnx_bytes, shape, 1, 1, 2, disabled_optimizers=disabled)
                   for disabled in (QDQ3_DISABLED, DISABLED_OPTIMIZERS)]
-        qdq3, qdq4 = sample_times(groups, MODEL_BUDGET_S)
+        qdq3, qdq4 = sample_model_times(groups)
         precisions = "".join("8" if lp.w_bits <= 8 else "F" for lp in policy.layers.values())
         rows.append({"precisions": precisions, "graph_differs": graphs[0] != graphs[1],
                      "qdq3_ms": qdq3.uncontended_ms, "qdq4_ms": qdq4.uncontended_ms,

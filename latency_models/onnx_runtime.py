@@ -26,7 +26,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from .sampling import MODEL_BUDGET_S, SESSIONS, TimingStats, sample_time, sample_times
+from .sampling import MODEL_BUDGET_S, SESSIONS, TimingStats, sample_model_times
 
 
 def export_onnx(model: nn.Module, input_shape: Sequence[int], path: str | Path | None = None,
@@ -392,9 +392,11 @@ def measure_onnx_latency(onnx_model: bytes | str | Path, input_shape: Sequence[i
                          batch: int = 1, sessions: int = SESSIONS,
                          budget_s: float = MODEL_BUDGET_S) -> TimingStats:
     """``latency_ms_measured``: one ORT run at ``batch`` on this CPU, read by the project's one
-    timing protocol (:func:`latency_models.sampling.sample_times`, over ``sessions`` fresh
-    sessions): use ``.uncontended_ms``, the figure the lookup tables are built from too."""
-    return sample_time(session_callables(onnx_model, input_shape, threads, batch, sessions), budget_s)
+    whole-model timing protocol (:func:`latency_models.sampling.sample_model_times`, over
+    ``sessions`` fresh sessions): use ``.uncontended_ms``, the figure the lookup tables' whole-model
+    remainders are read by too."""
+    return sample_model_times([session_callables(onnx_model, input_shape, threads, batch, sessions)],
+                              budget_s)[0]
 
 
 def measure_onnx_pair(a: bytes | str | Path, b: bytes | str | Path, input_shape: Sequence[int],
@@ -404,8 +406,8 @@ def measure_onnx_pair(a: bytes | str | Path, b: bytes | str | Path, input_shape:
     that both see the same machine. On a shared VM the same graph measured minutes apart moved
     by 30-80% here; measured interleaved, the *ratio* of two graphs holds, which is what a
     relative budget ("half the latency") asks about. Use ``.uncontended_ms`` of each."""
-    ta, tb = sample_times([session_callables(a, input_shape, threads, 1, sessions),
-                           session_callables(b, input_shape, threads, 1, sessions)], budget_s)
+    ta, tb = sample_model_times([session_callables(a, input_shape, threads, 1, sessions),
+                                 session_callables(b, input_shape, threads, 1, sessions)], budget_s)
     return ta, tb
 
 

@@ -19,7 +19,8 @@ from automl.core import LayerInfo
 
 from .onnx_runtime import session_callables
 # MODEL_BUDGET_S and sample_time are re-exported: callers have always found them here
-from .sampling import LAYER_BUDGET_S, MODEL_BUDGET_S, SESSIONS, TimingStats, sample_time  # noqa: F401
+from .sampling import (LAYER_BUDGET_S, MODEL_BUDGET_S, SESSIONS, TimingStats,  # noqa: F401
+                       sample_model_times, sample_time)
 
 
 def layer_input_shape(layer: LayerInfo, cin: int) -> tuple[int, ...]:
@@ -55,10 +56,12 @@ class Runner:
     """Ready-to-time callables: one per runtime session of the same model.
 
     ORT sessions of one model are not all equally fast (a session keeps its buffer placement),
-    so calls rotate over ``SESSIONS`` sessions and the statistic is taken over all of them."""
+    so calls rotate over ``SESSIONS`` sessions and the statistic is taken over all of them.
+    ``whole_model``: timed by the whole-model rule (:func:`~latency_models.sampling.sample_model_times`)."""
 
     fns: list[Callable[[], object]]
     budget_s: float = LAYER_BUDGET_S
+    whole_model: bool = False
 
     @property
     def fn(self) -> Callable[[], object]:
@@ -66,16 +69,21 @@ class Runner:
 
     def time(self) -> TimingStats:
         """``uncontended_ms`` is the figure to use (see :func:`sample_time`)."""
+        if self.whole_model:
+            return sample_model_times([self.fns], self.budget_s)[0]
         return sample_time(self.fns, self.budget_s)
 
 
 def ort_runner(onnx_bytes: bytes, input_shape: Sequence[int], threads: int, batch: int = 1,
-               sessions: int = SESSIONS, budget_s: float = LAYER_BUDGET_S) -> Runner:
-    return Runner(session_callables(onnx_bytes, input_shape, threads, batch, sessions), budget_s)
+               sessions: int = SESSIONS, budget_s: float = LAYER_BUDGET_S,
+               whole_model: bool = False) -> Runner:
+    return Runner(session_callables(onnx_bytes, input_shape, threads, batch, sessions), budget_s,
+                  whole_model)
 
 
 def torch_runner(module: nn.Module, input_shape: Sequence[int], threads: int, batch: int = 1,
-                 device: str = "cpu", half: bool = False, budget_s: float = LAYER_BUDGET_S) -> Runner:
+                 device: str = "cpu", half: bool = False, budget_s: float = LAYER_BUDGET_S,
+                 whole_model: bool = False) -> Runner:
     torch.set_num_threads(threads)
     module = module.eval().to(device)
     x = torch.randn(batch, *input_shape, device=device)
@@ -86,8 +94,8 @@ def torch_runner(module: nn.Module, input_shape: Sequence[int], threads: int, ba
         with torch.inference_mode():
             module(x)
     if device == "cuda":  # pragma: no cover - no GPU on the CI machine
-        return CudaRunner([fn], budget_s)
-    return Runner([fn], budget_s)
+        return CudaRunner([fn], budget_s, whole_model)
+    return Runner([fn], budget_s, whole_model)
 
 
 class CudaRunner(Runner):  # pragma: no cover - no GPU on the CI machine

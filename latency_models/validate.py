@@ -9,7 +9,8 @@ timed afresh, the passes interleaved (pass 1 in order, pass 2 in reverse), so a 
 the machine hits different policies in different passes. The share of policies whose
 measurements agree within ±5%/±10% is what measurement itself can do: read prediction fidelity
 against that ceiling. The figure compared with the prediction is the fastest pass (each pass is
-already the fastest ~20 ms chunk of ~2 s of calls: :func:`latency_models.sampling.sample_times`).
+already the fastest ~20 ms chunk of ≥2 s and ≥1500 calls, at most 6 s:
+:func:`latency_models.sampling.sample_model_times`).
 
 **Timed beside the reference** (``relative``, off by default). A shared VM's speed can drift over
 minutes (the AMD host of 2026-12-03: a stretch of MobileNetV2-1.0 policies at 224 ran 10-37%

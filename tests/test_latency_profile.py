@@ -261,6 +261,28 @@ def test_two_models_timed_together_see_the_same_slow_stretches(monkeypatch):
         sample_times([[]], budget_s=0.1)
 
 
+def test_whole_model_timing_waits_for_its_calls_up_to_a_cap(monkeypatch):
+    """A slow model gets more than the budget until it has made ``min_calls`` calls (a 224x224
+    net's fastest chunk is too noisy after a few dozen), but never more than ``max_budget_s`` a
+    model: the wait is bounded whatever the model costs."""
+    import time as _time
+    from latency_models.sampling import sample_times
+
+    monkeypatch.setenv("HWCOMPRESS_TIMING_SCALE", "1")
+
+    def call():
+        _time.sleep(0.002)
+
+    t0 = _time.perf_counter()
+    (stats,) = sample_times([[call]], budget_s=0.1, chunk_s=0.004, min_calls=100, max_budget_s=2.0)
+    took = _time.perf_counter() - t0
+    assert stats.repeats >= 100 and took > 0.15        # 100 calls of >=2 ms: past the 0.1 s budget
+    t0 = _time.perf_counter()
+    (capped,) = sample_times([[call]], budget_s=0.1, chunk_s=0.004, min_calls=100_000, max_budget_s=0.3)
+    took = _time.perf_counter() - t0
+    assert capped.repeats < 100_000 and 0.25 < took < 1.0   # stopped at the cap, not 200 s later
+
+
 def test_validate_bounds_the_passes(lenet_table, capsys):
     rc = cli.main(["lut", "validate", "--model", "lenet5", "--table", str(lenet_table),
                    "--samples", "1", "--passes", "1000", "--no-progress"])
