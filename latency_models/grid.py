@@ -32,6 +32,14 @@ DEFAULT_POINTS = 5
 # vs 94%; BENCHMARKS.md, "Grid alignment"): no gain beyond which channel counts happen to be on the
 # grid. At channel step 16 (the Xeon) every choice is a multiple of 16 already.
 GRID_ALIGN = 1
+# A depthwise kernel's time is interpolated between grid points of its own series: channel
+# counts that are multiples of this, or the others (latency_models.predictor.Grid). ORT's int8
+# depthwise kernel on the AVX2 host runs a multiple of 16 channels in about the fp32 time and an
+# odd multiple of 8 up to 2.5x slower (python -m bench.channel_sweep), so one line through both
+# zigzags: on the stored timings of five AMD cells, interpolating within the series read 77 -> 85%
+# within +-5% for MobileNetV2-0.5 @32 and better on all four MobileNetV2-1.0 @224 runs
+# (python -m bench.depthwise_series). At channel step 16 (the Xeon) there is one series.
+DEPTHWISE_RESIDUE = 16
 MIN_POINTS, MAX_POINTS = 2, 32   # a bilinear fit needs 2; 32 per axis is already ~1000 entries a layer
 
 
@@ -83,6 +91,11 @@ def _spread(candidates: Sequence[int], n: int, align: int = 1) -> list[int]:
         return values
     inner = {min(aligned, key=lambda c: (abs(c - v), c)) for v in values[1:-1]}
     return sorted({values[0], values[-1], *inner})
+
+
+def same_residue(a: int, b: int) -> bool:
+    """Whether two channel counts are in the same depthwise series (:data:`DEPTHWISE_RESIDUE`)."""
+    return (a % DEPTHWISE_RESIDUE == 0) == (b % DEPTHWISE_RESIDUE == 0)
 
 
 def channel_choices(channels: int, step: int) -> list[int]:

@@ -27,6 +27,7 @@ import numpy as np
 from automl.core import FLOAT_BITS, ModelInfo, Policy, kept_channels
 
 from .devices.registry import kind_for_runtime
+from .grid import same_residue
 from .profile import PROFILES, HardwareProfile
 from .table import LatencyTable, RemainderEntry, TableError, layer_key
 from .unseen import kernel_group
@@ -77,9 +78,10 @@ class Grid:
 
     def at(self, cin: int, cout: int) -> tuple[float, float, bool]:
         if self.diagonal:
-            lo, hi, t, outside = _bracket(self.out_values, cout)
-            lat = self._lerp1(self.latency[0], lo, hi, t, self.out_values, cout)
-            en = self._lerp1(self.energy[0], lo, hi, t, self.out_values, cout)
+            xs, lat_row, en_row = self._series(cout)
+            lo, hi, t, outside = _bracket(xs, cout)
+            lat = self._lerp1(lat_row, lo, hi, t, xs, cout)
+            en = self._lerp1(en_row, lo, hi, t, xs, cout)
             return lat, en, outside
         i0, i1, ti, out_i = _bracket(self.in_values, cin)
         o0, o1, to, out_o = _bracket(self.out_values, cout)
@@ -91,6 +93,14 @@ class Grid:
                  + (1 - ti) * to * arr[i0, o1] + ti * to * arr[i1, o1])
             vals.append(max(0.0, float(v) * sx * sy))
         return vals[0], vals[1], out_i or out_o
+
+    def _series(self, cout: int) -> tuple[list[int], np.ndarray, np.ndarray]:
+        """The depthwise points to interpolate ``cout`` between: those of its own series
+        (:func:`latency_models.grid.same_residue`) when at least two of them bracket it, else all."""
+        idx = [k for k, o in enumerate(self.out_values) if same_residue(o, cout)]
+        if len(idx) >= 2 and self.out_values[idx[0]] <= cout <= self.out_values[idx[-1]]:
+            return ([self.out_values[k] for k in idx], self.latency[0][idx], self.energy[0][idx])
+        return self.out_values, self.latency[0], self.energy[0]
 
     @staticmethod
     def _lerp1(row: np.ndarray, lo: int, hi: int, t: float, xs: Sequence[int], x: float) -> float:

@@ -148,6 +148,26 @@ def test_interpolation_exact_at_grid_points():
     assert lat == pytest.approx(_cost(12, 20, "fp32"), rel=1e-9)
 
 
+def test_depthwise_counts_interpolate_within_their_series():
+    """ORT's int8 depthwise kernel on an AVX2 CPU is fast at multiples of 16 channels and slower
+    at odd multiples of 8 (bench.channel_sweep). A count is priced from grid points of its own
+    series: 64 between 48 and 96 (fast), not between 56 and 72 (both slow); a count outside its
+    series' points falls back to all of them."""
+    dw = LayerInfo("dw", "depthwise", 96, 96, 3, 1, 1, 96, (8, 8), (8, 8), has_bn=True,
+                   activation="relu", prune_group="dw", index=0)
+    key = layer_key(dw)
+    t = LatencyTable(_meta(input_shapes={}))
+
+    def cost(c):
+        return c * (0.001 if c % 16 == 0 else 0.002)
+    for c in (8, 16, 32, 48, 56, 72, 96):
+        t.add(TableEntry(key, c, c, "int8", cost(c), 0.0, cost(c), 50))
+    pred = Predictor(t, warn=False)
+    assert pred.layer_cost(key, "int8", 64, 64)[0] == pytest.approx(0.064)   # one line: 0.128
+    assert pred.layer_cost(key, "int8", 40, 40)[0] == pytest.approx(0.080)   # 8 .. 56, slow series
+    assert pred.layer_cost(key, "int8", 88, 88)[0] == pytest.approx(0.112)   # past 72: 72 .. 96
+
+
 def test_extrapolation_warns_and_does_not_crash():
     pred = Predictor(_table())
     key = layer_key(_model().layers[1])
