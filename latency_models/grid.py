@@ -38,7 +38,8 @@ GRID_ALIGN = 1
 # odd multiple of 8 up to 2.5x slower (python -m bench.channel_sweep), so one line through both
 # zigzags: on the stored timings of five AMD cells, interpolating within the series read 77 -> 85%
 # within +-5% for MobileNetV2-0.5 @32 and better on all four MobileNetV2-1.0 @224 runs
-# (python -m bench.depthwise_series). At channel step 16 (the Xeon) there is one series.
+# (python -m bench.depthwise_series); on a fresh table and policies 62 -> 68% (BENCHMARKS.md).
+# At channel step 16 (the Xeon) there is one series.
 DEPTHWISE_RESIDUE = 16
 MIN_POINTS, MAX_POINTS = 2, 32   # a bilinear fit needs 2; 32 per axis is already ~1000 entries a layer
 
