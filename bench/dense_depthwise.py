@@ -15,6 +15,7 @@ on that CPU is fast at multiples of 16 channels and slower at odd multiples of 8
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results" / "grid-align-amd-epyc-2-cores"
@@ -48,20 +49,15 @@ def densify(info, out: Path) -> int:
 
 
 def fidelity(table_path: Path, info, samples: list[dict]) -> str:
-    from automl.core import Policy
-    from automl.profiling import recalibrate
-    from latency_models.predictor import Predictor
-    from latency_models.table import LatencyTable
     from latency_models.validate import fidelity_metrics
 
-    table = LatencyTable.load(table_path)
-    recalibrate(table, info.model_name, info=info)
-    predictor = Predictor(table, warn=False)
-    predicted = [predictor.predict(info, Policy.from_dict(s["policy"]))[0] for s in samples]
-    measured = [min(s["measured_ms_raw_passes"]) for s in samples]
+    from .depthwise_series import predicted_and_measured
+
+    predicted, measured = predicted_and_measured(info.model_name, info.input_shape, table_path,
+                                                 samples, refit=True)
     m = fidelity_metrics(predicted, measured)
-    cells = [f"{len(table.entries)}", f"{m['within_10pct']:.0%}", f"{m['within_5pct']:.0%}",
-             f"{m['spearman']:.3f}", f"{m['mape']:.1%}"]
+    cells = [f"{len(json.loads(table_path.read_text())['entries'])}", f"{m['within_10pct']:.0%}",
+             f"{m['within_5pct']:.0%}", f"{m['spearman']:.3f}", f"{m['mape']:.1%}"]
     for mode in ("fp32", "int8", "mixed"):
         idx = [i for i, s in enumerate(samples) if s["mode"] == mode]
         mm = fidelity_metrics([predicted[i] for i in idx], [measured[i] for i in idx])
@@ -70,8 +66,6 @@ def fidelity(table_path: Path, info, samples: list[dict]) -> str:
 
 
 def main() -> None:
-    import json
-
     from automl.profiling import load_model_and_info
 
     info = load_model_and_info("mobilenetv2_050", (1, 32, 32), 10)[1]

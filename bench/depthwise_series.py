@@ -32,25 +32,35 @@ CELLS = [
      R / "noise-floor-budget/mobilenetv2_100-seed4-scale3.json"),
     ("mobilenetv2_100", (3, 224, 224), R / "noise-floor-budget/mobilenetv2_100-3x224x224-rule1500-table.json",
      R / "noise-floor-budget/mobilenetv2_100-seed6-rule1500.json"),
+    ("mobilenetv2_050", (1, 32, 32), R / "depthwise-series-amd/mobilenetv2_050-1x32x32-table.json",
+     R / "depthwise-series-amd/mobilenetv2_050-1x32x32-seed7-report.json"),
 ]
 
 
-def fidelity(model: str, shape: tuple[int, ...], table_path: Path, report_path: Path,
-             refit: bool) -> str:
+def predicted_and_measured(model: str, shape: tuple[int, ...], table_path: Path,
+                           samples: list[dict], refit: bool) -> tuple[list[float], list[float]]:
+    """Each stored policy predicted by the table (its remainder and per-kind multipliers re-fitted
+    on the table's stored whole-model timings when ``refit``) and its fastest measured pass."""
     from automl.core import Policy
     from automl.profiling import load_model_and_info, recalibrate
     from latency_models.predictor import Predictor
     from latency_models.table import LatencyTable
-    from latency_models.validate import fidelity_metrics
 
-    samples = json.loads(report_path.read_text())["samples"]
     info = load_model_and_info(model, shape, 10)[1]
     table = LatencyTable.load(table_path)
     if refit:
         recalibrate(table, model, info=info)
     predictor = Predictor(table, warn=False)
-    predicted = [predictor.predict(info, Policy.from_dict(s["policy"]))[0] for s in samples]
-    m = fidelity_metrics(predicted, [min(s["measured_ms_raw_passes"]) for s in samples])
+    return ([predictor.predict(info, Policy.from_dict(s["policy"]))[0] for s in samples],
+            [min(s["measured_ms_raw_passes"]) for s in samples])
+
+
+def fidelity(model: str, shape: tuple[int, ...], table_path: Path, report_path: Path,
+             refit: bool) -> str:
+    from latency_models.validate import fidelity_metrics
+
+    samples = json.loads(report_path.read_text())["samples"]
+    m = fidelity_metrics(*predicted_and_measured(model, shape, table_path, samples, refit))
     return f"{m['within_10pct']:.0%} / {m['within_5pct']:.0%} / {m['spearman']:.3f}"
 
 

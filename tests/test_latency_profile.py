@@ -283,6 +283,26 @@ def test_whole_model_timing_waits_for_its_calls_up_to_a_cap(monkeypatch):
     assert capped.repeats < 100_000 and 0.25 < took < 1.0   # stopped at the cap, not 200 s later
 
 
+def test_whole_model_rule_gives_each_model_its_calls(monkeypatch):
+    """``sample_model_times`` (every whole-model figure): each model timed together gets
+    ``MODEL_MIN_CALLS`` calls, scaled like the budgets by ``HWCOMPRESS_TIMING_SCALE``, past the
+    2 s budget when its calls are slow, and the cap grows with the number of models."""
+    import time as _time
+    from latency_models import sampling
+
+    monkeypatch.setenv("HWCOMPRESS_TIMING_SCALE", "0.05")     # budget 0.1 s, 75 calls, cap 0.3 s a model
+
+    def call():
+        _time.sleep(0.002)
+
+    t0 = _time.perf_counter()
+    a, b = sampling.sample_model_times([[call], [call]])
+    took = _time.perf_counter() - t0
+    wanted = round(sampling.MODEL_MIN_CALLS * 0.05)
+    assert a.repeats >= wanted and b.repeats >= wanted       # 2 x 75 calls of >=2 ms: > 0.3 s
+    assert 0.25 < took < 2.0
+
+
 def test_validate_bounds_the_passes(lenet_table, capsys):
     rc = cli.main(["lut", "validate", "--model", "lenet5", "--table", str(lenet_table),
                    "--samples", "1", "--passes", "1000", "--no-progress"])
