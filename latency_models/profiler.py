@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from automl.core import ModelInfo
+from automl.core import LayerInfo, ModelInfo
 
 from .energy import HorowitzEnergyModel, measure_energy_mj
 # the grid and the timing pieces live in leaf modules (the device backends and the simulator
@@ -30,11 +30,15 @@ from .profile import HardwareProfile
 from .table import LatencyTable, TableEntry, TableError, TableMetadata
 from .unseen import KernelRegressor
 from .timing import (SESSIONS, CudaRunner, Runner, build_layer_module,  # noqa: F401
-                     calib_for, layer_input_shape, ort_runner, sample_time, torch_runner)
+                     calib_for, layer_input_shape, ort_runner, sample_time, time_together,
+                     torch_runner)
 
 log = logging.getLogger(__name__)
 
-SAVE_EVERY = 25
+# entries timed together, interleaved (a window's chunks spread over ~WINDOW_ENTRIES x 0.5 s), and
+# the feature-map bytes their sessions may hold at once
+WINDOW_ENTRIES = 16
+WINDOW_BYTES = 512 * 2**20
 
 
 def measure_overhead_ms(profile: HardwareProfile) -> float:
@@ -96,30 +100,56 @@ def profile_layers(table: LatencyTable, info: ModelInfo, profile: HardwareProfil
     if not table.overhead_ms:
         table.overhead_ms = measure_overhead_ms(profile)
     done = 0
-    bar = tqdm(todo, desc=f"profile {info.model_name} on {profile.name}", disable=not progress,
-               unit="entry")
+    bar = tqdm(total=len(todo), desc=f"profile {info.model_name} on {profile.name}",
+               disable=not progress, unit="entry")
     try:
-        for plan, cin, cout, prec in bar:
-            runner = backend.layer_runner(plan.layer, cin, cout, prec)
-            stats = runner.time()
-            if meter is not None:
-                e_mj, e_src = measure_energy_mj(meter, runner.fn), "measured"
-            else:
-                e_mj, e_src = layer_energy_mj(energy, plan.layer, cin, cout, prec), "modeled"
-            table.add(TableEntry(
-                key=plan.key, in_channels=cin, out_channels=cout, precision=prec,
-                latency_ms=max(1e-5, stats.uncontended_ms - table.overhead_ms), iqr_ms=stats.iqr_ms,
-                raw_median_ms=stats.uncontended_ms, repeats=stats.repeats, blocks=len(runner.fns),
-                remeasured=stats.remeasured,
-                latency_source="measured", energy_mj=e_mj, energy_source=e_src))
-            done += 1
-            if out is not None and done % SAVE_EVERY == 0:
+        for window in timing_windows(todo):
+            runners = [backend.layer_runner(plan.layer, cin, cout, prec)
+                       for plan, cin, cout, prec in window]
+            for (plan, cin, cout, prec), runner, stats in zip(window, runners, time_together(runners)):
+                if meter is not None:
+                    e_mj, e_src = measure_energy_mj(meter, runner.fn), "measured"
+                else:
+                    e_mj, e_src = layer_energy_mj(energy, plan.layer, cin, cout, prec), "modeled"
+                table.add(TableEntry(
+                    key=plan.key, in_channels=cin, out_channels=cout, precision=prec,
+                    latency_ms=max(1e-5, stats.uncontended_ms - table.overhead_ms),
+                    iqr_ms=stats.iqr_ms, raw_median_ms=stats.uncontended_ms, repeats=stats.repeats,
+                    blocks=len(runner.fns), remeasured=stats.remeasured,
+                    latency_source="measured", energy_mj=e_mj, energy_source=e_src))
+            del runners
+            done += len(window)
+            bar.update(len(window))
+            if out is not None:
                 table.save(out)
     finally:
         bar.close()
         if out is not None and done:
             table.save(out)
     return done
+
+
+def entry_activation_bytes(layer: LayerInfo, cin: int, cout: int) -> int:
+    """fp32 bytes of one entry's input and output feature maps: what a session of it holds."""
+    return 4 * (cin * layer.in_hw[0] * layer.in_hw[1] + cout * layer.out_hw[0] * layer.out_hw[1])
+
+
+def timing_windows(todo: Sequence[tuple[GridPlan, int, int, str]], size: int = WINDOW_ENTRIES,
+                   max_bytes: int = WINDOW_BYTES) -> list[list[tuple[GridPlan, int, int, str]]]:
+    """``todo`` cut into consecutive windows of at most ``size`` entries timed together
+    (:func:`~latency_models.timing.time_together`), fewer where their sessions' feature maps
+    would pass ``max_bytes`` (a 224x224 kernel-sample layer holds tens of MB a session)."""
+    windows: list[list[tuple[GridPlan, int, int, str]]] = []
+    held = 0
+    for item in todo:
+        plan, cin, cout, _ = item
+        need = SESSIONS * entry_activation_bytes(plan.layer, cin, cout)
+        if not windows or len(windows[-1]) >= size or (windows[-1] and held + need > max_bytes):
+            windows.append([])
+            held = 0
+        windows[-1].append(item)
+        held += need
+    return windows
 
 
 def regress_layers(table: LatencyTable, info: ModelInfo, profile: HardwareProfile,

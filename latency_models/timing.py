@@ -20,7 +20,7 @@ from automl.core import LayerInfo
 from .onnx_runtime import session_callables
 # MODEL_BUDGET_S and sample_time are re-exported: callers have always found them here
 from .sampling import (LAYER_BUDGET_S, MODEL_BUDGET_S, SESSIONS, TimingStats,  # noqa: F401
-                       sample_model_times, sample_time)
+                       sample_model_times, sample_time, sample_times)
 
 
 def layer_input_shape(layer: LayerInfo, cin: int) -> tuple[int, ...]:
@@ -72,6 +72,21 @@ class Runner:
         if self.whole_model:
             return sample_model_times([self.fns], self.budget_s)[0]
         return sample_time(self.fns, self.budget_s)
+
+
+def time_together(runners: Sequence[Runner]) -> list[TimingStats]:
+    """Time ``runners`` (layer entries) interleaved chunk by chunk over their budgets summed, each
+    read as it would be alone (:func:`~latency_models.sampling.sample_times`).
+
+    Why: this VM has stretches of a second or two in which a kernel runs 2-3.5x slower; an entry
+    timed alone in its 0.5 s can fall wholly inside one, and ~6% of a MobileNetV2-0.5 @32 table's
+    entries were off by 30-250% between two builds (the rest within 5%) -- enough to
+    miss-predict its policies by 4% (BENCHMARKS.md, "Slow stretches in a table build"). Spread
+    over the whole window, an entry's fastest chunks come from outside the stretch. A runner
+    with its own ``time`` (CUDA) or the whole-model rule is timed alone."""
+    if any(type(r).time is not Runner.time or r.whole_model for r in runners):
+        return [r.time() for r in runners]
+    return sample_times([r.fns for r in runners], sum(r.budget_s for r in runners))
 
 
 def ort_runner(onnx_bytes: bytes, input_shape: Sequence[int], threads: int, batch: int = 1,

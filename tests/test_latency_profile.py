@@ -261,6 +261,53 @@ def test_two_models_timed_together_see_the_same_slow_stretches(monkeypatch):
         sample_times([[]], budget_s=0.1)
 
 
+def test_entries_timed_together_read_through_a_slow_stretch(monkeypatch):
+    """A table entry timed alone can fall wholly inside a stretch in which the machine runs 3x
+    slower (a 2026-12-06 MobileNetV2-0.5 table: 6% of entries 30-250% off); entries timed
+    together (``time_together``, as ``profile_layers`` does in windows) spread their chunks over
+    the window, so each keeps its true figure."""
+    import time as _time
+    from latency_models.timing import Runner, time_together
+
+    monkeypatch.setenv("HWCOMPRESS_TIMING_SCALE", "1")
+    start = [0.0]
+
+    def make(base_s):
+        def fn():
+            slow = _time.perf_counter() - start[0] < 0.25      # the first 0.25 s run 3x slower
+            _time.sleep(base_s * (3 if slow else 1))
+        return fn
+
+    def runners():
+        return [Runner([make(0.0005 * (i + 1))], budget_s=0.1) for i in range(6)]
+
+    start[0] = _time.perf_counter()
+    alone = [r.time().uncontended_ms for r in runners()]
+    start[0] = _time.perf_counter()
+    together = [s.uncontended_ms for s in time_together(runners())]
+    assert alone[0] > 2.0 * 0.5                      # the first entry read the stretch alone
+    for i, ms in enumerate(together):
+        assert ms == pytest.approx(0.5 * (i + 1), rel=0.4), together
+
+
+def test_timing_windows_bound_entries_and_held_bytes():
+    """Windows keep the table's order, hold at most ``size`` entries, and start a new window
+    before their sessions' feature maps pass ``max_bytes`` (one oversize entry still gets one)."""
+    from latency_models.profiler import entry_activation_bytes, timing_windows
+
+    info = load_model_and_info("mobilenetv2_050", (1, 32, 32), 10)[1]
+    todo = [(plan, cin, cout, "fp32") for plan in plan_grid(info, 8, 3)
+            for cin, cout in [(plan.layer.in_channels, plan.layer.out_channels)]]
+    windows = timing_windows(todo, size=4, max_bytes=10**12)
+    assert [x for w in windows for x in w] == todo and max(map(len, windows)) == 4
+    biggest = max(entry_activation_bytes(p.layer, ci, co) for p, ci, co, _ in todo)
+    tight = timing_windows(todo, size=100, max_bytes=3 * biggest)
+    assert [x for w in tight for x in w] == todo
+    for w in tight:
+        held = sum(3 * entry_activation_bytes(p.layer, ci, co) for p, ci, co, _ in w)
+        assert len(w) == 1 or held <= 3 * biggest
+
+
 def test_whole_model_timing_waits_for_its_calls_up_to_a_cap(monkeypatch):
     """A slow model gets more than the budget until it has made ``min_calls`` calls (a 224x224
     net's fastest chunk is too noisy after a few dozen), but never more than ``max_budget_s`` a
