@@ -188,6 +188,35 @@ def calibrate_stored(data: dict[str, Any], cid: str) -> None:
     repredict_report(cell, samples_path, report, table, info, "kernels calibrated")
 
 
+def import_cell(name: str, shape: tuple[int, ...], table: Path, report: Path,
+                build_s: float | None) -> dict[str, Any]:
+    """A cell from a table built by ``hwcompress profile`` and a report written by ``hwcompress
+    lut validate --out`` (the same ``profile_model`` / ``validate_model`` :func:`measure_cell`
+    runs, run by hand or by another bench), copied under the results so the hold-out and
+    ``--table`` read it like a measured cell; nothing is timed. Refused when the report is of
+    another model, shape or CPU."""
+    import shutil
+
+    rep = json.loads(report.read_text())
+    if rep.get("model") != name or list(rep.get("input_shape", [])) != list(shape):
+        raise SystemExit(f"{report}: a report of {rep.get('model')}@{rep.get('input_shape')}, "
+                         f"not {cell_id(name, shape)}")
+    if rep.get("hardware") != this_hardware():
+        raise SystemExit(f"{report}: measured on {rep.get('hardware')!r}, not this CPU")
+    path = table_path(name, shape, False)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(table, path)
+    tag = cell_id(name, shape).replace("@", "_")
+    shutil.copyfile(report, RESULTS / f"lut_fidelity_{tag}.json")
+    if report.with_suffix(".png").is_file():
+        shutil.copyfile(report.with_suffix(".png"), RESULTS / f"lut_fidelity_{tag}.png")
+    entries = len(json.loads(path.read_text())["entries"])
+    return {"model": name, "input_shape": list(shape), "family": family_of(name),
+            "table": str(path), "table_entries": entries, "table_build_s": build_s,
+            **{k: v for k, v in rep.items() if k != "samples"}, "validate_s": None,
+            "imported_from": {"table": str(table), "report": str(report)}}
+
+
 def merged_table(tables: "list[LatencyTable]", kernels: Path | None = None) -> "LatencyTable":
     """One training table: ``tables`` merged, with the kernel sample ``kernels`` if given."""
     from latency_models.table import LatencyTable
@@ -479,9 +508,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--refit-remainders", action="store_true",
                     help="re-measure the cells' remainders (current procedure) and re-predict their "
                          "measured policies; nothing else is re-measured")
+    ap.add_argument("--results-dir", type=Path, default=None,
+                    help="keep this CPU's cells there (results JSON, reports, tables/) instead of "
+                         "bench/results: another host's cells stay where they are")
+    ap.add_argument("--import-cell", default=None, metavar="NAME@CxHxW",
+                    help="record a cell from --from-table and --from-report (a CLI profile and "
+                         "lut validate) instead of measuring it")
+    ap.add_argument("--from-table", type=Path, default=None)
+    ap.add_argument("--from-report", type=Path, default=None)
+    ap.add_argument("--build-s", type=float, default=None, help="with --import-cell: the table's build time")
     args = ap.parse_args(argv)
 
+    global RESULTS, OUT
+    if args.results_dir is not None:
+        RESULTS, OUT = args.results_dir, args.results_dir / "lut_fidelity.json"
     data = load_results()
+    if args.import_cell:
+        if args.from_table is None or args.from_report is None:
+            ap.error("--import-cell needs --from-table and --from-report")
+        name, shape = parse_cell(args.import_cell)
+        data["cells"][cell_id(name, shape)] = import_cell(name, shape, args.from_table,
+                                                          args.from_report, args.build_s)
+        save_results(data)
+        print(table_rows(data))
+        return 0
     if args.table:
         print(table_rows(data))
         if data.get("user_nets"):
