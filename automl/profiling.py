@@ -26,7 +26,9 @@ from latency_models.kernel_calibration import calibrate_kernels
 from latency_models.profiler import open_table, profile_layers, regress_layers
 from latency_models.onnx_runtime import INT8_EXPORT
 from latency_models.sampling import sample_model_times
-from latency_models.timing import MODEL_BUDGET_S, CudaRunner, Runner, ort_runner, torch_runner
+from latency_models.sampling import MODEL_WINDOW
+from latency_models.timing import (MODEL_BUDGET_S, CudaRunner, Runner, ort_runner, time_together,
+                                   torch_runner)
 from latency_models.table import LatencyTable, RemainderEntry, TableError
 from latency_models.unseen import KernelRegressor, UnseenModel, table_without
 from latency_models.validate import PolicyTiming, table_profile, validate_predictions
@@ -93,6 +95,19 @@ def measure_model_ms(model: nn.Module, policy: Policy, info: ModelInfo, profile:
     return PolicyTiming(own.uncontended_ms, own.iqr_ms, ref.uncontended_ms)
 
 
+def measure_models_ms(model: nn.Module, policies: Sequence[Policy], info: ModelInfo,
+                      profile: HardwareProfile, calib: list[torch.Tensor],
+                      reference: Runner | None = None) -> list[PolicyTiming]:
+    """Several compressed models as deployed, timed together (their chunks interleaved over
+    their budgets summed, :func:`latency_models.timing.time_together`), each read as if alone:
+    a second-long slow stretch of the machine then covers part of each reading, not one whole.
+    With a ``reference``, each is timed beside it in turn (:func:`measure_model_ms`)."""
+    if reference is not None:
+        return [measure_model_ms(model, p, info, profile, calib, reference) for p in policies]
+    runners = [deployed_runner(model, p, info, profile, calib) for p in policies]
+    return [PolicyTiming(s.uncontended_ms, s.iqr_ms) for s in time_together(runners)]
+
+
 def remainder_policies(info: ModelInfo, profile: HardwareProfile,
                        widths: Sequence[float] = DEFAULT_WIDTHS, random_points: int = 0) -> list[Policy]:
     """The whole-model points a table's remainder is fitted on: uniform widths × precisions;
@@ -131,15 +146,21 @@ def measure_remainders(table: LatencyTable, model: nn.Module, info: ModelInfo,
     (:func:`store_remainders`). The full-width fp32 point is the table's reference
     (:meth:`LatencyTable.reference_ms`).
 
-    Each point is timed alone: a timing scaled by a reference timed beside it carries the
-    reference's noise too, and on a steady host that costs more than the drift it cancels
-    (MobileNetV2-1.0 at 224, 2026-12-05: two passes of a policy agreed within ±5% for 94% of
-    policies timed alone, 84% scaled; BENCHMARKS.md)."""
+    Points are timed :data:`MODEL_WINDOW` at a time, interleaved (:func:`measure_models_ms`),
+    and not scaled by a reference timed beside them: a scaled timing carries the reference's
+    noise too, and on a steady host that costs more than the drift it cancels (MobileNetV2-1.0
+    at 224, 2026-12-05: two passes of a policy agreed within ±5% for 94% of policies unscaled,
+    84% scaled; BENCHMARKS.md)."""
     from tqdm.auto import tqdm
 
     points = remainder_policies(info, profile, widths, random_points)
-    timed = [(policy, measure_model_ms(model, policy, info, profile, calib).ms)
-             for policy in tqdm(points, desc=f"remainder {info.model_name}", disable=not progress)]
+    timed: list[tuple[Policy, float]] = []
+    with tqdm(total=len(points), desc=f"remainder {info.model_name}", disable=not progress) as bar:
+        for start in range(0, len(points), MODEL_WINDOW):
+            window = points[start:start + MODEL_WINDOW]
+            timed += [(policy, t.ms) for policy, t in
+                      zip(window, measure_models_ms(model, window, info, profile, calib))]
+            bar.update(len(window))
     store_remainders(table, info, profile, timed)
 
 
@@ -359,9 +380,9 @@ def validate_model(model_name: str, table: LatencyTable, samples: int = 100, see
     reference = reference_runner(model, info, profile, calib) if relative else None
     return validate_predictions(
         table, info, profile,
-        lambda policy: measure_model_ms(model, policy, info, profile, calib, reference),
+        lambda policies: measure_models_ms(model, policies, info, profile, calib, reference),
         samples, seed, json_out=json_out, png_out=png_out, progress=progress, passes=passes,
-        unseen=fallback)
+        unseen=fallback, window=MODEL_WINDOW)
 
 
 def unseen_view(table: LatencyTable, info: ModelInfo, num_classes: int = 10

@@ -29,6 +29,9 @@ MODEL_BUDGET_S = 2.0    # per whole-model measurement (remainders, ``lut validat
 # table at 224 builds in 9 min 26 s instead of 7 min 25 s (its 32 remainder points).
 MODEL_MIN_CALLS = 1500
 MODEL_MAX_BUDGET_S = 6.0
+# whole models timed together, their chunks interleaved (remainder points, ``lut validate``'s
+# policies), so that a slow stretch of a second or two cannot cover one model's whole reading
+MODEL_WINDOW = 4
 MIN_CALLS = 30
 PERCENTILE = 0          # of the chunk medians: the fastest chunk
 MIN_CHUNK_CALLS = 5

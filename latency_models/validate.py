@@ -182,13 +182,15 @@ def smoothed_references(readings: Sequence[float | None], window: int = REFERENC
 
 
 def validate_predictions(table: LatencyTable, info: ModelInfo, profile: HardwareProfile,
-                         measure: Callable[[Policy], PolicyTiming], samples: int = 100,
-                         seed: int = 0, *, json_out: str | Path | None = None,
+                         measure: Callable[[Sequence[Policy]], list[PolicyTiming]],
+                         samples: int = 100, seed: int = 0, *, json_out: str | Path | None = None,
                          png_out: str | Path | None = None, progress: bool = True,
-                         passes: int = 2, unseen: "UnseenModel | None" = None) -> dict[str, Any]:
+                         passes: int = 2, unseen: "UnseenModel | None" = None,
+                         window: int = 1) -> dict[str, Any]:
     """Fidelity of ``table`` on ``samples`` random policies of ``info``: each predicted, then
-    ``measure(policy)`` → :class:`PolicyTiming` on the device, ``passes`` times interleaved (the
-    noise floor, see the module docstring); a timing with a ``reference_ms`` is scaled to the
+    ``measure(policies)`` → one :class:`PolicyTiming` each on the device, ``window`` policies at
+    a time (timed together, interleaved), ``passes`` times (the noise floor, see the module
+    docstring; the second pass in reverse order); a timing with a ``reference_ms`` is scaled to the
     table's speed when the table has the reference's figure. The caller builds the models
     (:func:`automl.profiling.validate_model` builds them exactly as deployed). ``unseen``: the
     fallback for shapes and remainders the table lacks (a net it never profiled)."""
@@ -213,13 +215,17 @@ def validate_predictions(table: LatencyTable, info: ModelInfo, profile: Hardware
     taken: list[tuple[int, int]] = []        # (pass, policy) in the order measured
     bar = tqdm(total=passes * len(policies), desc=f"validate {model_name} ({passes} passes)",
                disable=not progress)
+    window = max(1, int(window))
     for p, idx in enumerate(order):
-        for i in idx:
+        for start in range(0, len(idx), window):
+            chunk = idx[start:start + window]
             t0 = time.perf_counter()
-            measured[p][i] = measure(policies[i][0])
+            timings = measure([policies[i][0] for i in chunk])
             t_measure += time.perf_counter() - t0
-            taken.append((p, i))
-            bar.update()
+            for i, timing in zip(chunk, timings, strict=True):
+                measured[p][i] = timing
+                taken.append((p, i))
+            bar.update(len(chunk))
     bar.close()
     smooth = smoothed_references([measured[p][i].reference_ms for p, i in taken])
     reference_now = {pi: r for pi, r in zip(taken, smooth)}

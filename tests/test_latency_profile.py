@@ -126,7 +126,7 @@ def test_smoothed_references_follow_the_drift_not_one_reading():
     assert smoothed_references([None, 1.0], window=2) == [None, 1.0]
 
 
-def test_lut_validate_times_each_policy_alone_by_default(lenet_table, tmp_path):
+def test_lut_validate_times_policies_without_a_reference_by_default(lenet_table, tmp_path):
     out = tmp_path / "v.json"
     assert cli.main(["lut", "validate", "--model", "lenet5", "--table", str(lenet_table),
                      "--samples", "2", "--out", str(out), "--no-progress"]) == 0
@@ -135,6 +135,31 @@ def test_lut_validate_times_each_policy_alone_by_default(lenet_table, tmp_path):
     for s in rep["samples"]:
         assert s["reference_ms_passes"] == [None, None] == s["reference_ms_smoothed_passes"]
         assert s["measured_ms_passes"] == s["measured_ms_raw_passes"]
+
+
+def test_validate_measures_policies_in_windows_each_pass(lenet_table):
+    """``lut validate`` hands its policies to the device ``window`` at a time (timed together,
+    interleaved), every policy once a pass, the second pass in reverse; a timing lands on the
+    policy it was measured for."""
+    from latency_models.validate import PolicyTiming, table_profile, validate_predictions
+
+    table = LatencyTable.load(lenet_table)
+    info = load_model_and_info("lenet5", (1, 16, 16), 10)[1]
+    pred = Predictor(table, warn=False)
+    windows: list[list[float]] = []
+
+    def measure(policies):
+        windows.append([pred.predict(info, p)[0] for p in policies])
+        return [PolicyTiming(ms * 1.01, 0.0) for ms in windows[-1]]   # 1% slower than predicted
+
+    rep = validate_predictions(table, info, table_profile(table), measure, samples=7, seed=3,
+                               progress=False, passes=2, window=3)
+    assert [len(w) for w in windows] == [3, 3, 1, 3, 3, 1]
+    first, second = [x for w in windows[:3] for x in w], [x for w in windows[3:] for x in w]
+    assert second == first[::-1]
+    for s in rep["samples"]:
+        assert s["measured_ms"] == pytest.approx(s["predicted_ms"] * 1.01)
+    assert rep["within_5pct"] == 1.0
 
 
 def test_the_table_names_its_reference_latency(lenet_table):
@@ -288,6 +313,13 @@ def test_entries_timed_together_read_through_a_slow_stretch(monkeypatch):
     assert alone[0] > 2.0 * 0.5                      # the first entry read the stretch alone
     for i, ms in enumerate(together):
         assert ms == pytest.approx(0.5 * (i + 1), rel=0.4), together
+    # whole models (remainder points, lut validate's policies) likewise, each with its calls
+    monkeypatch.setattr("latency_models.sampling.MODEL_MIN_CALLS", 40)
+    models = [Runner([make(0.0005 * (i + 1))], budget_s=0.1, whole_model=True) for i in range(4)]
+    start[0] = _time.perf_counter()
+    stats = time_together(models)
+    for i, st in enumerate(stats):
+        assert st.uncontended_ms == pytest.approx(0.5 * (i + 1), rel=0.4) and st.repeats >= 40
 
 
 def test_timing_windows_bound_entries_and_held_bytes():
