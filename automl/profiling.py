@@ -25,8 +25,7 @@ from latency_models.grid import DEFAULT_POINTS, check_points
 from latency_models.kernel_calibration import calibrate_kernels
 from latency_models.profiler import open_table, profile_layers, regress_layers
 from latency_models.onnx_runtime import INT8_EXPORT
-from latency_models.sampling import sample_model_times
-from latency_models.sampling import MODEL_WINDOW
+from latency_models.sampling import MODEL_WINDOW, sample_model_times
 from latency_models.timing import (MODEL_BUDGET_S, CudaRunner, Runner, ort_runner, time_together,
                                    torch_runner)
 from latency_models.table import LatencyTable, RemainderEntry, TableError

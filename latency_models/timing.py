@@ -75,8 +75,9 @@ class Runner:
 
 
 def time_together(runners: Sequence[Runner]) -> list[TimingStats]:
-    """Time ``runners`` (layer entries) interleaved chunk by chunk over their budgets summed, each
-    read as it would be alone (:func:`~latency_models.sampling.sample_times`).
+    """Time ``runners`` (a window of table entries, or of whole models) interleaved chunk by
+    chunk over their budgets summed, each read as it would be alone
+    (:func:`~latency_models.sampling.sample_times`).
 
     Why: this VM has stretches of a second or two in which a kernel runs 2-3.5x slower; an entry
     timed alone in its 0.5 s can fall wholly inside one, and ~6% of a MobileNetV2-0.5 @32 table's
