@@ -188,13 +188,22 @@ def calibrate_stored(data: dict[str, Any], cid: str) -> None:
     repredict_report(cell, samples_path, report, table, info, "kernels calibrated")
 
 
+HOLDOUT_TABLE_FACTS = ("trained_on", "table", "build_s", "remainder_points")
+"""What a cell's ``holdout_calibrated`` record says of its cached hold-out table, not of its policies."""
+
+
 def import_cell(name: str, shape: tuple[int, ...], table: Path, report: Path,
-                build_s: float | None) -> dict[str, Any]:
+                build_s: float | None, previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """A cell from a table built by ``hwcompress profile`` and a report written by ``hwcompress
     lut validate --out`` (the same ``profile_model`` / ``validate_model`` :func:`measure_cell`
     runs, run by hand or by another bench), copied under the results so the hold-out and
     ``--table`` read it like a measured cell; nothing is timed. Refused when the report is of
-    another model, shape or CPU."""
+    another model, shape or CPU.
+
+    ``previous``: the cell this one replaces. Its hold-out figures were of the policies it had,
+    so they go; what describes its cached hold-out *table* (trained on, build time, remainder
+    points) stays, so ``--holdout-calibrated`` re-predicts the new policies on that table and
+    still reports what building it cost."""
     import shutil
 
     rep = json.loads(report.read_text())
@@ -205,16 +214,22 @@ def import_cell(name: str, shape: tuple[int, ...], table: Path, report: Path,
         raise SystemExit(f"{report}: measured on {rep.get('hardware')!r}, not this CPU")
     path = table_path(name, shape, False)
     path.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(table, path)
+    if not (path.is_file() and path.samefile(table)):   # re-importing a cell's table: new policies
+        shutil.copyfile(table, path)
     tag = cell_id(name, shape).replace("@", "_")
     shutil.copyfile(report, RESULTS / f"lut_fidelity_{tag}.json")
     if report.with_suffix(".png").is_file():
         shutil.copyfile(report.with_suffix(".png"), RESULTS / f"lut_fidelity_{tag}.png")
     entries = len(json.loads(path.read_text())["entries"])
-    return {"model": name, "input_shape": list(shape), "family": family_of(name),
+    cell = {"model": name, "input_shape": list(shape), "family": family_of(name),
             "table": str(path), "table_entries": entries, "table_build_s": build_s,
             **{k: v for k, v in rep.items() if k != "samples"}, "validate_s": None,
             "imported_from": {"table": str(table), "report": str(report)}}
+    held_out_table = (previous or {}).get("holdout_calibrated")
+    if held_out_table:
+        cell["holdout_calibrated"] = {k: held_out_table[k] for k in HOLDOUT_TABLE_FACTS
+                                      if k in held_out_table}
+    return cell
 
 
 def merged_table(tables: "list[LatencyTable]", kernels: Path | None = None) -> "LatencyTable":
@@ -527,8 +542,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.from_table is None or args.from_report is None:
             ap.error("--import-cell needs --from-table and --from-report")
         name, shape = parse_cell(args.import_cell)
-        data["cells"][cell_id(name, shape)] = import_cell(name, shape, args.from_table,
-                                                          args.from_report, args.build_s)
+        cid = cell_id(name, shape)
+        data["cells"][cid] = import_cell(name, shape, args.from_table, args.from_report,
+                                         args.build_s, previous=data["cells"].get(cid))
         save_results(data)
         print(table_rows(data))
         return 0
