@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -96,15 +96,26 @@ def measure_model_ms(model: nn.Module, policy: Policy, info: ModelInfo, profile:
 
 def measure_models_ms(model: nn.Module, policies: Sequence[Policy], info: ModelInfo,
                       profile: HardwareProfile, calib: list[torch.Tensor],
-                      reference: Runner | None = None) -> list[PolicyTiming]:
-    """Several compressed models as deployed, timed together (their chunks interleaved over
-    their budgets summed, :func:`latency_models.timing.time_together`), each read as if alone:
-    a second-long slow stretch of the machine then covers part of each reading, not one whole.
+                      reference: Runner | None = None,
+                      on_timed: Callable[[int], object] | None = None) -> list[PolicyTiming]:
+    """Compressed models as deployed, timed :data:`MODEL_WINDOW` at a time (their chunks
+    interleaved over their budgets summed, :func:`latency_models.timing.time_together`), each
+    read as if alone: a second-long slow stretch of the machine then covers part of each
+    reading, not one whole. The window also bounds what is held: one window's sessions at a
+    time, however many policies are passed. ``on_timed(n)`` after each window (a progress bar).
     With a ``reference``, each is timed beside it in turn (:func:`measure_model_ms`)."""
-    if reference is not None:
-        return [measure_model_ms(model, p, info, profile, calib, reference) for p in policies]
-    runners = [deployed_runner(model, p, info, profile, calib) for p in policies]
-    return [PolicyTiming(s.uncontended_ms, s.iqr_ms) for s in time_together(runners)]
+    timings: list[PolicyTiming] = []
+    size = 1 if reference is not None else MODEL_WINDOW
+    for start in range(0, len(policies), size):
+        window = policies[start:start + size]
+        if reference is not None:
+            timings.append(measure_model_ms(model, window[0], info, profile, calib, reference))
+        else:
+            runners = [deployed_runner(model, p, info, profile, calib) for p in window]
+            timings += [PolicyTiming(s.uncontended_ms, s.iqr_ms) for s in time_together(runners)]
+        if on_timed is not None:
+            on_timed(len(window))
+    return timings
 
 
 def remainder_policies(info: ModelInfo, profile: HardwareProfile,
@@ -153,14 +164,9 @@ def measure_remainders(table: LatencyTable, model: nn.Module, info: ModelInfo,
     from tqdm.auto import tqdm
 
     points = remainder_policies(info, profile, widths, random_points)
-    timed: list[tuple[Policy, float]] = []
     with tqdm(total=len(points), desc=f"remainder {info.model_name}", disable=not progress) as bar:
-        for start in range(0, len(points), MODEL_WINDOW):
-            window = points[start:start + MODEL_WINDOW]
-            timed += [(policy, t.ms) for policy, t in
-                      zip(window, measure_models_ms(model, window, info, profile, calib))]
-            bar.update(len(window))
-    store_remainders(table, info, profile, timed)
+        timings = measure_models_ms(model, points, info, profile, calib, on_timed=bar.update)
+    store_remainders(table, info, profile, [(p, t.ms) for p, t in zip(points, timings, strict=True)])
 
 
 def store_remainders(table: LatencyTable, info: ModelInfo, profile: HardwareProfile,

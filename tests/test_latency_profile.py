@@ -162,6 +162,27 @@ def test_validate_measures_policies_in_windows_each_pass(lenet_table):
     assert rep["within_5pct"] == 1.0
 
 
+def test_whole_models_are_held_and_timed_at_most_a_window_at_a_time(monkeypatch):
+    """``measure_models_ms`` builds and times at most ``MODEL_WINDOW`` deployed models at once,
+    whatever a caller passes (each model holds its ORT sessions), reports each window's count,
+    and returns one timing per policy in order."""
+    from types import SimpleNamespace
+
+    import automl.profiling as profiling
+    from latency_models.sampling import MODEL_WINDOW
+
+    held: list[int] = []
+    monkeypatch.setattr(profiling, "deployed_runner", lambda model, p, *a: p)
+    policies = [Policy() for _ in range(2 * MODEL_WINDOW + 1)]
+    index = {id(p): i for i, p in enumerate(policies)}
+    monkeypatch.setattr(profiling, "time_together", lambda runners: held.append(len(runners)) or [
+        SimpleNamespace(uncontended_ms=float(index[id(p)]), iqr_ms=0.0) for p in runners])
+    done: list[int] = []
+    timings = profiling.measure_models_ms(None, policies, None, None, [], on_timed=done.append)
+    assert held == [MODEL_WINDOW, MODEL_WINDOW, 1] and done == held
+    assert [t.ms for t in timings] == [float(i) for i in range(len(policies))]
+
+
 def test_the_table_names_its_reference_latency(lenet_table):
     """The full-width fp32 remainder point is the reference relative validation scales to."""
     table = LatencyTable.load(lenet_table)
