@@ -20,6 +20,7 @@ from torch import nn
 from latency_models.onnx_runtime import export_onnx, int8_weight_qmax, quantize_int8_qdq
 
 from .core import FLOAT_BITS, ModelInfo, Policy, kept_channels
+from .importance import ChannelScores
 from .quant import add_fake_quant, finish_calibration, float_deployable_copy
 from .space import layer_modules, trace_model
 
@@ -27,9 +28,11 @@ _PRUNE_OUT = {"conv": tp.prune_conv_out_channels, "linear": tp.prune_linear_out_
               "depthwise": tp.prune_depthwise_conv_out_channels}
 
 
-def prune_channels(model: nn.Module, info: ModelInfo, policy: Policy, channel_step: int = 1) -> int:
+def prune_channels(model: nn.Module, info: ModelInfo, policy: Policy, channel_step: int = 1,
+                   scores: ChannelScores | None = None) -> int:
     """Remove channels in place, group by group, keeping those with the largest L2 magnitude
-    (summed over every layer of the coupled group, as torch-pruning's group importance does).
+    (summed over every layer of the coupled group, as torch-pruning's group importance does),
+    or the highest ``scores`` where given (the importance the allocation priced them by).
     Returns how many groups were pruned."""
     pruned = 0
     graph = tp.DependencyGraph().build_dependency(
@@ -43,8 +46,11 @@ def prune_channels(model: nn.Module, info: ModelInfo, policy: Policy, channel_st
         if keep >= channels:
             continue
         fn = _PRUNE_OUT[layer.op]
-        scores = importance(graph.get_pruning_group(modules[leader], fn, list(range(channels))))
-        drop = torch.argsort(scores)[:channels - keep].tolist()
+        if scores is not None and leader in scores.scores:
+            drop = scores.order(leader)[:channels - keep]
+        else:
+            magnitude = importance(graph.get_pruning_group(modules[leader], fn, list(range(channels))))
+            drop = torch.argsort(magnitude)[:channels - keep].tolist()
         group = graph.get_pruning_group(modules[leader], fn, drop)
         group.prune()
         pruned += 1
@@ -92,7 +98,7 @@ def quantize(model: nn.Module, policy: Policy, batches: Sequence[torch.Tensor] |
 
 def apply_policy(model: nn.Module, policy: Policy, info: ModelInfo,
                  calib_batches: Sequence[torch.Tensor] | None = None, channel_step: int = 1,
-                 recalibrate_bn: bool = True) -> nn.Module:
+                 recalibrate_bn: bool = True, scores: ChannelScores | None = None) -> nn.Module:
     """A new model with ``policy`` applied; ``model`` is left untouched.
 
     ``calib_batches`` (a few training batches) re-estimate BN statistics when channels were
@@ -101,7 +107,7 @@ def apply_policy(model: nn.Module, policy: Policy, info: ModelInfo,
     """
     policy = policy.validate(info)
     compressed = copy.deepcopy(model).eval()
-    pruned = prune_channels(compressed, info, policy, channel_step)
+    pruned = prune_channels(compressed, info, policy, channel_step, scores)
     if recalibrate_bn and calib_batches and pruned:
         recalibrate_batchnorm(compressed, calib_batches)
     quantize(compressed, policy, calib_batches)

@@ -321,10 +321,23 @@ class SearchResult:
     pareto: list[ParetoPoint] | None = None
     """Multi-objective strategies only (absent from the dict otherwise)."""
     latency_calibration: list[dict[str, Any]] = field(default_factory=list)
+    importance: str = "magnitude"
+    """How channels were priced and chosen: ``taylor`` (first-order Taylor, the allocation's
+    starts) or ``magnitude`` (L2 weight magnitude)."""
+    precision_notes: dict[str, str] = field(default_factory=dict)
+    """Per precision (bits), whether the search tried it and why (the table's price of it at
+    the widths the budget leaves float)."""
+    int8_layers: list[str] = field(default_factory=list)
+    """Layers the deployed graph runs as int8 kernels."""
+    start_scores: dict[str, float] = field(default_factory=dict)
+    """The search signal of its starts (``uniform-32``, ``allocation-0.5-32``, ...): the answer's
+    ``accuracy_val_search`` beside what one ratio for every layer scored."""
     wall_s: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         d = _plain(self, policy=self.policy.to_dict(), budgets=list(self.budgets),
+                   precision_notes=dict(self.precision_notes), int8_layers=list(self.int8_layers),
+                   start_scores=dict(self.start_scores),
                    latency_correction=dict(self.latency_correction),
                    latency_checks=[dict(c) for c in self.latency_checks], nodes=list(self.nodes),
                    pareto=None if self.pareto is None else [p.to_dict() for p in self.pareto],

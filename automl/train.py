@@ -7,7 +7,9 @@ every search job share one trained model instead of retraining.
 from __future__ import annotations
 
 import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -271,3 +273,57 @@ def pretrained_model(model_name: str, data: DatasetSplits, seed: int = 0, epochs
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp))
     os.replace(tmp, path)
     return model.eval()
+
+
+@dataclass
+class PlateauTraining:
+    """How a baseline trained until validation stopped improving went: what a figure made on
+    it must state (epochs run, the epoch kept, its validation accuracy)."""
+
+    epochs_run: int
+    best_epoch: int
+    best_val_accuracy: float
+    val_accuracy_per_epoch: list[float]
+    wall_s: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def train_until_plateau(model: nn.Module, data: DatasetSplits, max_epochs: int = 40,
+                        patience: int = 3, lr: float = 0.05, lr_decay: float = 0.5,
+                        batch_size: int = 64, seed: int = 0,
+                        on_epoch: Callable[[int, float], None] | None = None) -> PlateauTraining:
+    """Train in place until validation accuracy has not improved for ``patience`` epochs (or
+    ``max_epochs``), and keep the best epoch's weights.
+
+    Each epoch is one cosine cycle from the current rate (SGDR's warm restarts), so every
+    validation reading is taken at the end of an annealed cycle; the rate is multiplied by
+    ``lr_decay`` after each epoch that did not improve. Why: a compression benchmark's baseline
+    must be trained as far as its data allows, else compression "costs" accuracy the baseline
+    never had and a fine-tune can even gain on it."""
+    import copy
+    import time
+
+    t0 = time.perf_counter()
+    steps = max(1, (len(data.x_train) + batch_size - 1) // batch_size)
+    best_acc, best_epoch, best_state = -1.0, 0, copy.deepcopy(model.state_dict())
+    history: list[float] = []
+    epoch, since_best = 0, 0
+    while epoch < max_epochs and since_best < patience:
+        train_steps(model, data.x_train, data.y_train, steps, lr=lr, batch_size=batch_size,
+                    seed=seed + epoch, progress=False)
+        acc = evaluate_accuracy(model, data.x_val, data.y_val)
+        history.append(acc)
+        epoch += 1
+        if on_epoch is not None:
+            on_epoch(epoch, acc)
+        if acc > best_acc:
+            best_acc, best_epoch, since_best = acc, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            since_best += 1
+            lr *= lr_decay
+    model.load_state_dict(best_state)
+    model.eval()
+    return PlateauTraining(epoch, best_epoch, best_acc, history, time.perf_counter() - t0)

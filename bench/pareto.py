@@ -14,10 +14,17 @@ Methods (``--methods``):
 
 Every answer is an ONNX graph; all are judged alike: latency as the ratio to the uncompressed
 fp32 graph timed side by side in this process (the machine drifts, the ratio holds), accuracy of
-the graph itself in ONNX Runtime on the MNIST test set. Every pruned model gets the same
+the graph itself in ONNX Runtime on the whole test set. Every pruned model gets the same
 recovery (``automl.train.finetune``: distilled from the original, cosine, ``--finetune-epochs``).
 
-Resumable: one row per cell (model × budget × method × seed) in ``bench/results/pareto.json``;
+Data: Fashion-MNIST by default (``--data``), where compression costs accuracy and methods can be
+told apart; on MNIST every method ties within noise. Every method and seed starts from one
+baseline trained until validation stopped improving (``bench.baselines``; ``--baseline epochs``
+trains each seed its own for ``--epochs``, as the MNIST rows were made), with one train/val
+split; the seed varies the search, the peers' fine-tune and the recovery.
+
+Resumable: one row per cell (model × budget × method × seed) in ``bench/results/pareto-fashion.json``
+(``bench/results/pareto.json`` for MNIST);
 a cell that has a row is skipped (``--force`` re-runs it). ``--table`` prints the Markdown of
 BENCHMARKS.md, ``--plot`` writes ``bench/results/pareto.png``, ``--retime`` times every stored
 answer of a model again, all of them together beside the unpruned graph in one interleaved
@@ -47,10 +54,12 @@ from latency_models.profile import DEFAULT_PROFILE, get_profile
 from .rows import load_rows, row_key, save_row
 
 RESULTS = Path(__file__).resolve().parent / "results"
-ROWS = RESULTS / "pareto.json"
-MNIST = "mnist:" + str(Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist.npz")
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+MNIST = "mnist:" + str(SHARED_DATA / "mnist.npz")
+FASHION = "mnist:" + str(SHARED_DATA / "fashion_mnist.npz")
 METHODS = ["optuna-tpe", "ddpg-joint", *PEER_METHODS]
 OURS = ("optuna-tpe", "ddpg-joint")
+BASELINE_SEED = 0   # --baseline plateau: the one baseline and split every seed starts from
 TIMING_PROTOCOL = "fastest-chunk"   # latency_models.sampling; rows without it were read by the old one
 RETIME_S_PER_GRAPH = 2.0
 # --retime refuses above this 1-minute load average (--force overrides): interleaving cancels the
@@ -70,8 +79,16 @@ class Context:
 
     def __init__(self, model: str, seed: int, args: argparse.Namespace) -> None:
         self.model_name, self.seed, self.args = model, seed, args
-        self.loaded: LoadedModel = load_trained(model, args.data, seed=seed, epochs=args.epochs,
-                                                max_train=args.max_train, progress=False)
+        self.weights, self.baseline = None, None
+        if args.baseline == "plateau":
+            from .baselines import plateau_baseline
+
+            path, self.baseline = plateau_baseline(model, args.data, BASELINE_SEED, args.max_train)
+            self.weights = str(path)
+        self.data_seed = BASELINE_SEED if self.weights else seed
+        self.loaded: LoadedModel = load_trained(model, args.data, seed=self.data_seed, epochs=args.epochs,
+                                                weights=self.weights, max_train=args.max_train,
+                                                progress=False)
         self.peers = PeerRunner(self.loaded, args.finetune_epochs, seed=seed, test_limit=args.test_limit)
 
     @functools.cached_property
@@ -89,6 +106,7 @@ def _ours(ctx: Context, fraction: float, method: str, out: Path) -> dict[str, An
         shutil.rmtree(out, ignore_errors=True)
     config = SearchConfig(model=ctx.model_name, data=a.data, budgets=[f"latency_ms={fraction}x"],
                           strategy=strategy, rl_mode=mode or "joint", trials=a.trials, seed=ctx.seed,
+                          data_seed=ctx.data_seed, weights=ctx.weights,
                           finetune_epochs=a.finetune_epochs, out_dir=str(out), epochs=a.epochs,
                           max_train=a.max_train, val_limit=a.val_limit, workers=a.workers,
                           recovery_steps=a.recovery_steps)
@@ -118,13 +136,15 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
 
 def run_cell(ctx: Context, fraction: float, method: str) -> dict[str, Any]:
     out = _cell_dir({"model": ctx.model_name, "budget_fraction": fraction, "strategy": method,
-                     "seed": ctx.seed})
+                     "seed": ctx.seed}, ctx.args)
     t0 = time.perf_counter()
     row: dict[str, Any] = {"model": ctx.model_name, "budget_fraction": fraction, "strategy": method,
                            "seed": ctx.seed, "accuracy_original": ctx.accuracy_original,
                            "finetune_epochs": ctx.args.finetune_epochs, "epochs": ctx.args.epochs,
                            "max_train": ctx.args.max_train, "trials": ctx.args.trials,
-                           "int8_export": INT8_EXPORT}
+                           "int8_export": INT8_EXPORT, "data": data_label(ctx.args.data),
+                           "baseline": ctx.baseline and {k: v for k, v in ctx.baseline.items()
+                                                         if k not in ("data", "model")}}
     try:
         got = RUNNERS[method](ctx, fraction, out)
     except Exception as exc:  # noqa: BLE001 - an unreachable budget is a result too
@@ -159,7 +179,7 @@ def retime(models: list[str], seeds: list[int], args: argparse.Namespace) -> Non
         raise SystemExit(f"--retime: the 1-minute load average is {load:.2f} (> {RETIME_MAX_LOAD}): "
                          "another job shares the cores and would slow the small graphs more than "
                          "the unpruned one; wait until it is idle, or pass --force")
-    rows = load_rows(ROWS)
+    rows = load_rows(rows_path(args))
     for seed in seeds:
         for model in models:
             cells = [r for r in rows if r["model"] == model and r["seed"] == seed and not r.get("error")]
@@ -189,7 +209,7 @@ def retime(models: list[str], seeds: list[int], args: argparse.Namespace) -> Non
                           "timing_protocol": TIMING_PROTOCOL, "retimed_together": len(mine),
                           "retime_load_1min": load, "retime_identical_spread": max(spreads),
                           "retime_pass_ratios": ratios, "retime_attempts": attempts})
-                save_row(ROWS, r)
+                save_row(rows_path(args), r)
 
 
 def retime_passes(groups: list, graphs: list[bytes], what: str,
@@ -244,7 +264,7 @@ def answer_graph(ctx: Context, row: dict) -> bytes | None:
     ratio, ours from its stored policy; the latency depends on the architecture, not on the
     recovered weights); None when neither is possible (rows of ours from before the policy was
     stored)."""
-    stored = _cell_dir(row).joinpath("answer.onnx")
+    stored = _cell_dir(row, ctx.args).joinpath("answer.onnx")
     if stored.is_file():
         return stored.read_bytes()
     if row["strategy"] in PEER_METHODS:
@@ -260,8 +280,22 @@ def answer_graph(ctx: Context, row: dict) -> bytes | None:
     return None
 
 
-def _cell_dir(row: dict) -> Path:
-    return RESULTS / "pareto" / f"{row['model']}-{row['budget_fraction']}-{row['strategy']}-s{row['seed']}"
+def data_label(data: str) -> str:
+    """``fashion_mnist`` / ``mnist`` / ...: the data file's stem (or the spec's name)."""
+    name, _, path = data.partition(":")
+    return Path(path.partition("@")[0]).stem if path else name
+
+
+def rows_path(args: argparse.Namespace) -> Path:
+    """MNIST keeps its historical file; any other data set has its own."""
+    label = data_label(args.data)
+    return RESULTS / ("pareto.json" if label == "mnist" else f"pareto-{label.replace('_', '-')}.json")
+
+
+def _cell_dir(row: dict, args: argparse.Namespace) -> Path:
+    label = data_label(args.data)
+    root = RESULTS / ("pareto" if label == "mnist" else f"pareto-{label.replace('_', '-')}")
+    return root / f"{row['model']}-{row['budget_fraction']}-{row['strategy']}-s{row['seed']}"
 
 
 # ---- reporting -------------------------------------------------------------------------------
@@ -307,7 +341,7 @@ def markdown_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: Path) -> None:
+def plot(rows: list[dict], path: Path, data: str = "MNIST") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -326,7 +360,7 @@ def plot(rows: list[dict], path: Path) -> None:
         ax.axhline(statistics.fmean(orig), color="grey", linewidth=0.8, label="unpruned fp32")
         for frac in sorted({r["budget_fraction"] for r in rows}):
             ax.axvline(frac, color="grey", linestyle=":", linewidth=0.6)
-        ax.set_title(f"{model} on MNIST")
+        ax.set_title(f"{model} on {data}")
         ax.set_xlabel("measured latency / unpruned fp32 (ORT, 1 thread)")
         ax.set_ylabel("test accuracy (deployed ONNX)")
         ax.legend(fontsize=7)
@@ -338,11 +372,14 @@ def plot(rows: list[dict], path: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["mobilenetv2_050", "resnet20"])
-    ap.add_argument("--fractions", nargs="+", type=float, default=[0.5, 0.35, 0.25])
+    ap.add_argument("--fractions", nargs="+", type=float, default=[0.5, 0.35, 0.25, 0.15])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     ap.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
-    ap.add_argument("--data", default=MNIST)
-    ap.add_argument("--epochs", type=int, default=2, help="baseline training epochs")
+    ap.add_argument("--data", default=FASHION)
+    ap.add_argument("--baseline", choices=("plateau", "epochs"), default="plateau",
+                    help="plateau: one baseline trained until validation stops improving, shared "
+                         "by every seed; epochs: each seed trains its own for --epochs")
+    ap.add_argument("--epochs", type=int, default=2, help="baseline training epochs (--baseline epochs)")
     ap.add_argument("--max-train", type=int, default=10000)
     ap.add_argument("--val-limit", type=int, default=1000)
     ap.add_argument("--test-limit", type=int, default=None, help="test images scored (all: 10000)")
@@ -359,17 +396,18 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     if args.table or args.plot:
-        rows = load_rows(ROWS)
+        rows = load_rows(rows_path(args))
         if args.plot:
-            plot(rows, RESULTS / "pareto.png")
-            print(f"wrote {RESULTS / 'pareto.png'}")
+            png = rows_path(args).with_suffix(".png")
+            plot(rows, png, data_label(args.data))
+            print(f"wrote {png}")
         if args.table:
             print(markdown_table(rows))
         return 0
     if args.retime:
         retime(args.models, args.seeds, args)
         return 0
-    done = {row_key(r) for r in load_rows(ROWS)}
+    done = {row_key(r) for r in load_rows(rows_path(args))}
     for seed in args.seeds:
         for model in args.models:
             todo = [(f, m) for f in args.fractions for m in args.methods
@@ -380,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
             for fraction, method in todo:
                 log.info("cell %s %sx %s seed %d", model, fraction, method, seed)
                 row = run_cell(ctx, fraction, method)
-                save_row(ROWS, row)
+                save_row(rows_path(args), row)
                 log.info("-> %s", json.dumps({k: row.get(k) for k in (
                     "accuracy", "latency_ratio_measured", "within_budget", "wall_s", "error")}))
     return 0

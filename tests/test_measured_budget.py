@@ -125,6 +125,27 @@ def _fresh(problem):
     return problem
 
 
+def test_one_mixed_probe_in_a_slow_stretch_does_not_price_every_uneven_policy(problem):
+    """Three uneven probes, the last read 3x slow (a stretch of a shared machine): the mixed
+    correction is their median, not the outlier."""
+    problem = _fresh(problem)
+    build, _ = _tools(problem)
+    seen = []
+
+    def device(p, m):
+        ratios = {round(p[members[0]].keep_ratio, 6) for members in problem.groups.values()}
+        if len(ratios) == 1:
+            return _table_ms(problem, p)
+        seen.append(p)
+        return _table_ms(problem, p) * (3.0 if len(seen) == 3 else 1.2)
+    try:
+        calibrate_latency(problem, build, device, mixed_probes=3)
+        assert len(seen) == 3
+        assert problem.latency_correction["32/mixed"] == pytest.approx(1.2)
+    finally:
+        problem.latency_correction.clear()
+
+
 def test_calibration_corrects_the_table_to_the_device_near_the_budget(problem):
     problem = _fresh(problem)
     build, _ = _tools(problem)

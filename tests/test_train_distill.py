@@ -124,3 +124,16 @@ def test_training_runs_channels_last_where_the_model_accepts_it_and_hands_back_n
         assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
         assert all(p.is_contiguous() for p in model.parameters())
         save(dict(model.state_dict()))            # safetensors refuses non-contiguous tensors
+
+
+def test_training_until_plateau_stops_after_patience_and_keeps_the_best_epoch(digits):
+    from automl.models import build_model
+    from automl.train import evaluate_accuracy, train_until_plateau
+
+    torch.manual_seed(0)
+    model = build_model("lenet5", digits.in_channels, digits.num_classes)
+    got = train_until_plateau(model, digits, max_epochs=30, patience=2)
+    assert got.epochs_run == len(got.val_accuracy_per_epoch) < 30
+    assert got.best_val_accuracy == max(got.val_accuracy_per_epoch)
+    assert got.epochs_run - got.best_epoch == 2          # stopped two epochs without a gain
+    assert evaluate_accuracy(model, digits.x_val, digits.y_val) == got.best_val_accuracy

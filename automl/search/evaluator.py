@@ -22,6 +22,7 @@ import torch
 
 from ..compress import apply_policy
 from ..core import ModelInfo, Policy
+from ..importance import ChannelScores
 from ..train import TeacherLogits, evaluate_accuracy, recover_steps
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,8 @@ class EvalPayload:
     y_train: torch.Tensor
     channel_step: int
     recovery_steps: int = 0
+    scores: ChannelScores | None = None
+    """Which channels pruning removes (the problem's importance); None: L2 magnitude."""
     token: str = field(default_factory=lambda: uuid.uuid4().hex)
     """Names this payload across processes: a worker keeps its teacher's logits per token."""
 
@@ -72,7 +75,8 @@ def score_policy(payload: EvalPayload, policy_dict: dict[str, Any]) -> dict[str,
     t0 = time.perf_counter()
     try:
         policy = Policy.from_dict(policy_dict)
-        model = apply_policy(payload.model, policy, payload.info, payload.calib, payload.channel_step)
+        model = apply_policy(payload.model, policy, payload.info, payload.calib, payload.channel_step,
+                             scores=payload.scores)
         if payload.recovery_steps > 0:
             recover_steps(model, teacher_for(payload), payload.x_train, payload.y_train,
                           payload.recovery_steps)

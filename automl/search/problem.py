@@ -18,9 +18,13 @@ from latency_models.table import LatencyTable, TableError
 
 from ..core import (FLOAT_BITS, Budget, BudgetError, LayerPolicy, ModelInfo, Policy,
                     policy_macs_and_size)
+from ..importance import ChannelScores
 from ..workflow import LoadedModel
 
 log = logging.getLogger(__name__)
+
+PRECISION_MARGIN = 0.02
+"""A narrower precision is searched only where the table prices it at least this much faster."""
 
 MIN_KEEP_RATIO = 0.1
 """The smallest keep ratio a strategy proposes (AMC uses 0.2; lower lets tight budgets be met)."""
@@ -48,6 +52,10 @@ class CompressionProblem:
     """Measured / table-predicted latency near the budget on the device itself, keyed
     ``"<bits>/uniform"`` and ``"<bits>/mixed"`` (``measured_budget.calibrate_latency``); empty
     means the table is taken as is."""
+    channel_scores: ChannelScores | None = None
+    """Each group's channel importance where the job prices channels by it (Taylor): pruning
+    removes the lowest, and the latency-aware allocation seeds the search from it; None prunes by
+    weight magnitude and seeds with uniform policies only."""
     predictor: Predictor = field(init=False)
     reference: dict[str, float] = field(init=False)
     limits: dict[str, float] = field(init=False)
@@ -136,6 +144,41 @@ class CompressionProblem:
     def uniform_policy(self, keep_ratio: float, bits: int = FLOAT_BITS) -> Policy:
         return self.policy_from({g: keep_ratio for g in self.groups},
                                 {layer.name: (bits, bits) for layer in self.info.layers})
+
+    def keep_precisions_that_pay(self, margin: float = PRECISION_MARGIN) -> dict[str, str]:
+        """Drop each narrower precision that is not faster than float where the budget is, and
+        say why for every precision (bits -> reason): ``result.json``'s ``precision_notes``.
+
+        Why: on a CPU without VNNI ORT's int8 kernels are slower than fp32 at narrow widths and
+        faster at wide ones, and the model-wide int8 answer at keep 0.45 measured the same as
+        fp32 at those widths (0.345x vs 0.348x): int8 risked accuracy for no speed. So at the
+        widths the budget leaves float (its largest uniform policy within budget), a precision
+        stays searchable only if the (device-corrected) table prices it at least ``margin``
+        faster there. Float always stays; so does a precision without which the budget cannot
+        be met."""
+        from .strategies.uniform import largest_feasible_ratio
+
+        notes: dict[str, str] = {}
+        if FLOAT_BITS not in self.bits_choices or len(self.bits_choices) < 2 or "latency_ms" not in self.limits:
+            return {str(b): "searched" for b in self.bits_choices}
+        ratio = largest_feasible_ratio(self, lambda r: self.uniform_policy(r, FLOAT_BITS))
+        if ratio is None:
+            return {str(b): "searched: float alone cannot meet the latency budget" for b in self.bits_choices}
+        float_ms = self.costs(self.uniform_policy(ratio, FLOAT_BITS))["latency_ms"]
+        kept = [FLOAT_BITS]
+        notes[str(FLOAT_BITS)] = f"searched: {float_ms:.4f} ms at keep {ratio:.2f} everywhere"
+        for bits in self.bits_choices:
+            if bits == FLOAT_BITS:
+                continue
+            ms = self.costs(self.uniform_policy(ratio, bits))["latency_ms"]
+            pays = ms <= float_ms * (1 - margin)
+            verdict = "searched" if pays else "not searched"
+            notes[str(bits)] = (f"{verdict}: {ms:.4f} ms at keep {ratio:.2f} everywhere, "
+                                f"{ms / float_ms:.2f}x float's {float_ms:.4f} ms")
+            if pays:
+                kept.append(bits)
+        self.bits_choices = tuple(b for b in self.bits_choices if b in kept)
+        return notes
 
     def smallest_costs(self) -> dict[str, float]:
         """Per metric, the least any uniform policy at the smallest keep ratio reaches (the

@@ -20,7 +20,9 @@ from typing import Any, Callable
 from ..core import (DEFAULT_BASELINE_EPOCHS, DEFAULT_OBJECTIVE, DEFAULT_RL_MODE, DEFAULT_SEED,
                     DEFAULT_STRATEGY, DEFAULT_TRIALS, Budget, Evaluation, Policy, SearchCancelled)
 from ..core import SearchFailed  # noqa: F401  (re-exported: callers catch runner.SearchFailed)
+from ..compress import deployed_int8_layers
 from ..data import DEFAULT_DATASET
+from ..importance import DEFAULT_IMPORTANCE, channel_scores_for
 from ..records import (FinishedEvent, JobEvent, LogEvent, SearchResult, StartedEvent, TrialEvent,
                        TrialOutcome)
 from ..train import DEFAULT_FINETUNE_EPOCHS, DEFAULT_RECOVERY_STEPS
@@ -49,6 +51,8 @@ class SearchConfig:
     strategy: str = DEFAULT_STRATEGY
     trials: int = DEFAULT_TRIALS
     seed: int = DEFAULT_SEED
+    data_seed: int | None = None     # the train/val split's seed (default: seed); benchmarks vary
+                                     # the search's seed on one baseline and one split
     hardware: str | None = None
     table: str | None = None
     finetune_epochs: float = DEFAULT_FINETUNE_EPOCHS
@@ -64,6 +68,7 @@ class SearchConfig:
     quick_table: bool = False
     quantize: bool = True
     recovery_steps: int = DEFAULT_RECOVERY_STEPS  # distillation steps before scoring each candidate
+    importance: str = DEFAULT_IMPORTANCE   # how channels are priced and chosen: taylor or magnitude
     objective: str = DEFAULT_OBJECTIVE  # second objective of multi-objective strategies
     allow_import: bool = False       # local CLI only: model given as package.module:function
     max_train: int | None = None     # subsample the training split (benchmarks on MNIST)
@@ -148,7 +153,8 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
     state_dir.mkdir(parents=True, exist_ok=True)
 
     emit(LogEvent(f"loading {config.model} on {config.data}"))
-    loaded = load_trained(config.model, config.data, seed=config.seed, epochs=config.epochs,
+    data_seed = config.seed if config.data_seed is None else config.data_seed
+    loaded = load_trained(config.model, config.data, seed=data_seed, epochs=config.epochs,
                           weights=config.weights, allow_import=config.allow_import,
                           progress=config.progress, max_train=config.max_train)
     measured_device = get_profile(config.hardware or DEFAULT_PROFILE).backend.measures_latency
@@ -160,6 +166,8 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
                             quick_table=config.quick_table, quantize=config.quantize,
                             measured_reference_ms=reference_ms,
                             latency_judged_by_device=config.calibrate_latency)
+    problem.channel_scores = channel_scores_for(config.importance, loaded.model, loaded.info,
+                                                loaded.data.x_train, loaded.data.y_train, seed=config.seed)
     # one probe for the job: its calibration batches and exported reference serve both checks
     probe = DeviceProbe(problem, config.threads, config.val_limit)
     calibration: list[dict[str, Any]] = []
@@ -179,6 +187,8 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
         if calibration:
             emit(LogEvent("latency table corrected to this device near the budget: "
                           + ", ".join(f"{k} x{f:.3f}" for k, f in problem.latency_correction.items())))
+    precision_notes = problem.keep_precisions_that_pay()
+    emit(LogEvent("precisions: " + "; ".join(f"{b} bits {why}" for b, why in precision_notes.items())))
     strategy_cls = get_strategy(config.strategy)
     options = StrategyOptions(trials=config.trials, seed=config.seed, state_dir=state_dir,
                               objective=config.objective,
@@ -189,7 +199,8 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
     n_val = config.val_limit or len(loaded.data.x_val)
     payload = EvalPayload(loaded.model, loaded.info, loaded.data.x_val[:n_val], loaded.data.y_val[:n_val],
                           loaded.data.calibration_batches(), loaded.data.x_train,
-                          loaded.data.y_train, problem.channel_step, config.recovery_steps)
+                          loaded.data.y_train, problem.channel_step, config.recovery_steps,
+                          scores=problem.channel_scores)
     rec = _Recorder(problem, config, EvaluationLog(state_dir / "evaluations.jsonl"), emit, t0)
     if config.use_ray:
         init_ray(config.ray_address)
@@ -204,7 +215,9 @@ def run_search(config: SearchConfig, on_event: EventSink | None = None,
     rows = rec.rows
 
     result = finalize(problem, rows, config, strategy_cls.multi_objective, out, emit, probe)
-    result = replace(result, latency_calibration=calibration,
+    result = replace(result, latency_calibration=calibration, importance=config.importance,
+                     precision_notes=precision_notes, int8_layers=deployed_int8_layers(result.policy),
+                     start_scores=_start_scores(getattr(strategy, "starts", {}), rows),
                      wall_s=time.perf_counter() - t0)
     (out / "result.json").write_text(json.dumps(result.to_dict(), indent=2))
     emit(FinishedEvent.of(result))
@@ -292,6 +305,13 @@ def _tune_loop(problem: CompressionProblem, strategy, payload: EvalPayload, rec:
                        state_dir, on_row, should_stop)
     if stopped:
         raise SearchCancelled("the search was cancelled")
+
+
+def _start_scores(starts: dict[str, Policy], rows: list[dict[str, Any]]) -> dict[str, float]:
+    """The search signal each of a strategy's starts got (label -> accuracy), where scored."""
+    scored = {r["key"]: r["accuracy"] for r in rows if r.get("accuracy") is not None}
+    return {label: scored[_policy_key(policy)] for label, policy in starts.items()
+            if _policy_key(policy) in scored}
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:

@@ -23,6 +23,8 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 log = logging.getLogger(__name__)
 
 RATIO_STEP = 0.05
+ALLOCATION_BLENDS = (0.5, 1.0)
+"""How far from uniform pruning (0) toward the latency-aware allocation (1) the queued starts go."""
 
 
 class OptunaStrategy(Strategy):
@@ -49,14 +51,36 @@ class OptunaStrategy(Strategy):
         for t in self.study.trials:
             if t.state == optuna.trial.TrialState.RUNNING:
                 self.study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        # the starts' policies by label, so the result can show what each scored
+        self.starts: dict[str, Policy] = {}
+        fresh = not self.evaluations and not self.study.trials
+        for label, params in [*self.uniform_starts(), *self.allocation_starts()]:
+            self.starts[label] = self._policy_of(params)
+            if fresh:
+                self.study.enqueue_trial(params, skip_if_exists=True)
         if self.evaluations:
             log.info("%s: resumed a study with %d evaluations", self.name, self.evaluations)
-        elif not self.study.trials:
-            self.enqueue_uniform_starts()
 
-    def enqueue_uniform_starts(self) -> list[dict[str, Any]]:
-        """Queue, as the study's first trials, the largest uniform policy within budget at each
-        searchable bit-width (the ``uniform`` strategy's answers, on the ratio grid).
+    def _start_params(self, keep: dict[str, float], bits: int) -> dict[str, Any]:
+        p = self.problem
+        params: dict[str, Any] = {f"keep:{g}": k for g, k in keep.items()}
+        if len(p.bits_choices) > 1:
+            params.update({f"bits:{name}": b for name, (b, _) in p.bits_for(lambda _: bits).items()}
+                          if p.per_layer_bits else {"bits:all": bits})
+        return params
+
+    def _policy_of(self, params: dict[str, Any]) -> Policy:
+        """The policy a start's parameters stand for (as ``_suggest`` would build it)."""
+        p = self.problem
+        keep = {g: float(params[f"keep:{g}"]) for g in p.groups}
+        bits = {}
+        if len(p.bits_choices) > 1:
+            bits = p.bits_for(lambda name: int(params[f"bits:{name}"]))
+        return p.policy_from(keep, bits)
+
+    def uniform_starts(self) -> list[tuple[str, dict[str, Any]]]:
+        """The study's first trials: the largest uniform policy within budget at each searchable
+        bit-width (the ``uniform`` strategy's answers, on the ratio grid), as (label, params).
 
         Why: TPE's startup trials are random, and with a few dozen evaluations it may never draw
         "every group alike"; yet that is what a user gets from uniform pruning (or from int8
@@ -67,20 +91,59 @@ class OptunaStrategy(Strategy):
 
         p = self.problem
         lo = round(p.min_keep_ratio / RATIO_STEP) * RATIO_STEP
-        queued = []
+        out = []
         for bits in p.bits_choices:
             r = largest_feasible_ratio(p, lambda r, b=bits: p.uniform_policy(r, b))
             if r is None:
                 continue
             # down onto the suggest grid (lo, lo+step, ..., 1.0), so the trial stays within budget
             keep = max(lo, lo + RATIO_STEP * int((r - lo) / RATIO_STEP + 1e-9))
-            params: dict[str, Any] = {f"keep:{g}": round(keep, 10) for g in p.groups}
-            if len(p.bits_choices) > 1:
-                params.update({f"bits:{name}": b for name, (b, _) in p.bits_for(lambda _: bits).items()}
-                              if p.per_layer_bits else {"bits:all": bits})
-            self.study.enqueue_trial(params, skip_if_exists=True)
-            queued.append(params)
-        return queued
+            out.append((f"uniform-{bits}", self._start_params({g: round(keep, 10) for g in p.groups}, bits)))
+        return out
+
+    def allocation_starts(self) -> list[tuple[str, dict[str, Any]]]:
+        """After the uniform starts, the latency-aware allocations (``allocation``) where the
+        problem prices channels by importance: at each bit-width, the policies
+        ``ALLOCATION_BLENDS`` of the way from uniform pruning to the allocation, each at the
+        budget's edge and put on the suggest grid, as (label, params).
+
+        Why: with 20 evaluations in 20-50 dimensions TPE samples little more than noise around
+        its starts, so the starts decide what the search can find; uniform pruning spends the
+        same share of every layer, the allocation spends channels where they cost the least
+        importance per millisecond, and the blends between hedge the allocation's first-order
+        estimate (BENCHMARKS.md, "Fashion-MNIST")."""
+        from ..allocation import blended_policies
+
+        p = self.problem
+        if p.channel_scores is None:
+            return []
+        out = []
+        for bits in p.bits_choices:
+            for weight, policy in blended_policies(p, p.channel_scores, bits, ALLOCATION_BLENDS):
+                keep = self._on_grid({g: policy[m[0]].keep_ratio for g, m in p.groups.items()}, bits)
+                if keep is not None:
+                    out.append((f"allocation-{weight:g}-{bits}", self._start_params(keep, bits)))
+        return out
+
+    def _on_grid(self, keep: dict[str, float], bits: int) -> dict[str, float] | None:
+        """``keep`` on the suggest grid within budget: each ratio rounded down, then raised a
+        step at a time, the largest rounding losses first, while the budget holds."""
+        p = self.problem
+        lo = round(p.min_keep_ratio / RATIO_STEP) * RATIO_STEP
+        layer_bits = {layer.name: (bits, bits) for layer in p.info.layers}
+
+        def feasible(k: dict[str, float]) -> bool:
+            return p.feasible(p.costs(p.policy_from(k, layer_bits)))
+
+        down = {g: round(max(lo, lo + RATIO_STEP * int((r - lo) / RATIO_STEP + 1e-9)), 10)
+                for g, r in keep.items()}
+        if not feasible(down):
+            return None
+        for g in sorted(keep, key=lambda g: down[g] - keep[g]):
+            up = round(min(1.0, down[g] + RATIO_STEP), 10)
+            if up > down[g] and feasible({**down, g: up}):
+                down[g] = up
+        return down
 
     def make_sampler(self, options: StrategyOptions) -> optuna.samplers.BaseSampler:
         raise NotImplementedError
