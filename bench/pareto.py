@@ -381,7 +381,9 @@ def main(argv: list[str] | None = None) -> int:
                          "by every seed; epochs: each seed trains its own for --epochs")
     ap.add_argument("--epochs", type=int, default=2, help="baseline training epochs (--baseline epochs)")
     ap.add_argument("--max-train", type=int, default=10000)
-    ap.add_argument("--val-limit", type=int, default=1000)
+    ap.add_argument("--val-limit", type=int, default=None,
+                    help="validation images each candidate is scored on (default: all, 9,000 on "
+                         "Fashion-MNIST: ±0.3 pt of sampling noise instead of ±0.9 pt at 1,000)")
     ap.add_argument("--test-limit", type=int, default=None, help="test images scored (all: 10000)")
     ap.add_argument("--trials", type=int, default=20)
     ap.add_argument("--finetune-epochs", type=float, default=3.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from automl.compress import apply_policy
@@ -73,3 +74,18 @@ def test_blended_policies_run_from_uniform_to_the_allocation_all_at_the_budget(v
         assert problem.resource(problem.costs(policy)) > 0.9    # scaled up to the budget's edge
     ratios = {round(got[0][1][m[0]].keep_ratio, 6) for m in problem.groups.values()}
     assert len(ratios) == 1                              # weight 0: one ratio everywhere
+
+
+@pytest.mark.parametrize("int8_factor,searched", [(3.0, False), (0.3, True)])
+def test_int8_is_searched_only_where_the_table_prices_it_faster_at_the_budgets_widths(
+        vgg_digits, int8_factor, searched):
+    problem = build_problem(vgg_digits, ["latency_ms=0.5x"], hardware="cpu-ort", quick_table=True,
+                            latency_judged_by_device=True)
+    assert problem.bits_choices == (32, 8) or set(problem.bits_choices) == {32, 8}
+    # the device correction says how int8 runs here: 3x slower, or 0.3x of the table
+    problem.latency_correction.update({"32/uniform": 1.0, "32/mixed": 1.0,
+                                       "8/uniform": int8_factor, "8/mixed": int8_factor})
+    notes = problem.keep_precisions_that_pay()
+    assert (8 in problem.bits_choices) is searched and 32 in problem.bits_choices
+    assert notes["8"].startswith("searched" if searched else "not searched")
+    assert "ms at keep" in notes["8"] and "float" in notes["8"]

@@ -237,10 +237,30 @@ def load_or_build_table(model_name: str, info: ModelInfo, profile: HardwareProfi
                          "re-measuring them", path.name, table.metadata.int8_export, INT8_EXPORT)
             elif table.remainders_for(model_name, info.input_shape) or not profile.backend.measures_latency:
                 return _calibrated(table, model_name, info, path)
+    kernels = device_kernels_path(profile)
+    if kernels.is_file() and not quick and profile.backend.measures_latency:
+        try:
+            sample = LatencyTable.load(kernels)
+        except TableError as exc:
+            log.warning("device kernel table %s unusable (%s): timing every layer", kernels, exc)
+        else:
+            log.info("pricing %s's layers from this device's kernel table %s; timing its whole-model "
+                     "remainder only (cached at %s)", model_name, kernels, path)
+            return profile_model(model_name, info.input_shape, profile, out=path,
+                                 num_classes=num_classes, progress=True, kernels_from=sample)
     log.info("building the %s latency table for %s at %s (first use; cached at %s)",
              profile.name, model_name, list(info.input_shape), path)
     return profile_model(model_name, info.input_shape, profile, out=path, quick=quick,
                          num_classes=num_classes, progress=True)
+
+
+def device_kernels_path(profile: HardwareProfile) -> Path:
+    """Where this device's kernel table lives (``hwcompress lut kernels --device`` writes it):
+    when present, a model with no table of its own has its layers priced from it and only its
+    whole-model remainder timed (``profile --kernels-from``), minutes instead of a full build."""
+    from ..train import cache_dir
+
+    return cache_dir() / "tables" / f"{profile.name}-t{profile.threads}-kernels.json"
 
 
 def _calibrated(table: LatencyTable, model_name: str, info: ModelInfo, path: Path) -> LatencyTable:

@@ -91,6 +91,11 @@ def cmd_kernels(args: argparse.Namespace) -> int:
 
     try:
         profile = get_profile(args.hardware, args.threads)
+        if args.device:
+            from automl.search.problem import device_kernels_path
+
+            args.out = device_kernels_path(profile)
+            args.out.parent.mkdir(parents=True, exist_ok=True)
         table = profile_kernel_sample(profile, args.out, samples=args.samples, max_hw=args.max_hw,
                                       seed=args.seed, resume=not args.fresh,
                                       progress=not args.no_progress)
@@ -245,7 +250,12 @@ def register(subparsers) -> None:
     mg.set_defaults(func=cmd_merge)
     kn = sub.add_parser("kernels", help="measure a model-independent kernel sample (for nets never "
                                         "profiled: merge it into a table, then predict --unseen)")
-    kn.add_argument("--out", required=True, help="table file (JSON); an existing one is resumed")
+    out = kn.add_mutually_exclusive_group(required=True)
+    out.add_argument("--out", help="table file (JSON); an existing one is resumed")
+    out.add_argument("--device", action="store_true",
+                     help="write this device's kernel table into the cache: every later search "
+                          "of a model without a table of its own prices its layers from it and "
+                          "times only the model's whole-model remainder")
     kn.add_argument("--samples", type=int, default=300, help="kernels drawn (each timed at every precision)")
     kn.add_argument("--max-hw", type=int, default=224, help="largest input resolution drawn")
     kn.add_argument("--seed", type=int, default=0)
