@@ -54,8 +54,8 @@ def test_a_candidate_that_measures_within_budget_is_kept(problem):
     build, score = _tools(problem)
     rows = _rows(problem, [(0.9, 0.5), (0.8, 0.4)])
     assert all(r["feasible"] for r in rows)
-    choice = choose_within_measured_budget(problem, rows, build,
-                                           lambda p, m: problem.costs(p)["latency_ms"], score)
+    choice = choose_within_measured_budget(problem, rows, build,   # (widening: tested below)
+                                           lambda p, m: problem.costs(p)["latency_ms"], score, grow=False)
     assert choice.within_budget and choice.row is rows[0] and len(choice.checks) == 1
 
 
@@ -236,3 +236,24 @@ def test_a_latency_budget_the_table_calls_unreachable_is_left_to_the_device(lene
         assert largest_feasible_ratio(problem, problem.uniform_policy) is not None
     finally:
         problem.latency_correction.clear()
+
+
+def test_a_best_candidate_well_under_the_measured_budget_is_widened_toward_it(problem):
+    """The table over-prices this device by 40%: the best candidate measures far under the
+    budget and is widened until it measures near it, as the peers' ratios are bisected."""
+    build, score = _tools(problem)
+    rows = _rows(problem, [(0.95, 0.4)])
+    limit = problem.limits["latency_ms"]
+
+    def device(p, m):
+        return problem.costs(p)["latency_ms"] * 0.6
+    choice = choose_within_measured_budget(problem, rows, build, device, score)
+    assert choice.within_budget and choice.measured_ms <= limit * (1 + MEASURED_TOLERANCE)
+    assert choice.measured_ms > rows[0]["latency_ms"] * 0.6          # wider than the candidate
+    assert choice.checks[-1]["source"] == "widened best candidate (chosen)"
+    wide, best = Policy.from_dict(choice.row["policy"]), Policy.from_dict(rows[0]["policy"])
+    assert all(wide[n].keep_ratio >= best[n].keep_ratio for n in best.layers)
+    # a candidate at the budget's edge, measured as the table says, is kept as it was
+    edge = _rows(problem, [(0.95, largest_feasible_ratio(problem, problem.uniform_policy))])
+    exact = choose_within_measured_budget(problem, edge, build, lambda p, m: problem.costs(p)["latency_ms"], score)
+    assert exact.row is edge[0] and len(exact.checks) == 1

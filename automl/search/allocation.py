@@ -118,7 +118,7 @@ def policy_resource(problem, bits: int) -> Callable[[dict[str, float]], float]:
 def blended_policies(problem, scores: ChannelScores, bits: int, weights: Sequence[float]) -> list[tuple[float, Policy]]:
     """(weight, policy) within budget for each blend weight between uniform (0) and the
     latency-aware allocation (1), every one scaled up to the budget's edge."""
-    from .strategies.uniform import largest_feasible_ratio
+    from .problem import largest_feasible_ratio
 
     resource = policy_resource(problem, bits)
     alloc = allocate(problem.info, scores, resource, problem.channel_step, problem.min_keep_ratio)

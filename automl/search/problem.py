@@ -156,8 +156,6 @@ class CompressionProblem:
         stays searchable only if the (device-corrected) table prices it at least ``margin``
         faster there. Float always stays; so does a precision without which the budget cannot
         be met."""
-        from .strategies.uniform import largest_feasible_ratio
-
         notes: dict[str, str] = {}
         if FLOAT_BITS not in self.bits_choices or len(self.bits_choices) < 2 or "latency_ms" not in self.limits:
             return {str(b): "searched" for b in self.bits_choices}
@@ -201,6 +199,24 @@ class CompressionProblem:
                     f"on {self.profile.name}: the smallest reachable value is {smallest[metric]:.4g} "
                     f"(uncompressed {self.reference[metric]:.4g}; keep ratio ≥ {self.min_keep_ratio}, "
                     f"bits ≥ {min(self.bits_choices)})")
+
+
+def largest_feasible_ratio(problem: "CompressionProblem", make, lo: float | None = None,
+                           hi: float = 1.0, iterations: int = 24) -> float | None:
+    """Bisection for the largest ``r`` in [lo, hi] with ``make(r)`` within budget (costs are
+    monotone in ``r``); None when even ``lo`` is over."""
+    lo = problem.min_keep_ratio if lo is None else lo
+    if not problem.feasible(problem.costs(make(lo))):
+        return None
+    if problem.feasible(problem.costs(make(hi))):
+        return hi
+    for _ in range(iterations):
+        mid = (lo + hi) / 2
+        if problem.feasible(problem.costs(make(mid))):
+            lo = mid
+        else:
+            hi = mid
+    return lo
 
 
 def load_or_build_table(model_name: str, info: ModelInfo, profile: HardwareProfile,

@@ -5,25 +5,9 @@ from __future__ import annotations
 
 from ...core import Evaluation
 from ..base import Strategy, Trial
-from ..problem import CompressionProblem
+from ..problem import largest_feasible_ratio
 
-
-def largest_feasible_ratio(problem: CompressionProblem, make, lo: float | None = None,
-                           hi: float = 1.0, iterations: int = 24) -> float | None:
-    """Bisection for the largest ``r`` in [lo, hi] with ``make(r)`` within budget (costs are
-    monotone in ``r``); None when even ``lo`` is over."""
-    lo = problem.min_keep_ratio if lo is None else lo
-    if not problem.feasible(problem.costs(make(lo))):
-        return None
-    if problem.feasible(problem.costs(make(hi))):
-        return hi
-    for _ in range(iterations):
-        mid = (lo + hi) / 2
-        if problem.feasible(problem.costs(make(mid))):
-            lo = mid
-        else:
-            hi = mid
-    return lo
+__all__ = ["UniformStrategy", "largest_feasible_ratio"]
 
 
 class UniformStrategy(Strategy):
