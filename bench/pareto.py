@@ -6,6 +6,7 @@ run, on the same data, the same budgets and the same fine-tune.
 
 Methods (``--methods``):
   optuna-tpe          our search (Optuna TPE, joint pruning + int8), its distilled fine-tune
+  optuna-tpe-taylor   the same with --importance taylor (the latency-aware allocation's starts)
   ddpg-joint          our DDPG agent (AMC/HAQ-style, joint mode)
   tp-global           Torch-Pruning MagnitudePruner, global ranking, ratio bisected to the budget
   tp-uniform          Torch-Pruning MagnitudePruner, one ratio for every layer, bisected
@@ -57,8 +58,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 MNIST = "mnist:" + str(SHARED_DATA / "mnist.npz")
 FASHION = "mnist:" + str(SHARED_DATA / "fashion_mnist.npz")
-METHODS = ["optuna-tpe", "ddpg-joint", *PEER_METHODS]
-OURS = ("optuna-tpe", "ddpg-joint")
+METHODS = ["optuna-tpe", "optuna-tpe-taylor", "ddpg-joint", *PEER_METHODS]
+OURS = ("optuna-tpe", "optuna-tpe-taylor", "ddpg-joint")
 BASELINE_SEED = 0   # --baseline plateau: the one baseline and split every seed starts from
 TIMING_PROTOCOL = "fastest-chunk"   # latency_models.sampling; rows without it were read by the old one
 RETIME_S_PER_GRAPH = 2.0
@@ -99,6 +100,7 @@ class Context:
 
 def _ours(ctx: Context, fraction: float, method: str, out: Path) -> dict[str, Any]:
     strategy, _, mode = method.partition("-")
+    importance = "taylor" if method.endswith("-taylor") else "magnitude"
     if strategy == "optuna":
         strategy, mode = "optuna-tpe", "joint"
     a = ctx.args
@@ -109,13 +111,15 @@ def _ours(ctx: Context, fraction: float, method: str, out: Path) -> dict[str, An
                           data_seed=ctx.data_seed, weights=ctx.weights,
                           finetune_epochs=a.finetune_epochs, out_dir=str(out), epochs=a.epochs,
                           max_train=a.max_train, val_limit=a.val_limit, workers=a.workers,
-                          recovery_steps=a.recovery_steps)
+                          recovery_steps=a.recovery_steps, importance=importance)
     r = run_search(config)
     onnx_bytes = (out / "compressed.onnx").read_bytes()
     bits = [lp.w_bits for lp in r.policy.layers.values()]
     return {"onnx": onnx_bytes, "int8_layer_share": sum(b <= 8 for b in bits) / max(1, len(bits)),
             "policy": r.policy.to_dict(), "channel_step": get_profile(r.hardware or DEFAULT_PROFILE).channel_step,
             "search_accuracy_after_finetune_torch": r.accuracy_after_finetune,
+            "importance": r.importance, "start_scores": r.start_scores,
+            "accuracy_val_search": r.accuracy_val_search, "precision_notes": r.precision_notes,
             "search_latency_ms_measured": r.latency_ms_measured,
             "search_within_budget": r.latency_within_budget_measured,
             "evaluations": r.evaluations}
@@ -131,6 +135,7 @@ RUNNERS: dict[str, Callable[..., dict[str, Any]]] = {
     **{m: (lambda ctx, f, out, m=m: _peer(ctx, f, m)) for m in PEER_METHODS},
     "optuna-tpe": lambda ctx, f, out: _ours(ctx, f, "optuna-tpe", out),
     "ddpg-joint": lambda ctx, f, out: _ours(ctx, f, "ddpg-joint", out),
+    "optuna-tpe-taylor": lambda ctx, f, out: _ours(ctx, f, "optuna-tpe-taylor", out),
 }
 
 

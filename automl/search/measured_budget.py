@@ -214,16 +214,22 @@ def shrink_to_predicted(problem: CompressionProblem, policy: Policy, limit_ms: f
                         steps: int = 20) -> Policy:
     """The largest uniform shrink of ``policy`` whose predicted latency is at most ``limit_ms``
     (bisection on the factor; the most shrunk policy when even that does not reach it)."""
-    lo, hi = 0.0, 1.0
     if problem.costs(policy)["latency_ms"] <= limit_ms:
         return policy
+    return shrink_policy(problem, policy, _largest_factor(problem, policy, limit_ms, 0.0, 1.0, steps))
+
+
+def _largest_factor(problem: CompressionProblem, policy: Policy, limit_ms: float, lo: float,
+                    hi: float, steps: int) -> float:
+    """Bisection for the largest scaling factor in [lo, hi] of ``policy``'s keep ratios whose
+    predicted latency is at most ``limit_ms`` (``lo`` is taken to meet it)."""
     for _ in range(steps):
         mid = (lo + hi) / 2
         if problem.costs(shrink_policy(problem, policy, mid))["latency_ms"] <= limit_ms:
             lo = mid
         else:
             hi = mid
-    return shrink_policy(problem, policy, lo)
+    return lo
 
 
 @dataclass
@@ -338,16 +344,9 @@ def grow_to_predicted(problem: CompressionProblem, policy: Policy, limit_ms: flo
     ratios = [lp.keep_ratio for lp in policy.layers.values() if lp.keep_ratio < 1.0]
     if not ratios:
         return policy
-    lo, hi = 1.0, 1.0 / min(ratios)
-    if problem.costs(shrink_policy(problem, policy, lo))["latency_ms"] > limit_ms:
+    if problem.costs(policy)["latency_ms"] > limit_ms:
         return policy
-    for _ in range(steps):
-        mid = (lo + hi) / 2
-        if problem.costs(shrink_policy(problem, policy, mid))["latency_ms"] <= limit_ms:
-            lo = mid
-        else:
-            hi = mid
-    return shrink_policy(problem, policy, lo)
+    return shrink_policy(problem, policy, _largest_factor(problem, policy, limit_ms, 1.0, 1.0 / min(ratios), steps))
 
 
 def _shrink_until_within(problem: CompressionProblem, checks: _BudgetChecks, score: ScoreFn,

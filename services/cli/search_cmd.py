@@ -9,6 +9,7 @@ from pathlib import Path
 from automl.core import (DEFAULT_BASELINE_EPOCHS, DEFAULT_OBJECTIVE, DEFAULT_RL_MODE, DEFAULT_SEED,
                          DEFAULT_STRATEGY, DEFAULT_TRIALS)
 from automl.data import DEFAULT_DATASET
+from automl.importance import DEFAULT_IMPORTANCE, IMPORTANCE_CRITERIA
 from automl.records import JobEvent, LogEvent, StartedEvent, TrialEvent
 from automl.train import DEFAULT_FINETUNE_EPOCHS, DEFAULT_RECOVERY_STEPS
 
@@ -38,6 +39,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--recovery-steps", type=int, default=DEFAULT_RECOVERY_STEPS,
                    help="distillation steps each candidate gets before it is scored; 0 scores "
                         f"right after compression as AMC does [{DEFAULT_RECOVERY_STEPS}]")
+    p.add_argument("--importance", default=DEFAULT_IMPORTANCE, choices=list(IMPORTANCE_CRITERIA),
+                   help="how channels are priced and which are removed: magnitude (L2 weight "
+                        "magnitude) or taylor (first-order Taylor; the Optuna study then also "
+                        f"starts from the latency-aware allocation) [{DEFAULT_IMPORTANCE}]")
     p.add_argument("--objective", default=DEFAULT_OBJECTIVE, choices=["latency_ms", "energy_mj"],
                    help="second objective of multi-objective strategies")
     p.add_argument("--rl-mode", default=DEFAULT_RL_MODE, choices=["prune", "quantize", "joint"],
@@ -71,6 +76,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         weights=args.weights, rl_mode=args.rl_mode, epochs=args.epochs, workers=args.workers,
         use_ray=not args.local, quick_table=args.quick_table, quantize=not args.no_quantize,
         recovery_steps=args.recovery_steps, progress=True, objective=args.objective, allow_import=True,
+        importance=args.importance,
         agent_kwargs=args.agent_kwargs)
     bar = None  # the trials' bar: from the search's start, not while earlier phases run
 
