@@ -59,14 +59,14 @@ def test_a_measured_kernel_sample_fits_the_unseen_regressor_and_resumes(tmp_path
 
 
 def test_a_device_kernel_table_prices_a_new_models_layers_without_timing_them(tmp_path, monkeypatch, capsys, digits):
-    """`lut kernels --device` writes the device's table into the cache; a search of a model with
+    """`lut kernels --into-cache` writes the device's table into the cache; a search of a model with
     no table of its own then prices its layers from it (regressed) and times only the model."""
     from automl.search.problem import build_problem, device_kernels_path
     from automl.workflow import load_trained
     from latency_models.profile import DEFAULT_PROFILE, get_profile
 
     monkeypatch.setenv("HWCOMPRESS_CACHE", str(tmp_path / "cache"))
-    assert cli.main(["lut", "kernels", "--device", "--samples", "24", "--max-hw", "16", "--no-progress"]) == 0
+    assert cli.main(["lut", "kernels", "--into-cache", "--samples", "24", "--max-hw", "16", "--no-progress"]) == 0
     capsys.readouterr()
     assert device_kernels_path(get_profile(DEFAULT_PROFILE, 1)).is_file()
     loaded = load_trained("lenet5", "digits", epochs=1, progress=False)

@@ -271,7 +271,7 @@ def load_or_build_table(model_name: str, info: ModelInfo, profile: HardwareProfi
 
 
 def device_kernels_path(profile: HardwareProfile) -> Path:
-    """Where this device's kernel table lives (``hwcompress lut kernels --device`` writes it):
+    """Where this device's kernel table lives (``hwcompress lut kernels --into-cache`` writes it):
     when present, a model with no table of its own has its layers priced from it and only its
     whole-model remainder timed (``profile --kernels-from``), minutes instead of a full build."""
     from ..train import cache_dir

@@ -91,7 +91,7 @@ def cmd_kernels(args: argparse.Namespace) -> int:
 
     try:
         profile = get_profile(args.hardware, args.threads)
-        if args.device:
+        if args.into_cache:
             from automl.search.problem import device_kernels_path
 
             args.out = device_kernels_path(profile)
@@ -252,7 +252,7 @@ def register(subparsers) -> None:
                                         "profiled: merge it into a table, then predict --unseen)")
     out = kn.add_mutually_exclusive_group(required=True)
     out.add_argument("--out", help="table file (JSON); an existing one is resumed")
-    out.add_argument("--device", action="store_true",
+    out.add_argument("--into-cache", action="store_true",
                      help="write this device's kernel table into the cache: every later search "
                           "of a model without a table of its own prices its layers from it and "
                           "times only the model's whole-model remainder")
