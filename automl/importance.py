@@ -81,9 +81,9 @@ def _copy_for_scoring(model: nn.Module) -> nn.Module:
 IMPORTANCE_CRITERIA = ("magnitude", "taylor")
 DEFAULT_IMPORTANCE = "magnitude"
 """The search's default until the Fashion-MNIST front shows Taylor winning: on MobileNetV2-0.5
-at 0.25x (one seed, bench.allocation_ablation) uniform widths pruned by Taylor recovered to
-0.8517 and the full allocation to 0.8500, against Torch-Pruning's uniform magnitude pruning's
-0.8569 at a similar measured latency. ``taylor`` is opt-in (``--importance taylor``)."""
+at 0.25x (one seed, bench.allocation_ablation, BENCHMARKS.md) uniform widths pruned by Taylor
+recovered to 0.8531 against 0.8594 pruned by magnitude, and the full allocation to 0.8500.
+``taylor`` is opt-in (``--importance taylor``)."""
 SCORING_IMAGES = 512
 
 

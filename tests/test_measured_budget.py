@@ -257,3 +257,19 @@ def test_a_best_candidate_well_under_the_measured_budget_is_widened_toward_it(pr
     edge = _rows(problem, [(0.95, largest_feasible_ratio(problem, problem.uniform_policy))])
     exact = choose_within_measured_budget(problem, edge, build, lambda p, m: problem.costs(p)["latency_ms"], score)
     assert exact.row is edge[0] and len(exact.checks) == 1
+
+
+def test_a_widening_that_measures_over_the_budget_leaves_the_best_candidate_as_the_answer(problem):
+    """The widened graph measures far over (the table under-prices it): the best candidate stays
+    the answer and is the last check, whose figures result.json reports."""
+    build, score = _tools(problem)
+    rows = _rows(problem, [(0.95, 0.3)])
+    narrow = problem.costs(problem.uniform_policy(0.3))["latency_ms"]
+
+    def device(p, m):  # the candidate itself reads 60% of the table; anything wider, 3x
+        ms = problem.costs(p)["latency_ms"]
+        return ms * 0.6 if ms <= narrow * 1.0001 else ms * 3.0
+    choice = choose_within_measured_budget(problem, rows, build, device, score)
+    assert choice.row is rows[0] and choice.within_budget
+    assert [c["source"] for c in choice.checks][-2:] == ["widened best candidate", "best candidate (chosen)"]
+    assert choice.checks[-1]["latency_ms_measured"] == pytest.approx(choice.measured_ms)
