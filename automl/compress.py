@@ -20,13 +20,9 @@ from torch import nn
 from latency_models.onnx_runtime import export_onnx, int8_weight_qmax, quantize_int8_qdq
 
 from .core import FLOAT_BITS, ModelInfo, Policy, kept_channels
-from .importance import ChannelScores
+from .importance import PRUNE_OUT, ChannelScores
 from .quant import add_fake_quant, finish_calibration, float_deployable_copy
 from .space import layer_modules, trace_model
-
-_PRUNE_OUT = {"conv": tp.prune_conv_out_channels, "linear": tp.prune_linear_out_channels,
-              "depthwise": tp.prune_depthwise_conv_out_channels}
-
 
 def prune_channels(model: nn.Module, info: ModelInfo, policy: Policy, channel_step: int = 1,
                    scores: ChannelScores | None = None) -> int:
@@ -45,7 +41,7 @@ def prune_channels(model: nn.Module, info: ModelInfo, policy: Policy, channel_st
         keep = kept_channels(channels, policy[leader].keep_ratio, channel_step)
         if keep >= channels:
             continue
-        fn = _PRUNE_OUT[layer.op]
+        fn = PRUNE_OUT[layer.op]
         if scores is not None and leader in scores.scores:
             drop = scores.order(leader)[:channels - keep]
         else:

@@ -19,8 +19,8 @@ from torch import nn
 
 from .core import ModelInfo
 
-_PRUNE_OUT = {"conv": tp.prune_conv_out_channels, "linear": tp.prune_linear_out_channels,
-              "depthwise": tp.prune_depthwise_conv_out_channels}
+PRUNE_OUT = {"conv": tp.prune_conv_out_channels, "linear": tp.prune_linear_out_channels,
+             "depthwise": tp.prune_depthwise_conv_out_channels}
 
 
 @dataclass(frozen=True)
@@ -36,13 +36,6 @@ class ChannelScores:
         s = self.scores[group]
         return sorted(range(len(s)), key=lambda i: s[i])
 
-    def to_dict(self) -> dict:
-        return {"criterion": self.criterion, "scores": self.scores}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ChannelScores":
-        return cls({g: [float(v) for v in s] for g, s in d["scores"].items()}, str(d["criterion"]))
-
 
 def taylor_scores(model: nn.Module, info: ModelInfo, batches: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> ChannelScores:
     """First-order Taylor importance of every group's channels on ``batches`` (x, y): per batch
@@ -55,7 +48,7 @@ def taylor_scores(model: nn.Module, info: ModelInfo, batches: Sequence[tuple[tor
     groups = {}
     for leader in info.prune_groups:
         layer = info.layer(leader)
-        groups[leader] = graph.get_pruning_group(modules[leader], _PRUNE_OUT[layer.op],
+        groups[leader] = graph.get_pruning_group(modules[leader], PRUNE_OUT[layer.op],
                                                  list(range(layer.out_channels)))
     totals: dict[str, torch.Tensor] = {}
     loss_fn = nn.CrossEntropyLoss()

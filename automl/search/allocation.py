@@ -14,13 +14,10 @@ increase, in one unit for every layer, so channels of different layers can be co
 
 from __future__ import annotations
 
-import logging
 from typing import Callable, Sequence
 
 from ..core import FLOAT_BITS, ModelInfo, Policy, kept_channels
 from ..importance import ChannelScores
-
-log = logging.getLogger(__name__)
 
 def allocate(info: ModelInfo, scores: ChannelScores, resource: Callable[[dict[str, float]], float],
              channel_step: int, min_keep_ratio: float, target: float = 1.0,
